@@ -1,0 +1,41 @@
+# prepull: see README.md. `make help` lists the targets.
+SHELL := /usr/bin/env bash
+GO ?= go
+# The product builds from the committed vendor/ directory.
+export GOFLAGS := -mod=vendor
+BIN_DIR ?= bin
+
+.PHONY: help build test test-unit test-integration verify generate controlplane bench clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+build: ## Build every package (and binaries under cmd/ into bin/).
+	$(GO) build ./...
+	@if [ -d cmd ]; then $(GO) build -o $(BIN_DIR)/ ./cmd/...; fi
+
+test: verify test-unit test-integration ## The full check CI runs: verify, unit and integration tests.
+
+test-unit: ## Unit tests (no servers).
+	$(GO) test -count=1 ./pkg/... ./cmd/...
+
+test-integration: controlplane ## Tests against a real etcd and kube-apiserver.
+	$(GO) test -count=1 -timeout 20m ./test/integration/...
+
+controlplane: ## Build (or find cached) etcd, kube-apiserver and kubectl.
+	@hack/build-controlplane.sh >/dev/null
+
+verify: ## gofmt, go vet, vendor and generated-code freshness.
+	hack/verify-gofmt.sh
+	$(GO) vet ./...
+	hack/verify-vendor.sh
+	hack/verify-codegen.sh
+
+generate: ## Regenerate v1alpha1, deepcopy, clients and CRDs from pkg/apis/apps/v1beta1.
+	hack/update-codegen.sh
+
+bench: ## Benchmarks (speed and memory are measured here, never in tests).
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean: ## Remove build output.
+	rm -rf $(BIN_DIR)

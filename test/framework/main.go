@@ -1,0 +1,48 @@
+package framework
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var shared *ControlPlane
+
+// RunTests is a test package's TestMain body: it starts one control plane
+// with the CRDs installed, runs the package's tests against it and stops it,
+// also when the run is interrupted. Use it as os.Exit(framework.RunTests(m)).
+func RunTests(m *testing.M) int {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	start := time.Now()
+	cp, err := Start(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "starting control plane: %v\n", err)
+		return 1
+	}
+	defer cp.Stop()
+	if err := InstallCRDs(ctx, cp.Config); err != nil {
+		fmt.Fprintf(os.Stderr, "installing CRDs: %v\n%s", err, cp.Logs())
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "control plane ready in %s at %s\n", time.Since(start).Round(time.Millisecond), cp.Config.Host)
+	shared = cp
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "control plane logs for the failed run:\n%s", cp.Logs())
+	}
+	return code
+}
+
+// Shared is the control plane RunTests started for this test binary.
+func Shared(t testing.TB) *ControlPlane {
+	t.Helper()
+	if shared == nil {
+		t.Fatal("no shared control plane: call framework.RunTests from TestMain")
+	}
+	return shared
+}
