@@ -17,7 +17,7 @@ build: ## Build every package (and binaries under cmd/ into bin/).
 test: verify test-unit test-integration ## The full check CI runs: verify, unit and integration tests.
 
 test-unit: ## Unit tests (no servers).
-	$(GO) test -count=1 ./pkg/... ./cmd/...
+	$(GO) test -count=1 ./pkg/... $(if $(wildcard cmd),./cmd/...)
 
 test-integration: controlplane ## Tests against a real etcd and kube-apiserver.
 	$(GO) test -count=1 -timeout 20m ./test/integration/...
