@@ -1,0 +1,295 @@
+package imagepulljob
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/utils/ptr"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/imageref"
+	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/pkg/pullsecret"
+)
+
+// Defaults the CRD fills in; repeated here for objects written before the
+// CRD had them or through a path that skipped defaulting.
+const (
+	DefaultTimeoutSeconds = 600
+	DefaultBackoffLimit   = 3
+)
+
+// Messages of the job status; Kruise's clients match on the first two.
+const (
+	MessageCompleted       = "job has completed"
+	MessageDeadline        = "job exceeds activeDeadlineSeconds"
+	messageRunningTemplate = "job is running, progress %.1f%%"
+)
+
+// SelectTargets picks the NodeImages a job pulls on: by name, by label, the
+// nodes of its pods (podNodes), or all. The result is sorted by name so
+// writes under a parallelism limit go in a stable order.
+func SelectTargets(job *appsv1beta1.ImagePullJob, all []*appsv1beta1.NodeImage, podNodes sets.Set[string]) ([]*appsv1beta1.NodeImage, error) {
+	var keep func(*appsv1beta1.NodeImage) bool
+	switch sel := job.Spec.Selector; {
+	case job.Spec.PodSelector != nil:
+		keep = func(ni *appsv1beta1.NodeImage) bool { return podNodes.Has(ni.Name) }
+	case sel == nil:
+		keep = func(*appsv1beta1.NodeImage) bool { return true }
+	case len(sel.Names) > 0:
+		names := sets.New(sel.Names...)
+		keep = func(ni *appsv1beta1.NodeImage) bool { return names.Has(ni.Name) }
+	default:
+		s, err := metav1.LabelSelectorAsSelector(&sel.LabelSelector)
+		if err != nil {
+			return nil, fmt.Errorf("spec.selector is not a valid label selector: %w", err)
+		}
+		keep = func(ni *appsv1beta1.NodeImage) bool { return s.Matches(labels.Set(ni.Labels)) }
+	}
+	var out []*appsv1beta1.NodeImage
+	for _, ni := range all {
+		if ni.DeletionTimestamp == nil && keep(ni) {
+			out = append(out, ni)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// PodSelector returns the job's pod selector, or nil when it has none.
+func PodSelector(job *appsv1beta1.ImagePullJob) (labels.Selector, error) {
+	if job.Spec.PodSelector == nil {
+		return nil, nil
+	}
+	s, err := metav1.LabelSelectorAsSelector(&job.Spec.PodSelector.LabelSelector)
+	if err != nil {
+		return nil, fmt.Errorf("spec.podSelector is not a valid label selector: %w", err)
+	}
+	return s, nil
+}
+
+// Parallelism resolves spec.parallelism against the number of targets: unset
+// is 1, a percentage rounds up so any non-zero share lets one node pull.
+func Parallelism(p *intstr.IntOrString, targets int) (int, error) {
+	if p == nil {
+		return 1, nil
+	}
+	n, err := intstr.GetScaledValueFromIntOrPercent(p, targets, true)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("spec.parallelism %q is neither an integer >= 0 nor a percentage like \"25%%\"", p.String())
+	}
+	return n, nil
+}
+
+// TagTemplate is what the job asks of its tag on every node.
+func TagTemplate(job *appsv1beta1.ImagePullJob, daemonNamespace string) nodeimage.TagTemplate {
+	timeout, backoff := int32(DefaultTimeoutSeconds), int32(DefaultBackoffLimit)
+	if pp := job.Spec.PullPolicy; pp != nil {
+		timeout = ptr.Deref(pp.TimeoutSeconds, timeout)
+		backoff = ptr.Deref(pp.BackoffLimit, backoff)
+	}
+	policy := &appsv1beta1.ImageTagPullPolicy{TimeoutSeconds: &timeout, BackoffLimit: &backoff}
+	if job.Spec.CompletionPolicy.Type != appsv1beta1.Never {
+		policy.ActiveDeadlineSeconds = job.Spec.CompletionPolicy.ActiveDeadlineSeconds
+	}
+	pullPolicy := job.Spec.ImagePullPolicy
+	if pullPolicy == "" {
+		pullPolicy = appsv1beta1.PullIfNotPresent
+	}
+	var secrets []appsv1beta1.ReferenceObject
+	for _, s := range job.Spec.PullSecrets {
+		secrets = append(secrets, appsv1beta1.ReferenceObject{Namespace: daemonNamespace, Name: pullsecret.CopyName(job.Namespace, s)})
+	}
+	return nodeimage.TagTemplate{PullPolicy: policy, ImagePullPolicy: pullPolicy, PullSecrets: secrets, SandboxConfig: job.Spec.SandboxConfig}
+}
+
+// OwnerReference is how a job is named in the tags it owns.
+func OwnerReference(job *appsv1beta1.ImagePullJob) corev1.ObjectReference {
+	return corev1.ObjectReference{
+		APIVersion: appsv1beta1.SchemeGroupVersion.String(),
+		Kind:       "ImagePullJob",
+		Namespace:  job.Namespace,
+		Name:       job.Name,
+		UID:        job.UID,
+	}
+}
+
+// Input is everything one sync of a job decides from.
+type Input struct {
+	Job *appsv1beta1.ImagePullJob
+	Ref imageref.Reference
+	// Targets are the selected NodeImages, sorted by name.
+	Targets []*appsv1beta1.NodeImage
+	// Owned are the NodeImages whose tags list the job as an owner.
+	Owned []*appsv1beta1.NodeImage
+	Now   time.Time
+	// RepullInterval is how often a Never job pulls again on each node.
+	RepullInterval time.Duration
+}
+
+// NodeFailure is a node whose pull failed, for the job's Events.
+type NodeFailure struct {
+	Node, Message string
+}
+
+// Decision is what one sync of a job does.
+type Decision struct {
+	Status appsv1beta1.ImagePullJobStatus
+	// Write lists the nodes that get (or refresh) the job's tag; new nodes
+	// among them are bounded by parallelism.
+	Write []string
+	// Renew lists the nodes that pull again (Never jobs, once per interval).
+	Renew []string
+	// Release lists the nodes whose tag must drop the job as owner.
+	Release []string
+	// Delete says the job's TTL after completion has passed.
+	Delete bool
+	// RequeueAfter is the next deadline the job must be looked at by, or 0.
+	RequeueAfter time.Duration
+	// NewFailures are failed nodes not yet in the previous status.
+	NewFailures []NodeFailure
+}
+
+// Decide computes a job's next status and the writes that move it on. It
+// only reads its input.
+func Decide(in Input) Decision {
+	job := in.Job
+	now := metav1.NewTime(in.Now)
+	var d Decision
+	d.Status = *job.Status.DeepCopy()
+	st := &d.Status
+	if st.StartTime == nil {
+		st.StartTime = &now
+	}
+	always := job.Spec.CompletionPolicy.Type != appsv1beta1.Never
+
+	if always && st.CompletionTime != nil {
+		// A finished job only waits for its TTL.
+		if ttl := job.Spec.CompletionPolicy.TTLSecondsAfterFinished; ttl != nil {
+			expire := st.CompletionTime.Add(time.Duration(*ttl) * time.Second)
+			if !in.Now.Before(expire) {
+				d.Delete = true
+			} else {
+				d.RequeueAfter = expire.Sub(in.Now)
+			}
+		}
+		return d
+	}
+
+	targets := sets.New[string]()
+	var notWritten, active, failedNodes []string
+	var succeeded int32
+	var renewAt time.Time
+	failMessages := map[string]string{}
+	for _, ni := range in.Targets {
+		targets.Insert(ni.Name)
+		state, status := nodeimage.OwnerState(ni, in.Ref.Name, in.Ref.Tag, job.UID)
+		switch state {
+		case nodeimage.NotWritten:
+			notWritten = append(notWritten, ni.Name)
+			continue
+		case nodeimage.Active:
+			active = append(active, ni.Name)
+		case nodeimage.Succeeded:
+			succeeded++
+		case nodeimage.Failed:
+			failedNodes = append(failedNodes, ni.Name)
+			failMessages[ni.Name] = status.Message
+		}
+		// Owned tags are refreshed so spec edits reach them.
+		d.Write = append(d.Write, ni.Name)
+		if !always && (state == nodeimage.Succeeded || state == nodeimage.Failed) && status.CompletionTime != nil {
+			at := status.CompletionTime.Add(in.RepullInterval)
+			if !in.Now.Before(at) {
+				d.Renew = append(d.Renew, ni.Name)
+			} else if renewAt.IsZero() || at.Before(renewAt) {
+				renewAt = at
+			}
+		}
+	}
+	for _, ni := range in.Owned {
+		if !targets.Has(ni.Name) {
+			d.Release = append(d.Release, ni.Name)
+		}
+	}
+	slices.Sort(d.Release)
+
+	st.Desired = int32(len(in.Targets))
+	st.Succeeded = succeeded
+	st.Failed = int32(len(failedNodes))
+	st.Active = int32(len(active))
+
+	parallelism, perr := Parallelism(job.Spec.Parallelism, len(in.Targets))
+	deadlinePassed := false
+	if dl := job.Spec.CompletionPolicy.ActiveDeadlineSeconds; always && dl != nil {
+		end := st.StartTime.Add(time.Duration(*dl) * time.Second)
+		if !in.Now.Before(end) {
+			deadlinePassed = true
+		} else {
+			d.RequeueAfter = end.Sub(in.Now)
+		}
+	}
+
+	switch {
+	case always && deadlinePassed:
+		// Nodes that did not finish in time count as failed.
+		unfinished := append(slices.Clone(active), notWritten...)
+		for _, n := range unfinished {
+			failMessages[n] = "node did not finish pulling before the job's activeDeadlineSeconds"
+		}
+		failedNodes = append(failedNodes, unfinished...)
+		st.Failed = int32(len(failedNodes))
+		st.Active = 0
+		st.CompletionTime = &now
+		st.Message = MessageDeadline
+		d.RequeueAfter = 0
+	case always && int(succeeded)+len(failedNodes) == len(in.Targets):
+		st.CompletionTime = &now
+		st.Message = MessageCompleted
+		d.RequeueAfter = 0
+	default:
+		if perr != nil {
+			st.Message = perr.Error()
+			break
+		}
+		slots := max(0, parallelism-len(active))
+		newNodes := notWritten[:min(slots, len(notWritten))]
+		d.Write = append(d.Write, newNodes...)
+		st.Active += int32(len(newNodes))
+		switch {
+		case parallelism == 0 && len(notWritten) > 0:
+			st.Message = "job is paused: spec.parallelism is 0; raise it to continue"
+		default:
+			progress := 0.0
+			if len(in.Targets) > 0 {
+				progress = float64(int(succeeded)+len(failedNodes)) * 100 / float64(len(in.Targets))
+			}
+			st.Message = fmt.Sprintf(messageRunningTemplate, progress)
+		}
+		if !always && !renewAt.IsZero() {
+			if wait := renewAt.Sub(in.Now); d.RequeueAfter == 0 || wait < d.RequeueAfter {
+				d.RequeueAfter = wait
+			}
+		}
+	}
+	slices.Sort(d.Write)
+	slices.Sort(failedNodes)
+	st.FailedNodes = failedNodes
+	if len(st.FailedNodes) == 0 {
+		st.FailedNodes = nil
+	}
+	previously := sets.New(job.Status.FailedNodes...)
+	for _, n := range failedNodes {
+		if !previously.Has(n) {
+			d.NewFailures = append(d.NewFailures, NodeFailure{Node: n, Message: failMessages[n]})
+		}
+	}
+	return d
+}

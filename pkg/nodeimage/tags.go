@@ -1,0 +1,223 @@
+// Package nodeimage holds every rule for reading and writing NodeImage
+// tags: who owns a tag, when it is pulled again, how a job's progress on one
+// node is read from it, the status counters, and the patches that write
+// only the images that changed. Controllers and the daemon decide with
+// these functions and keep their own code to I/O.
+package nodeimage
+
+import (
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+)
+
+// TagTemplate is what an owner asks of a tag besides owning it.
+type TagTemplate struct {
+	PullPolicy      *appsv1beta1.ImageTagPullPolicy
+	ImagePullPolicy appsv1beta1.ImagePullPolicy
+	PullSecrets     []appsv1beta1.ReferenceObject
+	SandboxConfig   *appsv1beta1.SandboxConfig
+}
+
+// FindTag returns the index of tag in spec.images[name].tags, or -1.
+func FindTag(images map[string]appsv1beta1.ImageSpec, name, tag string) int {
+	img, ok := images[name]
+	if !ok {
+		return -1
+	}
+	return slices.IndexFunc(img.Tags, func(t appsv1beta1.ImageTagSpec) bool { return t.Tag == tag })
+}
+
+// FindStatus returns the status entry of a tag, or nil.
+func FindStatus(status *appsv1beta1.NodeImageStatus, name, tag string) *appsv1beta1.ImageTagStatus {
+	img, ok := status.ImageStatuses[name]
+	if !ok {
+		return nil
+	}
+	for i := range img.Tags {
+		if img.Tags[i].Tag == tag {
+			return &img.Tags[i]
+		}
+	}
+	return nil
+}
+
+// OwnedBy reports whether uid is among the tag's owners.
+func OwnedBy(t *appsv1beta1.ImageTagSpec, uid types.UID) bool {
+	return slices.ContainsFunc(t.OwnerReferences, func(r corev1.ObjectReference) bool { return r.UID == uid })
+}
+
+// AddOwner makes owner an owner of name:tag in images, creating the image
+// and tag when needed, and reports whether images changed.
+//
+// A new owner of a tag that already exists bumps its version and createdAt:
+// the tag may have been pulled long ago or with another policy, so the
+// daemon pulls again for the new owner and the unanswered-task timer starts
+// over. An existing owner only refreshes the tag's policy (spec edits take
+// effect) without a new pull.
+func AddOwner(images map[string]appsv1beta1.ImageSpec, name, tag string, owner corev1.ObjectReference, tmpl TagTemplate, now metav1.Time) bool {
+	img := images[name]
+	// Clone so the caller's (possibly cached) slices are never written.
+	img.Tags = slices.Clone(img.Tags)
+	img.PullSecrets = slices.Clone(img.PullSecrets)
+	changed := false
+	i := slices.IndexFunc(img.Tags, func(t appsv1beta1.ImageTagSpec) bool { return t.Tag == tag })
+	if i < 0 {
+		img.Tags = append(img.Tags, appsv1beta1.ImageTagSpec{Tag: tag, Version: 1, CreatedAt: &now})
+		i = len(img.Tags) - 1
+		changed = true
+	}
+	t := &img.Tags[i]
+	if !OwnedBy(t, owner.UID) {
+		if !changed {
+			t.Version++
+			t.CreatedAt = &now
+		}
+		t.OwnerReferences = append(slices.Clone(t.OwnerReferences), owner)
+		changed = true
+	}
+	if !equalPolicy(t.PullPolicy, tmpl.PullPolicy) {
+		t.PullPolicy = tmpl.PullPolicy.DeepCopy()
+		changed = true
+	}
+	if t.ImagePullPolicy != tmpl.ImagePullPolicy {
+		t.ImagePullPolicy = tmpl.ImagePullPolicy
+		changed = true
+	}
+	for _, s := range tmpl.PullSecrets {
+		if !slices.ContainsFunc(img.PullSecrets, func(r appsv1beta1.ReferenceObject) bool {
+			return r.Namespace == s.Namespace && r.Name == s.Name
+		}) {
+			img.PullSecrets = append(img.PullSecrets, s)
+			changed = true
+		}
+	}
+	if tmpl.SandboxConfig != nil && !equalSandbox(img.SandboxConfig, tmpl.SandboxConfig) {
+		img.SandboxConfig = tmpl.SandboxConfig.DeepCopy()
+		changed = true
+	}
+	images[name] = img
+	return changed
+}
+
+// RemoveOwner drops the owner uid from name:tag. A tag whose last owner goes
+// is removed, and an image whose last tag goes is removed; tags that never
+// had owners (written by hand) are left to their TTL. It reports whether
+// images changed.
+func RemoveOwner(images map[string]appsv1beta1.ImageSpec, name, tag string, uid types.UID) bool {
+	return filterOwners(images, name, tag, func(r corev1.ObjectReference) bool { return r.UID != uid })
+}
+
+// filterOwners keeps the owners of name:tag for which keep holds, with the
+// removal rules of RemoveOwner.
+func filterOwners(images map[string]appsv1beta1.ImageSpec, name, tag string, keep func(corev1.ObjectReference) bool) bool {
+	img, ok := images[name]
+	if !ok {
+		return false
+	}
+	i := slices.IndexFunc(img.Tags, func(t appsv1beta1.ImageTagSpec) bool { return t.Tag == tag })
+	if i < 0 || len(img.Tags[i].OwnerReferences) == 0 {
+		return false
+	}
+	owners := slices.DeleteFunc(slices.Clone(img.Tags[i].OwnerReferences), func(r corev1.ObjectReference) bool { return !keep(r) })
+	if len(owners) == len(img.Tags[i].OwnerReferences) {
+		return false
+	}
+	tags := slices.Clone(img.Tags)
+	if len(owners) == 0 {
+		tags = slices.Delete(tags, i, i+1)
+	} else {
+		tags[i].OwnerReferences = owners
+	}
+	setTags(images, name, tags)
+	return true
+}
+
+// RemoveTag deletes name:tag whoever owns it, and the image with its last tag.
+func RemoveTag(images map[string]appsv1beta1.ImageSpec, name, tag string) bool {
+	img, ok := images[name]
+	if !ok {
+		return false
+	}
+	i := slices.IndexFunc(img.Tags, func(t appsv1beta1.ImageTagSpec) bool { return t.Tag == tag })
+	if i < 0 {
+		return false
+	}
+	setTags(images, name, slices.Delete(slices.Clone(img.Tags), i, i+1))
+	return true
+}
+
+// Renew asks for a new pull of name:tag (a Never job's periodic re-pull).
+func Renew(images map[string]appsv1beta1.ImageSpec, name, tag string, now metav1.Time) bool {
+	img, ok := images[name]
+	if !ok {
+		return false
+	}
+	i := slices.IndexFunc(img.Tags, func(t appsv1beta1.ImageTagSpec) bool { return t.Tag == tag })
+	if i < 0 {
+		return false
+	}
+	tags := slices.Clone(img.Tags)
+	tags[i].Version++
+	tags[i].CreatedAt = &now
+	setTags(images, name, tags)
+	return true
+}
+
+func setTags(images map[string]appsv1beta1.ImageSpec, name string, tags []appsv1beta1.ImageTagSpec) {
+	if len(tags) == 0 {
+		delete(images, name)
+		return
+	}
+	img := images[name]
+	img.Tags = tags
+	images[name] = img
+}
+
+// CopyImages deep-copies spec.images so callers can edit it and diff it
+// against the cached object.
+func CopyImages(images map[string]appsv1beta1.ImageSpec) map[string]appsv1beta1.ImageSpec {
+	out := make(map[string]appsv1beta1.ImageSpec, len(images))
+	for k, v := range images {
+		out[k] = *v.DeepCopy()
+	}
+	return out
+}
+
+func equalPolicy(a, b *appsv1beta1.ImageTagPullPolicy) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return eqPtr(a.TimeoutSeconds, b.TimeoutSeconds) && eqPtr(a.BackoffLimit, b.BackoffLimit) &&
+		eqPtr(a.TTLSecondsAfterFinished, b.TTLSecondsAfterFinished) && eqPtr(a.ActiveDeadlineSeconds, b.ActiveDeadlineSeconds)
+}
+
+func eqPtr[T comparable](a, b *T) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+func equalSandbox(a, b *appsv1beta1.SandboxConfig) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return mapsEqual(a.Labels, b.Labels) && mapsEqual(a.Annotations, b.Annotations)
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,20 @@
+// Package pullsecret names and tracks the copies of jobs' pull secrets in
+// the daemon's namespace, the only secrets a daemon may read.
+package pullsecret
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
+// CopyName is the name of the shared copy of secret namespace/name. It is
+// deterministic, so every job referencing the same source finds one copy,
+// and hashed, so "a-b"/"c" and "a"/"b-c" never collide and long names fit.
+func CopyName(namespace, name string) string {
+	sum := sha256.Sum256([]byte(namespace + "/" + name))
+	prefix := namespace + "-" + name
+	if len(prefix) > 200 {
+		prefix = prefix[:200]
+	}
+	return prefix + "-" + hex.EncodeToString(sum[:])[:10]
+}
