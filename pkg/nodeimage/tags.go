@@ -109,12 +109,12 @@ func AddOwner(images map[string]appsv1beta1.ImageSpec, name, tag string, owner c
 // had owners (written by hand) are left to their TTL. It reports whether
 // images changed.
 func RemoveOwner(images map[string]appsv1beta1.ImageSpec, name, tag string, uid types.UID) bool {
-	return filterOwners(images, name, tag, func(r corev1.ObjectReference) bool { return r.UID != uid })
+	return KeepOwners(images, name, tag, func(r corev1.ObjectReference) bool { return r.UID != uid })
 }
 
-// filterOwners keeps the owners of name:tag for which keep holds, with the
+// KeepOwners keeps the owners of name:tag for which keep holds, with the
 // removal rules of RemoveOwner.
-func filterOwners(images map[string]appsv1beta1.ImageSpec, name, tag string, keep func(corev1.ObjectReference) bool) bool {
+func KeepOwners(images map[string]appsv1beta1.ImageSpec, name, tag string, keep func(corev1.ObjectReference) bool) bool {
 	img, ok := images[name]
 	if !ok {
 		return false

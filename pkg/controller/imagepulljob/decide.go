@@ -279,6 +279,12 @@ func Decide(in Input) Decision {
 			}
 		}
 	}
+	if st.CompletionTime != nil {
+		// Completed now: the next thing to do is the TTL.
+		if ttl := job.Spec.CompletionPolicy.TTLSecondsAfterFinished; ttl != nil {
+			d.RequeueAfter = max(time.Duration(*ttl)*time.Second, time.Nanosecond)
+		}
+	}
 	slices.Sort(d.Write)
 	slices.Sort(failedNodes)
 	st.FailedNodes = failedNodes

@@ -160,6 +160,10 @@ func TestDecide(t *testing.T) {
 			write:  []string{"n0", "n1", "n2"},
 			status: appsv1beta1.ImagePullJobStatus{Desired: 3, Succeeded: 1, Failed: 2, FailedNodes: []string{"n0", "n2"}}, message: MessageCompleted, complete: true,
 			failures: []string{"n0", "n2"}},
+		{name: "completing schedules the ttl", mod: func(j *appsv1beta1.ImagePullJob) {
+			j.Spec.CompletionPolicy.TTLSecondsAfterFinished = ptr.To[int32](20)
+		}, targets: nodes("Succeeded"), write: []string{"n0"}, requeue: 20 * time.Second, complete: true, message: MessageCompleted,
+			status: appsv1beta1.ImagePullJobStatus{Desired: 1, Succeeded: 1}},
 		{name: "no targets completes at once", targets: nil,
 			status: appsv1beta1.ImagePullJobStatus{Desired: 0}, message: MessageCompleted, complete: true},
 		{name: "deadline fails unfinished nodes", mod: func(j *appsv1beta1.ImagePullJob) {

@@ -1,0 +1,84 @@
+// Command prepull-controller runs prepull's controllers: NodeImage
+// lifecycle, label sync and ImagePullJob. Run one Deployment of it; with
+// more than one replica, leader election keeps one active.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/prepull/prepull/pkg/manager"
+)
+
+func main() {
+	opts := manager.Defaults()
+	fs := flag.NewFlagSet("prepull-controller", flag.ExitOnError)
+	kubeconfig := fs.String("kubeconfig", "", "Path to a kubeconfig file. Empty: use the in-cluster service account (or $KUBECONFIG when set).")
+	bindFlags(fs, &opts)
+	klog.InitFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: prepull-controller [flags]\n\n"+
+			"Runs the NodeImage, label-sync and ImagePullJob controllers of prepull, which serve\n"+
+			"OpenKruise's apps.kruise.io image-pulling API. Flags:\n\n")
+		fs.PrintDefaults()
+	}
+	_ = fs.Parse(os.Args[1:])
+
+	cfg, err := restConfig(*kubeconfig)
+	if err != nil {
+		klog.ErrorS(err, "Cannot reach the apiserver: set --kubeconfig or run in a cluster")
+		os.Exit(1)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	ctx = klog.NewContext(ctx, klog.Background().WithName("prepull-controller"))
+	if err := manager.Run(ctx, cfg, opts); err != nil {
+		klog.ErrorS(err, "Controller manager stopped")
+		os.Exit(1)
+	}
+	klog.InfoS("Shut down cleanly")
+}
+
+func bindFlags(fs *flag.FlagSet, o *manager.Options) {
+	qps := float64(o.QPS)
+	fs.Func("kube-api-qps", fmt.Sprintf("Sustained queries per second to the apiserver (default %v).", o.QPS), func(s string) error {
+		_, err := fmt.Sscan(s, &qps)
+		o.QPS = float32(qps)
+		return err
+	})
+	fs.IntVar(&o.Burst, "kube-api-burst", o.Burst, "Burst of queries to the apiserver above --kube-api-qps.")
+	fs.StringVar(&o.DaemonNamespace, "daemon-namespace", o.DaemonNamespace, "Namespace of prepull-daemon, where jobs' pull secrets are copied for the daemons to read.")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Elect a leader on a Lease so only one replica acts; set false for a single local instance.")
+	fs.StringVar(&o.LeaderElectNamespace, "leader-elect-namespace", o.LeaderElectNamespace, "Namespace of the leader-election Lease.")
+	fs.StringVar(&o.LeaderElectName, "leader-elect-name", o.LeaderElectName, "Name of the leader-election Lease.")
+	fs.StringVar(&o.LeaderElectID, "leader-elect-id", o.LeaderElectID, "Identity in the Lease. Empty: hostname and a random suffix.")
+	fs.DurationVar(&o.LeaseDuration, "leader-elect-lease-duration", o.LeaseDuration, "How long standbys wait after the last renewal before taking the lease.")
+	fs.DurationVar(&o.RenewDeadline, "leader-elect-renew-deadline", o.RenewDeadline, "How long the leader retries renewing before it gives up leading.")
+	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", o.RetryPeriod, "How often to try to take or renew the lease.")
+	fs.IntVar(&o.ImagePullJobWorkers, "imagepulljob-workers", o.ImagePullJobWorkers, "ImagePullJobs synced in parallel.")
+	fs.IntVar(&o.NodeImageWorkers, "nodeimage-workers", o.NodeImageWorkers, "NodeImages housekept in parallel.")
+	fs.IntVar(&o.LabelSyncWorkers, "labelsync-workers", o.LabelSyncWorkers, "NodeImage label syncs in parallel.")
+	fs.DurationVar(&o.NodeReadyDelay, "node-ready-delay", o.NodeReadyDelay, "How long a Node must be Ready before it gets a NodeImage.")
+	fs.DurationVar(&o.UnansweredTimeout, "unanswered-timeout", o.UnansweredTimeout, "A task the node's daemon has not answered this long after it was written is marked Failed; also the grace after a task's activeDeadlineSeconds.")
+	fs.DurationVar(&o.RepullInterval, "repull-interval", o.RepullInterval, "How often a Never job pulls its image again on each node.")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "Address of the Prometheus /metrics endpoint; empty disables it.")
+	fs.StringVar(&o.HealthAddr, "health-probe-bind-address", o.HealthAddr, "Address of the /healthz and /readyz endpoints; empty disables them.")
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		kubeconfig = os.Getenv("KUBECONFIG")
+	}
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return rest.InClusterConfig()
+}

@@ -1,0 +1,504 @@
+// Package imagepulljob is the ImagePullJob controller: it writes a job's
+// tag to its target NodeImages within the job's parallelism, reads the
+// daemons' answers back into the job's status, completes, expires and
+// cleans up jobs. Decisions are in decide.go; this file is the I/O.
+package imagepulljob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/controller/indexes"
+	"github.com/prepull/prepull/pkg/controller/reconcile"
+	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
+	appsinformers "github.com/prepull/prepull/pkg/generated/informers/externalversions/apps/v1beta1"
+	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/imageref"
+	"github.com/prepull/prepull/pkg/mergepatch"
+	"github.com/prepull/prepull/pkg/nodeimage"
+)
+
+// Finalizer holds a job until its tags and secret references are released.
+const Finalizer = "prepull.io/cleanup"
+
+// Event reasons on jobs.
+const (
+	ReasonStarted          = "Started"
+	ReasonCompleted        = "Completed"
+	ReasonDeadlineExceeded = "DeadlineExceeded"
+	ReasonPullFailed       = "PullImageFailed"
+	ReasonInvalidSpec      = "InvalidSpec"
+)
+
+// Options tune the controller.
+type Options struct {
+	// DaemonNamespace is where pull secrets are copied for the daemons.
+	DaemonNamespace string
+	// RepullInterval is how often a Never job pulls again on each node.
+	RepullInterval time.Duration
+	// Now is the clock; tests set it.
+	Now func() time.Time
+}
+
+// Controller is the ImagePullJob controller.
+type Controller struct {
+	client     versioned.Interface
+	jobs       appslisters.ImagePullJobLister
+	nodeImages appslisters.NodeImageLister
+	niIndexer  cache.Indexer
+	pods       corelisters.PodLister
+	recorder   record.EventRecorder
+	opts       Options
+	queue      *reconcile.Queue
+	synced     []cache.InformerSynced
+}
+
+// New wires the controller to its informers. The NodeImage informer must
+// carry the indexes of package indexes.
+func New(client versioned.Interface, jobs appsinformers.ImagePullJobInformer, nodeImages appsinformers.NodeImageInformer,
+	pods cache.SharedIndexInformer, recorder record.EventRecorder, opts Options) (*Controller, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	c := &Controller{
+		client:     client,
+		jobs:       jobs.Lister(),
+		nodeImages: nodeImages.Lister(),
+		niIndexer:  nodeImages.Informer().GetIndexer(),
+		pods:       corelisters.NewPodLister(pods.GetIndexer()),
+		recorder:   recorder,
+		opts:       opts,
+		synced:     []cache.InformerSynced{jobs.Informer().HasSynced, nodeImages.Informer().HasSynced, pods.HasSynced},
+	}
+	c.queue = reconcile.New("imagepulljob", c.sync)
+	if _, err := jobs.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: c.enqueueJob,
+		UpdateFunc: func(old, cur any) {
+			o, n := old.(*appsv1beta1.ImagePullJob), cur.(*appsv1beta1.ImagePullJob)
+			// Our own status writes change neither; skipping them avoids a
+			// second sync after every status update.
+			if o.Generation != n.Generation || !n.DeletionTimestamp.Equal(o.DeletionTimestamp) || !slices.Equal(o.Finalizers, n.Finalizers) {
+				c.enqueueJob(cur)
+			}
+		},
+		DeleteFunc: c.enqueueJob,
+	}); err != nil {
+		return nil, fmt.Errorf("watching ImagePullJobs: %w", err)
+	}
+	if _, err := nodeImages.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.nodeImageChanged(nil, obj.(*appsv1beta1.NodeImage)) },
+		UpdateFunc: func(old, cur any) { c.nodeImageChanged(old.(*appsv1beta1.NodeImage), cur.(*appsv1beta1.NodeImage)) },
+		DeleteFunc: func(obj any) {
+			if ni, ok := deletedObject[*appsv1beta1.NodeImage](obj); ok {
+				c.nodeImageChanged(ni, nil)
+			}
+		},
+	}); err != nil {
+		return nil, fmt.Errorf("watching NodeImages: %w", err)
+	}
+	if _, err := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.podChanged(nil, obj.(*corev1.Pod)) },
+		UpdateFunc: func(old, cur any) { c.podChanged(old.(*corev1.Pod), cur.(*corev1.Pod)) },
+		DeleteFunc: func(obj any) {
+			if p, ok := deletedObject[*corev1.Pod](obj); ok {
+				c.podChanged(p, nil)
+			}
+		},
+	}); err != nil {
+		return nil, fmt.Errorf("watching Pods: %w", err)
+	}
+	return c, nil
+}
+
+// Run syncs jobs with workers until ctx ends.
+func (c *Controller) Run(ctx context.Context, workers int) error {
+	if !cache.WaitForNamedCacheSync("imagepulljob", ctx.Done(), c.synced...) {
+		return errors.New("imagepulljob: caches did not sync")
+	}
+	c.queue.Run(ctx, workers)
+	return nil
+}
+
+// Queue exposes the work queue for metrics and tests.
+func (c *Controller) Queue() *reconcile.Queue { return c.queue }
+
+func deletedObject[T any](obj any) (T, bool) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	v, ok := obj.(T)
+	return v, ok
+}
+
+func (c *Controller) enqueueJob(obj any) {
+	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+		c.queue.Add(key)
+	}
+}
+
+// nodeImageChanged wakes only the jobs a NodeImage change concerns: owners
+// of tags whose spec or status changed, and, when the NodeImage appears,
+// goes, or changes labels, the unfinished jobs whose node selector matches
+// it. A status change of one tag never wakes the jobs of other tags.
+func (c *Controller) nodeImageChanged(old, cur *appsv1beta1.NodeImage) {
+	owners := sets.New[types.UID]()
+	collect := func(ni, other *appsv1beta1.NodeImage) {
+		if ni == nil {
+			return
+		}
+		for name, img := range ni.Spec.Images {
+			for i := range img.Tags {
+				t := &img.Tags[i]
+				if other != nil && !tagChanged(ni, other, name, t) {
+					continue
+				}
+				for _, o := range t.OwnerReferences {
+					owners.Insert(o.UID)
+				}
+			}
+		}
+	}
+	collect(old, cur)
+	collect(cur, old)
+	for uid := range owners {
+		for _, job := range c.jobsByUID(uid) {
+			c.enqueueJob(job)
+		}
+	}
+	if old == nil || cur == nil || !labels.Equals(old.Labels, cur.Labels) {
+		all, err := c.jobs.List(labels.Everything())
+		if err != nil {
+			return
+		}
+		for _, job := range all {
+			if job.Status.CompletionTime == nil && job.Spec.PodSelector == nil &&
+				(selectsNode(job, old) || selectsNode(job, cur)) {
+				c.enqueueJob(job)
+			}
+		}
+	}
+}
+
+// jobsByUID finds a job by UID through the owner references; jobs are few
+// next to nodes, so this list is cheap and keeps no extra index.
+func (c *Controller) jobsByUID(uid types.UID) []*appsv1beta1.ImagePullJob {
+	all, err := c.jobs.List(labels.Everything())
+	if err != nil {
+		return nil
+	}
+	var out []*appsv1beta1.ImagePullJob
+	for _, j := range all {
+		if j.UID == uid {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// tagChanged reports whether name:tag differs between two versions of a
+// NodeImage, in spec or in status.
+func tagChanged(ni, other *appsv1beta1.NodeImage, name string, t *appsv1beta1.ImageTagSpec) bool {
+	i := nodeimage.FindTag(other.Spec.Images, name, t.Tag)
+	if i < 0 {
+		return true
+	}
+	o := &other.Spec.Images[name].Tags[i]
+	if o.Version != t.Version || len(o.OwnerReferences) != len(t.OwnerReferences) {
+		return true
+	}
+	a, b := nodeimage.FindStatus(&ni.Status, name, t.Tag), nodeimage.FindStatus(&other.Status, name, t.Tag)
+	if a == nil || b == nil {
+		return a != b
+	}
+	return a.Phase != b.Phase || a.Version != b.Version
+}
+
+func selectsNode(job *appsv1beta1.ImagePullJob, ni *appsv1beta1.NodeImage) bool {
+	if ni == nil {
+		return false
+	}
+	got, err := SelectTargets(job, []*appsv1beta1.NodeImage{ni}, nil)
+	return err == nil && len(got) == 1
+}
+
+// podChanged wakes the podSelector jobs of the pod's namespace that match
+// it, when the pod lands on a node, leaves it, or changes labels or phase.
+func (c *Controller) podChanged(old, cur *corev1.Pod) {
+	if old != nil && cur != nil && old.Spec.NodeName == cur.Spec.NodeName &&
+		labels.Equals(old.Labels, cur.Labels) && old.Status.Phase == cur.Status.Phase &&
+		old.DeletionTimestamp.Equal(cur.DeletionTimestamp) {
+		return
+	}
+	for _, p := range []*corev1.Pod{old, cur} {
+		if p == nil || p.Spec.NodeName == "" {
+			continue
+		}
+		jobs, err := c.jobs.ImagePullJobs(p.Namespace).List(labels.Everything())
+		if err != nil {
+			continue
+		}
+		for _, job := range jobs {
+			if sel, err := PodSelector(job); err == nil && sel != nil && sel.Matches(labels.Set(p.Labels)) {
+				c.enqueueJob(job)
+			}
+		}
+	}
+}
+
+func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error) {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return 0, nil
+	}
+	job, err := c.jobs.ImagePullJobs(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if job.DeletionTimestamp != nil {
+		return 0, c.cleanup(ctx, job)
+	}
+	if !slices.Contains(job.Finalizers, Finalizer) {
+		// The informer brings the updated job back and syncs it again.
+		return 0, c.patchFinalizers(ctx, job, append(slices.Clone(job.Finalizers), Finalizer))
+	}
+
+	ref, err := imageref.Parse(job.Spec.Image)
+	if err != nil {
+		return 0, c.invalid(ctx, job, fmt.Sprintf("spec.image: %v", err))
+	}
+	var podNodes sets.Set[string]
+	if sel, err := PodSelector(job); err != nil {
+		return 0, c.invalid(ctx, job, err.Error())
+	} else if sel != nil {
+		podNodes = c.podNodes(job.Namespace, sel)
+	}
+	all, err := c.nodeImages.List(labels.Everything())
+	if err != nil {
+		return 0, err
+	}
+	targets, err := SelectTargets(job, all, podNodes)
+	if err != nil {
+		return 0, c.invalid(ctx, job, err.Error())
+	}
+	owned, err := c.ownedNodeImages(job.UID)
+	if err != nil {
+		return 0, err
+	}
+	d := Decide(Input{Job: job, Ref: ref, Targets: targets, Owned: owned, Now: c.opts.Now(), RepullInterval: c.opts.RepullInterval})
+
+	if d.Delete {
+		klog.FromContext(ctx).V(2).Info("Deleting job after ttlSecondsAfterFinished")
+		err := c.client.AppsV1beta1().ImagePullJobs(ns).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &job.UID}})
+		if apierrors.IsNotFound(err) {
+			err = nil
+		}
+		return 0, err
+	}
+
+	// Tags first, so the status never reports a write that did not happen
+	// for longer than one sync.
+	var errs []error
+	tmpl := TagTemplate(job, c.opts.DaemonNamespace)
+	owner := OwnerReference(job)
+	now := metav1.NewTime(c.opts.Now())
+	edit := func(node string, change func(map[string]appsv1beta1.ImageSpec) bool) {
+		if err := c.editNodeImage(ctx, node, change); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	renew := sets.New(d.Renew...)
+	for _, node := range d.Write {
+		edit(node, func(images map[string]appsv1beta1.ImageSpec) bool {
+			changed := nodeimage.AddOwner(images, ref.Name, ref.Tag, owner, tmpl, now)
+			if renew.Has(node) {
+				changed = nodeimage.Renew(images, ref.Name, ref.Tag, now) || changed
+			}
+			return changed
+		})
+	}
+	for _, node := range d.Release {
+		edit(node, func(images map[string]appsv1beta1.ImageSpec) bool {
+			return releaseJob(images, job.UID)
+		})
+	}
+	if err := c.writeStatus(ctx, job, d); err != nil {
+		errs = append(errs, err)
+	}
+	return d.RequeueAfter, errors.Join(errs...)
+}
+
+// podNodes are the nodes running active pods that match sel.
+func (c *Controller) podNodes(ns string, sel labels.Selector) sets.Set[string] {
+	pods, err := c.pods.Pods(ns).List(sel)
+	if err != nil {
+		return nil
+	}
+	out := sets.New[string]()
+	for _, p := range pods {
+		if p.Spec.NodeName != "" && p.DeletionTimestamp == nil &&
+			p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			out.Insert(p.Spec.NodeName)
+		}
+	}
+	return out
+}
+
+func (c *Controller) ownedNodeImages(uid types.UID) ([]*appsv1beta1.NodeImage, error) {
+	objs, err := c.niIndexer.ByIndex(indexes.NodeImageByOwner, string(uid))
+	if err != nil {
+		return nil, fmt.Errorf("looking up NodeImages owned by %s: %w", uid, err)
+	}
+	out := make([]*appsv1beta1.NodeImage, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, o.(*appsv1beta1.NodeImage))
+	}
+	return out, nil
+}
+
+// releaseJob drops the job from every tag it owns on one NodeImage.
+func releaseJob(images map[string]appsv1beta1.ImageSpec, uid types.UID) bool {
+	changed := false
+	for name, img := range images {
+		for _, t := range img.Tags {
+			if nodeimage.OwnedBy(&t, uid) {
+				changed = nodeimage.RemoveOwner(images, name, t.Tag, uid) || changed
+			}
+		}
+	}
+	return changed
+}
+
+// editNodeImage applies change to a copy of the cached NodeImage's images
+// and patches what changed. A conflict means another writer was first: the
+// error makes the queue retry from the refreshed cache.
+func (c *Controller) editNodeImage(ctx context.Context, name string, change func(map[string]appsv1beta1.ImageSpec) bool) error {
+	ni, err := c.nodeImages.Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	images := nodeimage.CopyImages(ni.Spec.Images)
+	if !change(images) {
+		return nil
+	}
+	patch, err := nodeimage.SpecPatch(ni, images)
+	if err != nil || patch == nil {
+		return err
+	}
+	_, err = c.client.AppsV1beta1().NodeImages().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("writing tag to NodeImage %s: %w", name, err)
+	}
+	return nil
+}
+
+func (c *Controller) writeStatus(ctx context.Context, job *appsv1beta1.ImagePullJob, d Decision) error {
+	changes, err := mergepatch.Diff(job.Status, d.Status)
+	if err != nil {
+		return err
+	}
+	if len(changes) > 0 {
+		// The schema requires desired; a job's first status may otherwise
+		// lack it when it stays 0.
+		changes["desired"] = d.Status.Desired
+		patch, err := mergepatch.WithResourceVersion(job.ResourceVersion, map[string]any{"status": changes})
+		if err != nil {
+			return err
+		}
+		if _, err := c.client.AppsV1beta1().ImagePullJobs(job.Namespace).Patch(ctx, job.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+			return fmt.Errorf("writing status: %w", err)
+		}
+	}
+	// Events only once the status that records them is written, so a
+	// retried sync does not repeat them.
+	if job.Status.StartTime == nil {
+		c.recorder.Eventf(job, corev1.EventTypeNormal, ReasonStarted, "Pulling %s on %d node(s)", job.Spec.Image, d.Status.Desired)
+	}
+	for _, f := range d.NewFailures {
+		c.recorder.Eventf(job, corev1.EventTypeWarning, ReasonPullFailed, "Node %s failed to pull %s: %s", f.Node, job.Spec.Image, f.Message)
+	}
+	if job.Status.CompletionTime == nil && d.Status.CompletionTime != nil {
+		if d.Status.Message == MessageDeadline {
+			c.recorder.Eventf(job, corev1.EventTypeWarning, ReasonDeadlineExceeded, "Job exceeded activeDeadlineSeconds: %d of %d node(s) succeeded", d.Status.Succeeded, d.Status.Desired)
+		} else {
+			c.recorder.Eventf(job, corev1.EventTypeNormal, ReasonCompleted, "Job completed: %d of %d node(s) succeeded, %d failed", d.Status.Succeeded, d.Status.Desired, d.Status.Failed)
+		}
+	}
+	return nil
+}
+
+// invalid records a spec problem the apiserver could not catch in the
+// job's status and a Warning Event, once, and does not retry: only an edit
+// of the job can fix it, and the edit wakes the job.
+func (c *Controller) invalid(ctx context.Context, job *appsv1beta1.ImagePullJob, msg string) error {
+	if job.Status.Message == msg {
+		return nil
+	}
+	c.recorder.Event(job, corev1.EventTypeWarning, ReasonInvalidSpec, msg)
+	st := job.Status.DeepCopy()
+	st.Message = msg
+	return c.writeStatus(ctx, job, Decision{Status: *st})
+}
+
+func (c *Controller) cleanup(ctx context.Context, job *appsv1beta1.ImagePullJob) error {
+	if !slices.Contains(job.Finalizers, Finalizer) {
+		return nil
+	}
+	owned, err := c.ownedNodeImages(job.UID)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, ni := range owned {
+		if err := c.editNodeImage(ctx, ni.Name, func(images map[string]appsv1beta1.ImageSpec) bool {
+			return releaseJob(images, job.UID)
+		}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return c.patchFinalizers(ctx, job, slices.DeleteFunc(slices.Clone(job.Finalizers), func(f string) bool { return f == Finalizer }))
+}
+
+func (c *Controller) patchFinalizers(ctx context.Context, job *appsv1beta1.ImagePullJob, finalizers []string) error {
+	if finalizers == nil {
+		finalizers = []string{}
+	}
+	patch, err := mergepatch.WithResourceVersion(job.ResourceVersion, map[string]any{"metadata": map[string]any{"finalizers": finalizers}})
+	if err != nil {
+		return err
+	}
+	_, err = c.client.AppsV1beta1().ImagePullJobs(job.Namespace).Patch(ctx, job.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("updating finalizers: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,155 @@
+package nodeimage
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/nodeimage"
+)
+
+// Input is what one housekeeping pass over a NodeImage decides from.
+type Input struct {
+	NodeImage *appsv1beta1.NodeImage
+	// OwnerExists reports whether a tag's owner still exists with that UID.
+	OwnerExists func(corev1.ObjectReference) bool
+	Now         time.Time
+	// UnansweredTimeout is how long a daemon may leave a task without any
+	// status before the task is failed; it is also the grace added to a
+	// task's activeDeadlineSeconds.
+	UnansweredTimeout time.Duration
+}
+
+// TagFailure is a task the controller failed, for the NodeImage's Events.
+type TagFailure struct {
+	Image, Tag, Message string
+}
+
+// Result is the NodeImage's housekept spec and status.
+type Result struct {
+	Images   map[string]appsv1beta1.ImageSpec
+	Statuses map[string]appsv1beta1.ImageStatus
+	Counts   nodeimage.Counts
+	Failures []TagFailure
+	// RequeueAfter is the next TTL or timeout to act on, or 0.
+	RequeueAfter time.Duration
+}
+
+// Housekeep drops owners that are gone (and tags left without owners),
+// removes finished tags past their TTL, fails tasks whose daemon stayed
+// silent or overran their deadline, drops statuses of removed tags and
+// recomputes the counters.
+func Housekeep(in Input) Result {
+	ni := in.NodeImage
+	r := Result{Images: nodeimage.CopyImages(ni.Spec.Images), Statuses: copyStatuses(ni.Status.ImageStatuses)}
+	next := func(at time.Time) {
+		if d := at.Sub(in.Now); d > 0 && (r.RequeueAfter == 0 || d < r.RequeueAfter) {
+			r.RequeueAfter = d
+		}
+	}
+	for name, img := range ni.Spec.Images {
+		for _, tag := range img.Tags {
+			if nodeimage.KeepOwners(r.Images, name, tag.Tag, in.OwnerExists) && nodeimage.FindTag(r.Images, name, tag.Tag) < 0 {
+				continue
+			}
+			st := findStatus(r.Statuses, name, tag.Tag)
+			answered := st != nil && st.Version == tag.Version
+			finished := answered && (st.Phase == appsv1beta1.ImagePhaseSucceeded || st.Phase == appsv1beta1.ImagePhaseFailed)
+			policy := tag.PullPolicy
+			if policy == nil {
+				policy = &appsv1beta1.ImageTagPullPolicy{}
+			}
+			switch {
+			case finished:
+				if policy.TTLSecondsAfterFinished != nil && st.CompletionTime != nil {
+					at := st.CompletionTime.Add(time.Duration(*policy.TTLSecondsAfterFinished) * time.Second)
+					if !in.Now.Before(at) {
+						nodeimage.RemoveTag(r.Images, name, tag.Tag)
+					} else {
+						next(at)
+					}
+				}
+			case tag.CreatedAt == nil:
+				// Without a creation time there is nothing to time out.
+			case !answered:
+				at := tag.CreatedAt.Add(in.UnansweredTimeout)
+				if !in.Now.Before(at) {
+					msg := fmt.Sprintf("no answer from prepull-daemon on node %s within %s of the task's creation: check that the daemon runs on the node and can reach the apiserver", ni.Name, in.UnansweredTimeout)
+					r.fail(name, tag, msg, in.Now)
+				} else {
+					next(at)
+				}
+			case policy.ActiveDeadlineSeconds != nil:
+				at := tag.CreatedAt.Add(time.Duration(*policy.ActiveDeadlineSeconds)*time.Second + in.UnansweredTimeout)
+				if !in.Now.Before(at) {
+					msg := fmt.Sprintf("task did not finish within activeDeadlineSeconds (%ds) plus %s: prepull-daemon on node %s stopped reporting", *policy.ActiveDeadlineSeconds, in.UnansweredTimeout, ni.Name)
+					r.fail(name, tag, msg, in.Now)
+				} else {
+					next(at)
+				}
+			}
+		}
+	}
+	// Statuses of tags no longer in spec are dropped.
+	for name, img := range r.Statuses {
+		var keep []appsv1beta1.ImageTagStatus
+		for _, t := range img.Tags {
+			if nodeimage.FindTag(r.Images, name, t.Tag) >= 0 {
+				keep = append(keep, t)
+			}
+		}
+		if len(keep) == 0 {
+			delete(r.Statuses, name)
+		} else {
+			r.Statuses[name] = appsv1beta1.ImageStatus{Tags: keep}
+		}
+	}
+	r.Counts = nodeimage.Count(r.Images, r.Statuses)
+	return r
+}
+
+func (r *Result) fail(name string, tag appsv1beta1.ImageTagSpec, msg string, now time.Time) {
+	t := metav1.NewTime(now)
+	setStatus(r.Statuses, name, appsv1beta1.ImageTagStatus{
+		Tag: tag.Tag, Phase: appsv1beta1.ImagePhaseFailed, Version: tag.Version, CompletionTime: &t, Message: msg,
+	})
+	r.Failures = append(r.Failures, TagFailure{Image: name, Tag: tag.Tag, Message: msg})
+}
+
+func copyStatuses(in map[string]appsv1beta1.ImageStatus) map[string]appsv1beta1.ImageStatus {
+	out := make(map[string]appsv1beta1.ImageStatus, len(in))
+	for k, v := range in {
+		out[k] = *v.DeepCopy()
+	}
+	return out
+}
+
+func findStatus(statuses map[string]appsv1beta1.ImageStatus, name, tag string) *appsv1beta1.ImageTagStatus {
+	return nodeimage.FindStatus(&appsv1beta1.NodeImageStatus{ImageStatuses: statuses}, name, tag)
+}
+
+func setStatus(statuses map[string]appsv1beta1.ImageStatus, name string, st appsv1beta1.ImageTagStatus) {
+	img := statuses[name]
+	for i := range img.Tags {
+		if img.Tags[i].Tag == st.Tag {
+			img.Tags[i] = st
+			statuses[name] = img
+			return
+		}
+	}
+	img.Tags = append(img.Tags, st)
+	statuses[name] = img
+}
+
+// NodeReady says whether a Node is Ready and since when.
+func NodeReady(node *corev1.Node) (bool, time.Time) {
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue, c.LastTransitionTime.Time
+		}
+	}
+	return false, time.Time{}
+}

@@ -1,0 +1,240 @@
+// Package manager wires prepull's controllers to shared informers and runs
+// them under leader election. cmd/prepull-controller parses flags into
+// Options; integration tests call Run in-process.
+package manager
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	kubeinformers "k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	kubescheme "k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/prepull/prepull/pkg/controller/imagepulljob"
+	"github.com/prepull/prepull/pkg/controller/indexes"
+	"github.com/prepull/prepull/pkg/controller/labelsync"
+	"github.com/prepull/prepull/pkg/controller/nodeimage"
+	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
+	prepullscheme "github.com/prepull/prepull/pkg/generated/clientset/versioned/scheme"
+	"github.com/prepull/prepull/pkg/generated/informers/externalversions"
+	"github.com/prepull/prepull/pkg/metrics"
+)
+
+// Options configure the controller manager; cmd/prepull-controller
+// documents each as a flag.
+type Options struct {
+	QPS   float32
+	Burst int
+
+	DaemonNamespace string
+
+	LeaderElect          bool
+	LeaderElectNamespace string
+	LeaderElectName      string
+	LeaderElectID        string
+	LeaseDuration        time.Duration
+	RenewDeadline        time.Duration
+	RetryPeriod          time.Duration
+
+	ImagePullJobWorkers int
+	NodeImageWorkers    int
+	LabelSyncWorkers    int
+
+	NodeReadyDelay    time.Duration
+	UnansweredTimeout time.Duration
+	RepullInterval    time.Duration
+
+	MetricsAddr string
+	HealthAddr  string
+}
+
+// Defaults are the flag defaults: client rates sized for thousands of
+// nodes rather than client-go's 5/10.
+func Defaults() Options {
+	return Options{
+		QPS: 200, Burst: 400,
+		DaemonNamespace: "prepull-system",
+		LeaderElect:     true, LeaderElectNamespace: "prepull-system", LeaderElectName: "prepull-controller",
+		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+		ImagePullJobWorkers: 4, NodeImageWorkers: 4, LabelSyncWorkers: 2,
+		UnansweredTimeout: 10 * time.Minute, RepullInterval: 24 * time.Hour,
+		MetricsAddr: ":8080", HealthAddr: ":8081",
+	}
+}
+
+// Run runs the controllers until ctx ends: as leader when leader election
+// is on, at once otherwise. On return every in-flight sync has finished.
+func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = opts.QPS, opts.Burst
+	cfg.UserAgent = "prepull-controller"
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("building Kubernetes client: %w", err)
+	}
+	client, err := versioned.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("building prepull client: %w", err)
+	}
+	health := &metrics.Health{}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- metrics.Serve(ctx, opts.MetricsAddr, opts.HealthAddr, health) }()
+
+	run := func(ctx context.Context) error { return runControllers(ctx, kube, client, opts, health) }
+	if !opts.LeaderElect {
+		return firstError(run(ctx), serveErr)
+	}
+	// A standby is healthy and ready: it serves probes and waits for the lease.
+	health.SetReady(true)
+	id := opts.LeaderElectID
+	if id == "" {
+		host, _ := os.Hostname()
+		id = host + "_" + uuid.NewString()
+	}
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: opts.LeaderElectNamespace, Name: opts.LeaderElectName},
+		Client:     kube.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+	}
+	var runErr error
+	var wg sync.WaitGroup
+	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   opts.LeaseDuration,
+		RenewDeadline:   opts.RenewDeadline,
+		RetryPeriod:     opts.RetryPeriod,
+		ReleaseOnCancel: true,
+		Name:            opts.LeaderElectName,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				wg.Add(1)
+				defer wg.Done()
+				klog.FromContext(ctx).Info("Became leader", "identity", id)
+				runErr = run(ctx)
+			},
+			OnStoppedLeading: func() {
+				klog.InfoS("Stopped leading", "identity", id)
+			},
+		},
+	})
+	wg.Wait()
+	return firstError(runErr, serveErr)
+}
+
+func firstError(err error, serveErr <-chan error) error {
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-serveErr:
+		return err
+	default:
+		return nil
+	}
+}
+
+func runControllers(ctx context.Context, kube kubernetes.Interface, client versioned.Interface, opts Options, health *metrics.Health) error {
+	// No periodic resync: every change arrives as an event and deadlines
+	// are requeued explicitly, so work never grows with cluster size.
+	kubeFactory := kubeinformers.NewSharedInformerFactory(kube, 0)
+	factory := externalversions.NewSharedInformerFactory(client, 0)
+
+	nodes := kubeFactory.Core().V1().Nodes().Informer()
+	pods := kubeFactory.Core().V1().Pods().Informer()
+	if err := nodes.SetTransform(indexes.StripNode); err != nil {
+		return fmt.Errorf("setting Node transform: %w", err)
+	}
+	if err := pods.SetTransform(indexes.StripPod); err != nil {
+		return fmt.Errorf("setting Pod transform: %w", err)
+	}
+	nodeImages := factory.Apps().V1beta1().NodeImages()
+	jobs := factory.Apps().V1beta1().ImagePullJobs()
+	if err := indexes.Add(nodeImages.Informer()); err != nil {
+		return err
+	}
+
+	scheme := runtime.NewScheme()
+	_ = kubescheme.AddToScheme(scheme)
+	_ = prepullscheme.AddToScheme(scheme)
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "prepull-controller"})
+
+	jobCtl, err := imagepulljob.New(client, jobs, nodeImages, pods, recorder, imagepulljob.Options{
+		DaemonNamespace: opts.DaemonNamespace, RepullInterval: opts.RepullInterval,
+	})
+	if err != nil {
+		return err
+	}
+	niCtl, err := nodeimage.New(client, nodes, nodeImages, jobs, recorder, nodeimage.Options{
+		ReadyDelay: opts.NodeReadyDelay, UnansweredTimeout: opts.UnansweredTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	labelCtl, err := labelsync.New(client, nodes, nodeImages)
+	if err != nil {
+		return err
+	}
+
+	kubeFactory.Start(ctx.Done())
+	factory.Start(ctx.Done())
+	defer kubeFactory.Shutdown()
+	defer factory.Shutdown()
+
+	runners := []func() error{
+		func() error { return jobCtl.Run(ctx, opts.ImagePullJobWorkers) },
+		func() error { return niCtl.Run(ctx, opts.NodeImageWorkers) },
+		func() error { return labelCtl.Run(ctx, opts.LabelSyncWorkers) },
+	}
+	errs := make(chan error, len(runners))
+	var wg sync.WaitGroup
+	for _, r := range runners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r(); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	go func() {
+		// Ready once every informer has synced.
+		_ = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+			for _, ok := range kubeFactory.WaitForCacheSync(ctx.Done()) {
+				if !ok {
+					return false, nil
+				}
+			}
+			for _, ok := range factory.WaitForCacheSync(ctx.Done()) {
+				if !ok {
+					return false, nil
+				}
+			}
+			health.SetReady(true)
+			return true, nil
+		})
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		return err
+	}
+	return nil
+}
