@@ -196,6 +196,9 @@ func (c *Controller) housekeep(ctx context.Context, ni *appsv1beta1.NodeImage) (
 		// The status patch needs the new resourceVersion.
 		ni = updated
 	}
+	if !r.StatusChanged {
+		return r.RequeueAfter, nil
+	}
 	patch, err = nodeimage.StatusPatch(ni, r.Statuses, r.Counts, nil)
 	if err != nil {
 		return 0, err

@@ -34,6 +34,11 @@ type Result struct {
 	Statuses map[string]appsv1beta1.ImageStatus
 	Counts   nodeimage.Counts
 	Failures []TagFailure
+	// StatusChanged says the controller itself changed a status entry
+	// (failed a task or dropped the status of a removed tag). Counters
+	// alone are left to the daemon, which rewrites them with every answer:
+	// writing them here too would double the status writes of every job.
+	StatusChanged bool
 	// RequeueAfter is the next TTL or timeout to act on, or 0.
 	RequeueAfter time.Duration
 }
@@ -101,6 +106,9 @@ func Housekeep(in Input) Result {
 				keep = append(keep, t)
 			}
 		}
+		if len(keep) != len(img.Tags) {
+			r.StatusChanged = true
+		}
 		if len(keep) == 0 {
 			delete(r.Statuses, name)
 		} else {
@@ -117,6 +125,7 @@ func (r *Result) fail(name string, tag appsv1beta1.ImageTagSpec, msg string, now
 		Tag: tag.Tag, Phase: appsv1beta1.ImagePhaseFailed, Version: tag.Version, CompletionTime: &t, Message: msg,
 	})
 	r.Failures = append(r.Failures, TagFailure{Image: name, Tag: tag.Tag, Message: msg})
+	r.StatusChanged = true
 }
 
 func copyStatuses(in map[string]appsv1beta1.ImageStatus) map[string]appsv1beta1.ImageStatus {

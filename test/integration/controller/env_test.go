@@ -77,6 +77,13 @@ func (e *env) cleanup() {
 // and waits for it to drain.
 func (e *env) startController(mod func(*manager.Options)) (stop func()) {
 	e.t.Helper()
+	return e.startControllerWith(e.cfg, mod)
+}
+
+// startControllerWith runs the manager with its own rest config (e.g. one
+// that counts requests).
+func (e *env) startControllerWith(cfg *rest.Config, mod func(*manager.Options)) (stop func()) {
+	e.t.Helper()
 	opts := manager.Defaults()
 	opts.LeaderElect = false
 	opts.MetricsAddr, opts.HealthAddr = "", ""
@@ -86,7 +93,7 @@ func (e *env) startController(mod func(*manager.Options)) (stop func()) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- manager.Run(ctx, e.cfg, opts) }()
+	go func() { done <- manager.Run(ctx, cfg, opts) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {

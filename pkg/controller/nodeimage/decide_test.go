@@ -1,0 +1,88 @@
+package nodeimage
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/nodeimage"
+)
+
+func TestHousekeep(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: now.Add(d)} }
+	live := corev1.ObjectReference{Kind: "ImagePullJob", Name: "live", UID: "live"}
+	gone := corev1.ObjectReference{Kind: "ImagePullJob", Name: "gone", UID: "gone"}
+	tag := func(name string, owners []corev1.ObjectReference, created *metav1.Time, policy *appsv1beta1.ImageTagPullPolicy) appsv1beta1.ImageTagSpec {
+		return appsv1beta1.ImageTagSpec{Tag: name, Version: 1, OwnerReferences: owners, CreatedAt: created, PullPolicy: policy}
+	}
+	done := func(name string, phase appsv1beta1.ImagePullPhase, completed *metav1.Time) appsv1beta1.ImageTagStatus {
+		return appsv1beta1.ImageTagStatus{Tag: name, Version: 1, Phase: phase, CompletionTime: completed}
+	}
+	ni := &appsv1beta1.NodeImage{
+		ObjectMeta: metav1.ObjectMeta{Name: "node-1"},
+		Spec: appsv1beta1.NodeImageSpec{Images: map[string]appsv1beta1.ImageSpec{
+			"app": {Tags: []appsv1beta1.ImageTagSpec{
+				tag("shared", []corev1.ObjectReference{live, gone}, at(-time.Minute), nil),
+				tag("orphan", []corev1.ObjectReference{gone}, at(-time.Minute), nil),
+				tag("ttl-passed", nil, at(-time.Hour), &appsv1beta1.ImageTagPullPolicy{TTLSecondsAfterFinished: ptr.To[int32](60)}),
+				tag("ttl-ahead", nil, at(-time.Hour), &appsv1beta1.ImageTagPullPolicy{TTLSecondsAfterFinished: ptr.To[int32](600)}),
+				tag("silent", nil, at(-11*time.Minute), nil),
+				tag("young", nil, at(-time.Minute), nil),
+				tag("overrun", nil, at(-time.Hour), &appsv1beta1.ImageTagPullPolicy{ActiveDeadlineSeconds: ptr.To[int64](60)}),
+			}},
+		}},
+		Status: appsv1beta1.NodeImageStatus{ImageStatuses: map[string]appsv1beta1.ImageStatus{
+			"app": {Tags: []appsv1beta1.ImageTagStatus{
+				done("ttl-passed", appsv1beta1.ImagePhaseSucceeded, at(-2*time.Minute)),
+				done("ttl-ahead", appsv1beta1.ImagePhaseFailed, at(-2*time.Minute)),
+				{Tag: "overrun", Version: 1, Phase: appsv1beta1.ImagePhasePulling},
+				done("removed-from-spec", appsv1beta1.ImagePhaseSucceeded, at(-time.Hour)),
+			}},
+		}},
+	}
+	r := Housekeep(Input{
+		NodeImage:         ni,
+		OwnerExists:       func(o corev1.ObjectReference) bool { return o.UID == "live" },
+		Now:               now,
+		UnansweredTimeout: 10 * time.Minute,
+	})
+	var tags []string
+	for _, tg := range r.Images["app"].Tags {
+		tags = append(tags, tg.Tag)
+	}
+	if got, want := strings.Join(tags, ","), "shared,ttl-ahead,silent,young,overrun"; got != want {
+		t.Fatalf("tags kept = %s, want %s", got, want)
+	}
+	if o := r.Images["app"].Tags[0].OwnerReferences; len(o) != 1 || o[0].UID != "live" {
+		t.Errorf("shared tag owners = %v, want only the live job", o)
+	}
+	for tg, want := range map[string]string{"silent": "no answer from prepull-daemon on node node-1", "overrun": "activeDeadlineSeconds (60s)"} {
+		st := nodeimage.FindStatus(&appsv1beta1.NodeImageStatus{ImageStatuses: r.Statuses}, "app", tg)
+		if st == nil || st.Phase != appsv1beta1.ImagePhaseFailed || !strings.Contains(st.Message, want) || st.Version != 1 {
+			t.Errorf("%s status = %+v, want Failed mentioning %q", tg, st, want)
+		}
+	}
+	if st := nodeimage.FindStatus(&appsv1beta1.NodeImageStatus{ImageStatuses: r.Statuses}, "app", "removed-from-spec"); st != nil {
+		t.Errorf("status of a tag gone from spec kept: %+v", st)
+	}
+	if !r.StatusChanged {
+		t.Error("StatusChanged false after failing tasks")
+	}
+	if len(r.Failures) != 2 {
+		t.Errorf("failures = %+v, want silent and overrun", r.Failures)
+	}
+	// ttl-ahead finished 2m ago with a 10m TTL: due in 8m, before young's
+	// unanswered timeout in 9m.
+	if r.RequeueAfter != 8*time.Minute {
+		t.Errorf("requeue after %v, want 8m (ttl-ahead)", r.RequeueAfter)
+	}
+	if r.Counts != (nodeimage.Counts{Desired: 5, Waiting: 2, Failed: 3}) {
+		t.Errorf("counts = %+v", r.Counts)
+	}
+}
