@@ -1,6 +1,6 @@
 // Command prepull-controller runs prepull's controllers: NodeImage
-// lifecycle, label sync and ImagePullJob. Run one Deployment of it; with
-// more than one replica, leader election keeps one active.
+// lifecycle, label sync, ImagePullJob and ImageListPullJob. Run one
+// Deployment of it; with more replicas, leader election keeps one active.
 package main
 
 import (
@@ -26,7 +26,7 @@ func main() {
 	klog.InitFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: prepull-controller [flags]\n\n"+
-			"Runs the NodeImage, label-sync and ImagePullJob controllers of prepull, which serve\n"+
+			"Runs the NodeImage, label-sync, ImagePullJob and ImageListPullJob controllers of prepull, which serve\n"+
 			"OpenKruise's apps.kruise.io image-pulling API. Flags:\n\n")
 		fs.PrintDefaults()
 	}
@@ -64,6 +64,7 @@ func bindFlags(fs *flag.FlagSet, o *manager.Options) {
 	fs.DurationVar(&o.RenewDeadline, "leader-elect-renew-deadline", o.RenewDeadline, "How long the leader retries renewing before it gives up leading.")
 	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", o.RetryPeriod, "How often to try to take or renew the lease.")
 	fs.IntVar(&o.ImagePullJobWorkers, "imagepulljob-workers", o.ImagePullJobWorkers, "ImagePullJobs synced in parallel.")
+	fs.IntVar(&o.ImageListPullJobWorkers, "imagelistpulljob-workers", o.ImageListPullJobWorkers, "ImageListPullJobs synced in parallel.")
 	fs.IntVar(&o.NodeImageWorkers, "nodeimage-workers", o.NodeImageWorkers, "NodeImages housekept in parallel.")
 	fs.IntVar(&o.LabelSyncWorkers, "labelsync-workers", o.LabelSyncWorkers, "NodeImage label syncs in parallel.")
 	fs.DurationVar(&o.NodeReadyDelay, "node-ready-delay", o.NodeReadyDelay, "How long a Node must be Ready before it gets a NodeImage.")

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
+	"github.com/prepull/prepull/pkg/controller/imagelistpulljob"
 	"github.com/prepull/prepull/pkg/controller/imagepulljob"
 	"github.com/prepull/prepull/pkg/controller/indexes"
 	"github.com/prepull/prepull/pkg/controller/labelsync"
@@ -51,9 +52,10 @@ type Options struct {
 	RenewDeadline        time.Duration
 	RetryPeriod          time.Duration
 
-	ImagePullJobWorkers int
-	NodeImageWorkers    int
-	LabelSyncWorkers    int
+	ImagePullJobWorkers     int
+	ImageListPullJobWorkers int
+	NodeImageWorkers        int
+	LabelSyncWorkers        int
 
 	NodeReadyDelay    time.Duration
 	UnansweredTimeout time.Duration
@@ -71,7 +73,7 @@ func Defaults() Options {
 		DaemonNamespace: "prepull-system",
 		LeaderElect:     true, LeaderElectNamespace: "prepull-system", LeaderElectName: "prepull-controller",
 		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
-		ImagePullJobWorkers: 4, NodeImageWorkers: 4, LabelSyncWorkers: 2,
+		ImagePullJobWorkers: 4, ImageListPullJobWorkers: 2, NodeImageWorkers: 4, LabelSyncWorkers: 2,
 		UnansweredTimeout: 10 * time.Minute, RepullInterval: 24 * time.Hour,
 		MetricsAddr: ":8080", HealthAddr: ":8081",
 	}
@@ -192,6 +194,10 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, client versi
 	if err != nil {
 		return err
 	}
+	listCtl, err := imagelistpulljob.New(client, factory.Apps().V1beta1().ImageListPullJobs(), jobs, recorder, nil)
+	if err != nil {
+		return err
+	}
 
 	kubeFactory.Start(ctx.Done())
 	factory.Start(ctx.Done())
@@ -202,6 +208,7 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, client versi
 		func() error { return jobCtl.Run(ctx, opts.ImagePullJobWorkers) },
 		func() error { return niCtl.Run(ctx, opts.NodeImageWorkers) },
 		func() error { return labelCtl.Run(ctx, opts.LabelSyncWorkers) },
+		func() error { return listCtl.Run(ctx, opts.ImageListPullJobWorkers) },
 	}
 	errs := make(chan error, len(runners))
 	var wg sync.WaitGroup
