@@ -179,4 +179,3 @@ func TestImageListPullJobEdits(t *testing.T) {
 		return len(e.children(l.Name)) == 0, ""
 	})
 }
-
