@@ -26,7 +26,7 @@ func main() {
 	klog.InitFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: prepull-controller [flags]\n\n"+
-			"Runs the NodeImage, label-sync, ImagePullJob and ImageListPullJob controllers of prepull, which serve\n"+
+			"Runs the NodeImage, label-sync, ImagePullJob, ImageListPullJob and pull-secret sync controllers of prepull, which serve\n"+
 			"OpenKruise's apps.kruise.io image-pulling API. Flags:\n\n")
 		fs.PrintDefaults()
 	}
@@ -65,6 +65,7 @@ func bindFlags(fs *flag.FlagSet, o *manager.Options) {
 	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", o.RetryPeriod, "How often to try to take or renew the lease.")
 	fs.IntVar(&o.ImagePullJobWorkers, "imagepulljob-workers", o.ImagePullJobWorkers, "ImagePullJobs synced in parallel.")
 	fs.IntVar(&o.ImageListPullJobWorkers, "imagelistpulljob-workers", o.ImageListPullJobWorkers, "ImageListPullJobs synced in parallel.")
+	fs.IntVar(&o.PullSecretWorkers, "pullsecret-workers", o.PullSecretWorkers, "Pull secret copies synced in parallel.")
 	fs.IntVar(&o.NodeImageWorkers, "nodeimage-workers", o.NodeImageWorkers, "NodeImages housekept in parallel.")
 	fs.IntVar(&o.LabelSyncWorkers, "labelsync-workers", o.LabelSyncWorkers, "NodeImage label syncs in parallel.")
 	fs.DurationVar(&o.NodeReadyDelay, "node-ready-delay", o.NodeReadyDelay, "How long a Node must be Ready before it gets a NodeImage.")

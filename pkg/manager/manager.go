@@ -19,7 +19,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	kubescheme "k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
@@ -30,10 +33,12 @@ import (
 	"github.com/prepull/prepull/pkg/controller/indexes"
 	"github.com/prepull/prepull/pkg/controller/labelsync"
 	"github.com/prepull/prepull/pkg/controller/nodeimage"
+	pullsecretctl "github.com/prepull/prepull/pkg/controller/pullsecret"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 	prepullscheme "github.com/prepull/prepull/pkg/generated/clientset/versioned/scheme"
 	"github.com/prepull/prepull/pkg/generated/informers/externalversions"
 	"github.com/prepull/prepull/pkg/metrics"
+	"github.com/prepull/prepull/pkg/pullsecret"
 )
 
 // Options configure the controller manager; cmd/prepull-controller
@@ -54,6 +59,7 @@ type Options struct {
 
 	ImagePullJobWorkers     int
 	ImageListPullJobWorkers int
+	PullSecretWorkers       int
 	NodeImageWorkers        int
 	LabelSyncWorkers        int
 
@@ -73,7 +79,7 @@ func Defaults() Options {
 		DaemonNamespace: "prepull-system",
 		LeaderElect:     true, LeaderElectNamespace: "prepull-system", LeaderElectName: "prepull-controller",
 		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
-		ImagePullJobWorkers: 4, ImageListPullJobWorkers: 2, NodeImageWorkers: 4, LabelSyncWorkers: 2,
+		ImagePullJobWorkers: 4, ImageListPullJobWorkers: 2, PullSecretWorkers: 2, NodeImageWorkers: 4, LabelSyncWorkers: 2,
 		UnansweredTimeout: 10 * time.Minute, RepullInterval: 24 * time.Hour,
 		MetricsAddr: ":8080", HealthAddr: ":8081",
 	}
@@ -97,7 +103,11 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- metrics.Serve(ctx, opts.MetricsAddr, opts.HealthAddr, health) }()
 
-	run := func(ctx context.Context) error { return runControllers(ctx, kube, client, opts, health) }
+	meta, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("building metadata client: %w", err)
+	}
+	run := func(ctx context.Context) error { return runControllers(ctx, kube, meta, client, opts, health) }
 	if !opts.LeaderElect {
 		return firstError(run(ctx), serveErr)
 	}
@@ -150,7 +160,7 @@ func firstError(err error, serveErr <-chan error) error {
 	}
 }
 
-func runControllers(ctx context.Context, kube kubernetes.Interface, client versioned.Interface, opts Options, health *metrics.Health) error {
+func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadata.Interface, client versioned.Interface, opts Options, health *metrics.Health) error {
 	// No periodic resync: every change arrives as an event and deadlines
 	// are requeued explicitly, so work never grows with cluster size.
 	kubeFactory := kubeinformers.NewSharedInformerFactory(kube, 0)
@@ -169,6 +179,19 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, client versi
 	if err := indexes.Add(nodeImages.Informer()); err != nil {
 		return err
 	}
+	if err := pullsecretctl.AddIndex(jobs.Informer()); err != nil {
+		return err
+	}
+	// Source secrets are watched as metadata only: their data is read when
+	// a referenced one changes, never cached cluster-wide.
+	metaFactory := metadatainformer.NewSharedInformerFactory(meta, 0)
+	sources := metaFactory.ForResource(corev1.SchemeGroupVersion.WithResource("secrets")).Informer()
+	if err := sources.SetTransform(indexes.StripSecretMetadata); err != nil {
+		return fmt.Errorf("setting secret transform: %w", err)
+	}
+	copyFactory := kubeinformers.NewSharedInformerFactoryWithOptions(kube, 0, kubeinformers.WithNamespace(opts.DaemonNamespace),
+		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = pullsecret.CopyLabel + "=true" }))
+	copies := copyFactory.Core().V1().Secrets().Informer()
 
 	scheme := runtime.NewScheme()
 	_ = kubescheme.AddToScheme(scheme)
@@ -178,8 +201,12 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, client versi
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "prepull-controller"})
 
+	secretCtl, err := pullsecretctl.New(kube, jobs, sources, copies, opts.DaemonNamespace)
+	if err != nil {
+		return err
+	}
 	jobCtl, err := imagepulljob.New(client, jobs, nodeImages, pods, recorder, imagepulljob.Options{
-		DaemonNamespace: opts.DaemonNamespace, RepullInterval: opts.RepullInterval,
+		DaemonNamespace: opts.DaemonNamespace, RepullInterval: opts.RepullInterval, SecretExists: secretCtl.SourceExists,
 	})
 	if err != nil {
 		return err
@@ -199,16 +226,20 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, client versi
 		return err
 	}
 
-	kubeFactory.Start(ctx.Done())
-	factory.Start(ctx.Done())
-	defer kubeFactory.Shutdown()
-	defer factory.Shutdown()
+	for _, f := range []interface {
+		Start(<-chan struct{})
+		Shutdown()
+	}{kubeFactory, factory, metaFactory, copyFactory} {
+		f.Start(ctx.Done())
+		defer f.Shutdown()
+	}
 
 	runners := []func() error{
 		func() error { return jobCtl.Run(ctx, opts.ImagePullJobWorkers) },
 		func() error { return niCtl.Run(ctx, opts.NodeImageWorkers) },
 		func() error { return labelCtl.Run(ctx, opts.LabelSyncWorkers) },
 		func() error { return listCtl.Run(ctx, opts.ImageListPullJobWorkers) },
+		func() error { return secretCtl.Run(ctx, opts.PullSecretWorkers) },
 	}
 	errs := make(chan error, len(runners))
 	var wg sync.WaitGroup
@@ -233,6 +264,9 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, client versi
 				if !ok {
 					return false, nil
 				}
+			}
+			if !cache.WaitForCacheSync(ctx.Done(), sources.HasSynced, copies.HasSynced) {
+				return false, nil
 			}
 			health.SetReady(true)
 			return true, nil

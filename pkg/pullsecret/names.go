@@ -18,3 +18,14 @@ func CopyName(namespace, name string) string {
 	}
 	return prefix + "-" + hex.EncodeToString(sum[:])[:10]
 }
+
+// Labels and annotations on copies.
+const (
+	// CopyLabel marks a secret as a copy made by prepull-controller.
+	CopyLabel = "prepull.io/pull-secret-copy"
+	// SourceAnnotation names the copied secret as namespace/name.
+	SourceAnnotation = "prepull.io/source-secret"
+	// ReferencedByAnnotation lists, sorted and comma-separated, the jobs
+	// (namespace/name) that reference the source.
+	ReferencedByAnnotation = "prepull.io/referenced-by"
+)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -43,6 +44,7 @@ const (
 	ReasonDeadlineExceeded = "DeadlineExceeded"
 	ReasonPullFailed       = "PullImageFailed"
 	ReasonInvalidSpec      = "InvalidSpec"
+	ReasonSecretNotFound   = "PullSecretNotFound"
 )
 
 // Options tune the controller.
@@ -53,6 +55,8 @@ type Options struct {
 	RepullInterval time.Duration
 	// Now is the clock; tests set it.
 	Now func() time.Time
+	// SecretExists reports whether a pull secret exists; nil assumes it does.
+	SecretExists func(namespace, name string) bool
 }
 
 // Controller is the ImagePullJob controller.
@@ -302,7 +306,15 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	if err != nil {
 		return 0, err
 	}
-	d := Decide(Input{Job: job, Ref: ref, Targets: targets, Owned: owned, Now: c.opts.Now(), RepullInterval: c.opts.RepullInterval})
+	var missing []string
+	if c.opts.SecretExists != nil {
+		for _, s := range job.Spec.PullSecrets {
+			if !c.opts.SecretExists(job.Namespace, s) {
+				missing = append(missing, s)
+			}
+		}
+	}
+	d := Decide(Input{Job: job, Ref: ref, Targets: targets, Owned: owned, Now: c.opts.Now(), RepullInterval: c.opts.RepullInterval, MissingSecrets: missing})
 
 	if d.Delete {
 		klog.FromContext(ctx).V(2).Info("Deleting job after ttlSecondsAfterFinished")
@@ -436,6 +448,9 @@ func (c *Controller) writeStatus(ctx context.Context, job *appsv1beta1.ImagePull
 	// retried sync does not repeat them.
 	if job.Status.StartTime == nil {
 		c.recorder.Eventf(job, corev1.EventTypeNormal, ReasonStarted, "Pulling %s on %d node(s)", job.Spec.Image, d.Status.Desired)
+	}
+	if d.SecretWarning != "" && !strings.Contains(job.Status.Message, d.SecretWarning) {
+		c.recorder.Event(job, corev1.EventTypeWarning, ReasonSecretNotFound, d.SecretWarning)
 	}
 	for _, f := range d.NewFailures {
 		c.recorder.Eventf(job, corev1.EventTypeWarning, ReasonPullFailed, "Node %s failed to pull %s: %s", f.Node, job.Spec.Image, f.Message)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -132,6 +133,8 @@ type Input struct {
 	Now   time.Time
 	// RepullInterval is how often a Never job pulls again on each node.
 	RepullInterval time.Duration
+	// MissingSecrets are the job's pull secrets that do not exist.
+	MissingSecrets []string
 }
 
 // NodeFailure is a node whose pull failed, for the job's Events.
@@ -155,6 +158,8 @@ type Decision struct {
 	RequeueAfter time.Duration
 	// NewFailures are failed nodes not yet in the previous status.
 	NewFailures []NodeFailure
+	// SecretWarning says which pull secrets are missing, or "".
+	SecretWarning string
 }
 
 // Decide computes a job's next status and the writes that move it on. It
@@ -272,6 +277,12 @@ func Decide(in Input) Decision {
 				progress = float64(int(succeeded)+len(failedNodes)) * 100 / float64(len(in.Targets))
 			}
 			st.Message = fmt.Sprintf(messageRunningTemplate, progress)
+		}
+		if len(in.MissingSecrets) > 0 {
+			// Pulls go on (a public mirror may serve the image) but the
+			// status says what is wrong.
+			d.SecretWarning = fmt.Sprintf("pull secret(s) %s not found in namespace %s: create them or fix spec.pullSecrets", strings.Join(in.MissingSecrets, ", "), job.Namespace)
+			st.Message += "; " + d.SecretWarning
 		}
 		if !always && !renewAt.IsZero() {
 			if wait := renewAt.Sub(in.Now); d.RequeueAfter == 0 || wait < d.RequeueAfter {

@@ -81,3 +81,16 @@ func Add(nodeImages cache.SharedIndexInformer) error {
 	}
 	return nil
 }
+
+// StripSecretMetadata keeps only a secret's identity and version in the
+// metadata cache. Annotations go too: kubectl's last-applied annotation can
+// hold the secret's data.
+func StripSecretMetadata(obj any) (any, error) {
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return obj, nil
+	}
+	return &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+	}}, nil
+}

@@ -1,0 +1,213 @@
+// Package pullsecret is the pull-secret sync controller: each secret a
+// running job references is copied once into the daemon namespace, kept in
+// step with its source, and deleted when no running job references it, so
+// daemons never read secrets outside their own namespace.
+package pullsecret
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/controller/reconcile"
+	appsinformers "github.com/prepull/prepull/pkg/generated/informers/externalversions/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/pullsecret"
+)
+
+// JobsBySecret indexes ImagePullJobs by the source secrets they reference.
+const JobsBySecret = "byPullSecret"
+
+// AddIndex registers JobsBySecret on the job informer.
+func AddIndex(jobs cache.SharedIndexInformer) error {
+	return jobs.AddIndexers(cache.Indexers{JobsBySecret: func(obj any) ([]string, error) {
+		job, ok := obj.(*appsv1beta1.ImagePullJob)
+		if !ok {
+			return nil, nil
+		}
+		return pullsecret.JobKeys(job), nil
+	}})
+}
+
+// Controller is the pull-secret sync controller.
+type Controller struct {
+	kube      kubernetes.Interface
+	jobs      cache.Indexer
+	sources   cache.Indexer
+	copies    corelisters.SecretLister
+	namespace string
+	queue     *reconcile.Queue
+	synced    []cache.InformerSynced
+}
+
+// New wires the controller. sources is a metadata-only informer over all
+// secrets (changes are noticed without caching secret data cluster-wide);
+// copies is a secret informer limited to the daemon namespace and the
+// copy label.
+func New(kube kubernetes.Interface, jobs appsinformers.ImagePullJobInformer, sources cache.SharedIndexInformer,
+	copies cache.SharedIndexInformer, daemonNamespace string) (*Controller, error) {
+	c := &Controller{
+		kube:      kube,
+		jobs:      jobs.Informer().GetIndexer(),
+		sources:   sources.GetIndexer(),
+		copies:    corelisters.NewSecretLister(copies.GetIndexer()),
+		namespace: daemonNamespace,
+		synced:    []cache.InformerSynced{jobs.Informer().HasSynced, sources.HasSynced, copies.HasSynced},
+	}
+	c.queue = reconcile.New("pullsecret", c.sync)
+	jobChanged := func(obj any) {
+		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = t.Obj
+		}
+		if job, ok := obj.(*appsv1beta1.ImagePullJob); ok {
+			for _, k := range pullsecret.JobKeys(job) {
+				c.queue.Add(k)
+			}
+		}
+	}
+	if _, err := jobs.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: jobChanged,
+		UpdateFunc: func(old, cur any) {
+			o, n := old.(*appsv1beta1.ImagePullJob), cur.(*appsv1beta1.ImagePullJob)
+			if pullsecret.NeedsSecrets(o) != pullsecret.NeedsSecrets(n) {
+				jobChanged(cur)
+			}
+		},
+		DeleteFunc: jobChanged,
+	}); err != nil {
+		return nil, fmt.Errorf("watching ImagePullJobs: %w", err)
+	}
+	// Only sources some job references matter; others are ignored here.
+	sourceChanged := func(obj any) {
+		key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+		if err != nil {
+			return
+		}
+		if refs, _ := c.jobs.ByIndex(JobsBySecret, key); len(refs) > 0 {
+			c.queue.Add(key)
+		}
+	}
+	if _, err := sources.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: sourceChanged, UpdateFunc: func(_, cur any) { sourceChanged(cur) }, DeleteFunc: sourceChanged,
+	}); err != nil {
+		return nil, fmt.Errorf("watching secrets: %w", err)
+	}
+	copyChanged := func(obj any) {
+		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = t.Obj
+		}
+		if s, ok := obj.(*corev1.Secret); ok && s.Annotations[pullsecret.SourceAnnotation] != "" {
+			c.queue.Add(s.Annotations[pullsecret.SourceAnnotation])
+		}
+	}
+	if _, err := copies.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: copyChanged, UpdateFunc: func(_, cur any) { copyChanged(cur) }, DeleteFunc: copyChanged,
+	}); err != nil {
+		return nil, fmt.Errorf("watching secret copies: %w", err)
+	}
+	return c, nil
+}
+
+// SourceExists answers from the metadata cache whether a job's secret
+// exists, for the job controller's warnings.
+func (c *Controller) SourceExists(namespace, name string) bool {
+	_, exists, err := c.sources.GetByKey(pullsecret.Key(namespace, name))
+	return err != nil || exists
+}
+
+// Run syncs copies with workers until ctx ends.
+func (c *Controller) Run(ctx context.Context, workers int) error {
+	if !cache.WaitForNamedCacheSync("pullsecret", ctx.Done(), c.synced...) {
+		return errors.New("pullsecret: caches did not sync")
+	}
+	c.queue.Run(ctx, workers)
+	return nil
+}
+
+func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error) {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return 0, nil
+	}
+	objs, err := c.jobs.ByIndex(JobsBySecret, key)
+	if err != nil {
+		return 0, err
+	}
+	jobs := make([]*appsv1beta1.ImagePullJob, 0, len(objs))
+	for _, o := range objs {
+		jobs = append(jobs, o.(*appsv1beta1.ImagePullJob))
+	}
+	var source *corev1.Secret
+	if len(jobs) > 0 {
+		// One GET of the source per change: the metadata cache only says
+		// that it changed.
+		source, err = c.kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			source, err = nil, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("reading pull secret %s: %w", key, err)
+		}
+	}
+	desired := pullsecret.DesiredCopy(source, jobs, c.namespace)
+	copyName := pullsecret.CopyName(ns, name)
+	existing, err := c.copies.Secrets(c.namespace).Get(copyName)
+	if apierrors.IsNotFound(err) {
+		existing, err = nil, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	secrets := c.kube.CoreV1().Secrets(c.namespace)
+	logger := klog.FromContext(ctx)
+	switch {
+	case desired == nil && existing == nil:
+		return 0, nil
+	case desired == nil:
+		err := secrets.Delete(ctx, copyName, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &existing.UID}})
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return 0, nil
+		}
+		if err == nil {
+			logger.V(2).Info("Deleted pull secret copy no job needs", "copy", copyName)
+		}
+		return 0, err
+	case existing == nil:
+		_, err := secrets.Create(ctx, desired, metav1.CreateOptions{})
+		if apierrors.IsNotFound(err) {
+			return 0, fmt.Errorf("daemon namespace %q does not exist: create it or set --daemon-namespace: %w", c.namespace, err)
+		}
+		if err == nil {
+			logger.V(2).Info("Copied pull secret", "copy", copyName)
+		}
+		return 0, err
+	case existing.Type != desired.Type:
+		// A secret's type is immutable: replace the copy.
+		return 0, secrets.Delete(ctx, copyName, metav1.DeleteOptions{})
+	case pullsecret.CopyUpToDate(existing, desired):
+		return 0, nil
+	}
+	updated := existing.DeepCopy()
+	updated.Data = desired.Data
+	if updated.Labels == nil {
+		updated.Labels = map[string]string{}
+	}
+	if updated.Annotations == nil {
+		updated.Annotations = map[string]string{}
+	}
+	updated.Labels[pullsecret.CopyLabel] = "true"
+	for k, v := range desired.Annotations {
+		updated.Annotations[k] = v
+	}
+	_, err = secrets.Update(ctx, updated, metav1.UpdateOptions{})
+	return 0, err
+}
