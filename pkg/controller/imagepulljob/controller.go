@@ -34,6 +34,10 @@ import (
 	"github.com/prepull/prepull/pkg/nodeimage"
 )
 
+// JobByUID indexes ImagePullJobs by UID, to map a tag's owner reference to
+// its job without scanning every job.
+const JobByUID = "byUID"
+
 // Finalizer holds a job until its tags and secret references are released.
 const Finalizer = "prepull.io/cleanup"
 
@@ -63,6 +67,7 @@ type Options struct {
 type Controller struct {
 	client     versioned.Interface
 	jobs       appslisters.ImagePullJobLister
+	jobIndexer cache.Indexer
 	nodeImages appslisters.NodeImageLister
 	niIndexer  cache.Indexer
 	pods       corelisters.PodLister
@@ -82,6 +87,7 @@ func New(client versioned.Interface, jobs appsinformers.ImagePullJobInformer, no
 	c := &Controller{
 		client:     client,
 		jobs:       jobs.Lister(),
+		jobIndexer: jobs.Informer().GetIndexer(),
 		nodeImages: nodeImages.Lister(),
 		niIndexer:  nodeImages.Informer().GetIndexer(),
 		pods:       corelisters.NewPodLister(pods.GetIndexer()),
@@ -90,6 +96,11 @@ func New(client versioned.Interface, jobs appsinformers.ImagePullJobInformer, no
 		synced:     []cache.InformerSynced{jobs.Informer().HasSynced, nodeImages.Informer().HasSynced, pods.HasSynced},
 	}
 	c.queue = reconcile.New("imagepulljob", c.sync)
+	if err := jobs.Informer().AddIndexers(cache.Indexers{JobByUID: func(obj any) ([]string, error) {
+		return []string{string(obj.(metav1.Object).GetUID())}, nil
+	}}); err != nil {
+		return nil, fmt.Errorf("indexing ImagePullJobs: %w", err)
+	}
 	if _, err := jobs.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: c.enqueueJob,
 		UpdateFunc: func(old, cur any) {
@@ -198,18 +209,15 @@ func (c *Controller) nodeImageChanged(old, cur *appsv1beta1.NodeImage) {
 	}
 }
 
-// jobsByUID finds a job by UID through the owner references; jobs are few
-// next to nodes, so this list is cheap and keeps no extra index.
+// jobsByUID finds jobs by UID through the job informer's UID index.
 func (c *Controller) jobsByUID(uid types.UID) []*appsv1beta1.ImagePullJob {
-	all, err := c.jobs.List(labels.Everything())
+	objs, err := c.jobIndexer.ByIndex(JobByUID, string(uid))
 	if err != nil {
 		return nil
 	}
-	var out []*appsv1beta1.ImagePullJob
-	for _, j := range all {
-		if j.UID == uid {
-			out = append(out, j)
-		}
+	out := make([]*appsv1beta1.ImagePullJob, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, o.(*appsv1beta1.ImagePullJob))
 	}
 	return out
 }

@@ -75,3 +75,29 @@ func firstLines(out string) string {
 	}
 	return strings.Join(headers, "\n")
 }
+
+// TestDeployManifests builds the kustomization with kubectl and has the
+// real apiserver accept every object (server-side dry run).
+func TestDeployManifests(t *testing.T) {
+	cp := framework.Shared(t)
+	kubectl := filepath.Join(framework.BinDir(), "kubectl")
+	deploy := filepath.Join(framework.RepoRoot(), "artifacts")
+	rendered, err := exec.Command(kubectl, "kustomize", deploy).Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize %s: %v", deploy, err)
+	}
+	for _, kind := range []string{"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "Role", "Deployment"} {
+		if !strings.Contains(string(rendered), "kind: "+kind) {
+			t.Errorf("rendered manifests lack a %s", kind)
+		}
+	}
+	// The namespace must exist for a dry run of namespaced objects.
+	out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "-f", filepath.Join(deploy, "deploy", "namespace.yaml")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("creating namespace: %v\n%s", err, out)
+	}
+	out, err = exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "--dry-run=server", "-k", deploy).CombinedOutput()
+	if err != nil {
+		t.Fatalf("apiserver rejected the deploy manifests: %v\n%s", err, out)
+	}
+}

@@ -355,3 +355,28 @@ func (e *env) expectEvent(jobName, reason string) {
 		return false, strings.Join(seen, ",")
 	})
 }
+
+// A Never job pulls again on each node once per repull interval (a day by
+// default): the tag's version grows and the daemon answers each version.
+func TestNeverJobRepulls(t *testing.T) {
+	e := newEnv(t)
+	e.startController(func(o *manager.Options) { o.RepullInterval = time.Second })
+	a := e.addNode("a", nil)
+	e.waitNodeImages(30*time.Second, a)
+	e.startDaemon(succeedAll)
+	job := e.createJob(newJob("repull", "nginx:1.25", func(j *appsv1beta1.ImagePullJob) {
+		j.Spec.Selector = e.selector(nil)
+		j.Spec.CompletionPolicy.Type = appsv1beta1.Never
+	}))
+	e.eventually(20*time.Second, "a third pull answered", func() (bool, string) {
+		ni, err := e.nodeImage(a)
+		if err != nil {
+			return false, err.Error()
+		}
+		st := nodeimage.FindStatus(&ni.Status, "nginx", "1.25")
+		return st != nil && st.Version >= 3 && st.Phase == appsv1beta1.ImagePhaseSucceeded, ""
+	})
+	if j := e.job(job.Name); j.Status.CompletionTime != nil {
+		t.Fatalf("Never job completed: %+v", j.Status)
+	}
+}
