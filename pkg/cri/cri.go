@@ -1,0 +1,96 @@
+// Package cri connects to a node's container runtime over the CRI v1 gRPC
+// API, finding the socket among the usual paths when none is given.
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// DefaultEndpoints are tried in order when no endpoint is configured:
+// containerd, CRI-O, cri-dockerd.
+var DefaultEndpoints = []string{
+	"unix:///run/containerd/containerd.sock",
+	"unix:///var/run/containerd/containerd.sock",
+	"unix:///run/crio/crio.sock",
+	"unix:///var/run/crio/crio.sock",
+	"unix:///run/cri-dockerd.sock",
+	"unix:///var/run/cri-dockerd.sock",
+}
+
+// maxMsgSize matches kubelet's limit for CRI messages.
+const maxMsgSize = 16 * 1024 * 1024
+
+// Runtime is a connected CRI runtime.
+type Runtime struct {
+	Endpoint string
+	Conn     *grpc.ClientConn
+	Images   runtimeapi.ImageServiceClient
+	Runtime  runtimeapi.RuntimeServiceClient
+	// Name and Version come from the runtime's Version call, e.g.
+	// "containerd" and "1.6.20".
+	Name, Version string
+}
+
+// Close closes the connection.
+func (r *Runtime) Close() error { return r.Conn.Close() }
+
+// Connect dials endpoint and checks that it answers CRI v1 Version and
+// ImageFsInfo, so a socket of something else fails here and not at the
+// first pull.
+func Connect(ctx context.Context, endpoint string) (*Runtime, error) {
+	path, ok := strings.CutPrefix(endpoint, "unix://")
+	if !ok {
+		return nil, fmt.Errorf("runtime endpoint %q: only unix:// sockets are supported", endpoint)
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("runtime endpoint %s: %w", endpoint, err)
+	}
+	conn, err := grpc.NewClient("passthrough:///"+path,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", addr)
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.MaxCallSendMsgSize(maxMsgSize)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("runtime endpoint %s: %w", endpoint, err)
+	}
+	r := &Runtime{Endpoint: endpoint, Conn: conn, Images: runtimeapi.NewImageServiceClient(conn), Runtime: runtimeapi.NewRuntimeServiceClient(conn)}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	v, err := r.Runtime.Version(ctx, &runtimeapi.VersionRequest{})
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("runtime endpoint %s does not answer CRI v1 Version: %w", endpoint, err)
+	}
+	if _, err := r.Images.ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{}); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("runtime endpoint %s does not answer CRI v1 ImageFsInfo: %w", endpoint, err)
+	}
+	r.Name, r.Version = v.RuntimeName, v.RuntimeVersion
+	return r, nil
+}
+
+// Probe connects to the first of endpoints that answers, and otherwise
+// fails with what each one said.
+func Probe(ctx context.Context, endpoints []string) (*Runtime, error) {
+	var errs []error
+	for _, ep := range endpoints {
+		r, err := Connect(ctx, ep)
+		if err == nil {
+			return r, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("no CRI runtime found; tried %s; set --runtime-endpoint: %w", strings.Join(endpoints, ", "), errors.Join(errs...))
+}

@@ -1,0 +1,7 @@
+package critest
+
+import "os"
+
+func shortTempDir() (string, error) { return os.MkdirTemp("/tmp", "cri-") }
+
+func removeAll(dir string) { _ = os.RemoveAll(dir) }

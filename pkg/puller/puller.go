@@ -1,0 +1,240 @@
+// Package puller pulls one image through the CRI ImageService, the way
+// kubelet's image manager does for a pod but with a job's policy: every
+// matching credential in turn, IfNotPresent checked first, each attempt
+// bounded by the timeout and the task's deadline, failed attempts retried
+// with exponential backoff and jitter, and a final message that says what
+// the registry or runtime answered.
+package puller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/credentials"
+)
+
+// PullerAnnotation marks prepull as the puller in the sandbox config, so a
+// runtime or registry log can tell pre-pulls from pod pulls.
+const PullerAnnotation = "prepull.io/puller"
+
+// ImageService is the part of CRI's ImageService a pull needs.
+type ImageService interface {
+	PullImage(ctx context.Context, in *runtimeapi.PullImageRequest, opts ...grpc.CallOption) (*runtimeapi.PullImageResponse, error)
+	ImageStatus(ctx context.Context, in *runtimeapi.ImageStatusRequest, opts ...grpc.CallOption) (*runtimeapi.ImageStatusResponse, error)
+}
+
+// Request is one pull with its policy.
+type Request struct {
+	// Image is the reference to pull: name:tag or name@sha256:<hex>.
+	Image      string
+	Auths      []credentials.Auth
+	Sandbox    *appsv1beta1.SandboxConfig
+	PullPolicy appsv1beta1.ImagePullPolicy
+	// Timeout bounds one attempt.
+	Timeout time.Duration
+	// BackoffLimit is the number of retries after the first attempt.
+	BackoffLimit int
+	// Deadline bounds every attempt and wait; zero means none.
+	Deadline time.Time
+	// OnAttempt is called as each attempt starts (1-based).
+	OnAttempt func(attempt int)
+}
+
+// Result is the outcome of a pull.
+type Result struct {
+	// ImageRef is the runtime's reference of the pulled image (its ID).
+	ImageRef string
+	// Present says the image was already there and IfNotPresent skipped it.
+	Present  bool
+	Attempts int
+	// Err is nil on success; its message is the status message.
+	Err error
+}
+
+// Backoff is the wait before retry n (1-based): Initial doubled each retry,
+// capped at Max, plus up to Jitter of itself at random.
+type Backoff struct {
+	Initial, Max time.Duration
+	Jitter       float64
+	// Rand returns a value in [0,1); nil uses math/rand.
+	Rand func() float64
+}
+
+// Delay is the wait before retry n.
+func (b Backoff) Delay(n int) time.Duration {
+	d := b.Initial
+	for i := 1; i < n && d < b.Max; i++ {
+		d *= 2
+	}
+	d = min(d, b.Max)
+	r := b.Rand
+	if r == nil {
+		r = rand.Float64
+	}
+	return d + time.Duration(float64(d)*b.Jitter*r())
+}
+
+// DefaultBackoff waits 1s, 2s, 4s, ... up to a minute, plus up to 20%.
+var DefaultBackoff = Backoff{Initial: time.Second, Max: time.Minute, Jitter: 0.2}
+
+// Puller pulls images through a runtime.
+type Puller struct {
+	Images  ImageService
+	Backoff Backoff
+	// Now is the clock; tests set it.
+	Now func() time.Time
+}
+
+// Pull runs the request to the end: success, the last failed attempt, the
+// deadline, or ctx's cancellation.
+func (p *Puller) Pull(ctx context.Context, req Request) Result {
+	now := p.Now
+	if now == nil {
+		now = time.Now
+	}
+	spec := &runtimeapi.ImageSpec{Image: req.Image}
+	if req.PullPolicy != appsv1beta1.PullAlways {
+		st, err := p.Images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: spec})
+		if err == nil && st.Image != nil {
+			return Result{ImageRef: st.Image.Id, Present: true}
+		}
+	}
+	sandbox := sandboxConfig(req)
+	var last error
+	attempts := req.BackoffLimit + 1
+	for attempt := 1; attempt <= attempts; attempt++ {
+		if attempt > 1 {
+			wait := p.Backoff.Delay(attempt - 1)
+			if !req.Deadline.IsZero() && now().Add(wait).After(req.Deadline) {
+				return Result{Attempts: attempt - 1, Err: fmt.Errorf("pulling %s: stopped before attempt %d: the task's activeDeadlineSeconds would pass during the %s backoff; last error: %w", req.Image, attempt, wait.Round(time.Millisecond), last)}
+			}
+			select {
+			case <-ctx.Done():
+				return Result{Attempts: attempt - 1, Err: ctx.Err()}
+			case <-time.After(wait):
+			}
+		}
+		if req.OnAttempt != nil {
+			req.OnAttempt(attempt)
+		}
+		ref, err := p.attempt(ctx, req, spec, sandbox, now)
+		if err == nil {
+			return Result{ImageRef: ref, Attempts: attempt}
+		}
+		if ctx.Err() != nil {
+			return Result{Attempts: attempt, Err: ctx.Err()}
+		}
+		last = err
+		if errors.Is(err, errDeadline) {
+			return Result{Attempts: attempt, Err: fmt.Errorf("pulling %s: %w", req.Image, err)}
+		}
+	}
+	return Result{Attempts: attempts, Err: fmt.Errorf("pulling %s failed after %d attempt(s): %w", req.Image, attempts, last)}
+}
+
+var errDeadline = errors.New("the task's activeDeadlineSeconds passed")
+
+// attempt is one try, with each matching credential in turn (anonymous when
+// none matches), bounded by the timeout and the deadline.
+func (p *Puller) attempt(ctx context.Context, req Request, spec *runtimeapi.ImageSpec, sandbox *runtimeapi.PodSandboxConfig, now func() time.Time) (string, error) {
+	limit := req.Timeout
+	if !req.Deadline.IsZero() {
+		left := req.Deadline.Sub(now())
+		if left <= 0 {
+			return "", errDeadline
+		}
+		if limit <= 0 || left < limit {
+			limit = left
+		}
+	}
+	actx, cancel := ctx, context.CancelFunc(func() {})
+	if limit > 0 {
+		actx, cancel = context.WithTimeout(ctx, limit)
+	}
+	defer cancel()
+
+	auths := []*runtimeapi.AuthConfig{nil}
+	var sources []string
+	if len(req.Auths) > 0 {
+		auths = auths[:0]
+		for _, a := range req.Auths {
+			auths = append(auths, &runtimeapi.AuthConfig{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken})
+			sources = append(sources, a.Source)
+		}
+	}
+	var errs []string
+	for i, auth := range auths {
+		resp, err := p.Images.PullImage(actx, &runtimeapi.PullImageRequest{Image: spec, Auth: auth, SandboxConfig: sandbox})
+		if err == nil {
+			return resp.ImageRef, nil
+		}
+		msg := describe(err)
+		if ctx.Err() == nil && timedOut(actx, err) {
+			if limit < req.Timeout || req.Timeout <= 0 {
+				return "", errDeadline
+			}
+			return "", fmt.Errorf("attempt timed out after %s (pullPolicy.timeoutSeconds)", limit)
+		}
+		if len(sources) > 0 {
+			msg = fmt.Sprintf("with credential %s: %s", sources[i], msg)
+		}
+		errs = append(errs, msg)
+		// Only an authorization failure is worth the next credential.
+		if !authFailure(err) {
+			break
+		}
+	}
+	return "", errors.New(strings.Join(errs, "; "))
+}
+
+// timedOut says the attempt's own time ran out. The runtime sees the same
+// deadline and may answer a moment before the client's context notices.
+func timedOut(actx context.Context, err error) bool {
+	if actx.Err() == context.DeadlineExceeded || status.Code(err) == codes.DeadlineExceeded {
+		return true
+	}
+	deadline, ok := actx.Deadline()
+	return ok && !time.Now().Before(deadline.Add(-10*time.Millisecond))
+}
+
+func describe(err error) string {
+	if s, ok := status.FromError(err); ok {
+		return s.Message()
+	}
+	return err.Error()
+}
+
+func authFailure(err error) bool {
+	if s, ok := status.FromError(err); ok && (s.Code() == codes.Unauthenticated || s.Code() == codes.PermissionDenied) {
+		return true
+	}
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "401") || strings.Contains(msg, "403") || strings.Contains(msg, "unauthorized") || strings.Contains(msg, "denied")
+}
+
+func sandboxConfig(req Request) *runtimeapi.PodSandboxConfig {
+	cfg := &runtimeapi.PodSandboxConfig{
+		Metadata:    &runtimeapi.PodSandboxMetadata{Name: "prepull", Namespace: "prepull", Uid: "prepull"},
+		Labels:      map[string]string{},
+		Annotations: map[string]string{PullerAnnotation: "prepull-daemon"},
+	}
+	if req.Sandbox != nil {
+		for k, v := range req.Sandbox.Labels {
+			cfg.Labels[k] = v
+		}
+		for k, v := range req.Sandbox.Annotations {
+			cfg.Annotations[k] = v
+		}
+	}
+	return cfg
+}

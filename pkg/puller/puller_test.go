@@ -1,0 +1,143 @@
+package puller
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/cri"
+	"github.com/prepull/prepull/pkg/cri/critest"
+	"github.com/prepull/prepull/pkg/credentials"
+)
+
+func TestBackoffDelay(t *testing.T) {
+	b := Backoff{Initial: time.Second, Max: 10 * time.Second, Jitter: 0.5, Rand: func() float64 { return 0 }}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second}
+	for i, w := range want {
+		if got := b.Delay(i + 1); got != w {
+			t.Errorf("Delay(%d) = %v, want %v", i+1, got, w)
+		}
+	}
+	b.Rand = func() float64 { return 0.999 }
+	if got := b.Delay(1); got <= time.Second || got >= 1500*time.Millisecond {
+		t.Errorf("Delay(1) with jitter = %v, want in (1s, 1.5s)", got)
+	}
+}
+
+// connect returns a Puller talking to the fake over its real socket.
+func connect(t *testing.T, fake *critest.Runtime) *Puller {
+	t.Helper()
+	rt, err := cri.Connect(context.Background(), fake.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	return &Puller{Images: rt.Images, Backoff: Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond}}
+}
+
+func TestPullTriesEachMatchingCredential(t *testing.T) {
+	fake := critest.Start(t, func(_ context.Context, req *runtimeapi.PullImageRequest) (string, error) {
+		if req.Auth == nil || req.Auth.Password != "right" {
+			return "", critest.Errorf(codes.Unknown, "failed to resolve reference: pulling from host r.io failed with status code [manifests v1]: 401 Unauthorized")
+		}
+		if req.SandboxConfig.Annotations[PullerAnnotation] != "prepull-daemon" || req.SandboxConfig.Labels["team"] != "a" {
+			return "", critest.Errorf(codes.InvalidArgument, "sandbox config not passed: %+v", req.SandboxConfig)
+		}
+		return "sha256:good", nil
+	})
+	p := connect(t, fake)
+	res := p.Pull(context.Background(), Request{
+		Image: "r.io/app:v1", Timeout: time.Second,
+		Auths:   []credentials.Auth{{Source: "ns/a:r.io", Password: "wrong"}, {Source: "ns/b:r.io", Password: "right"}},
+		Sandbox: &appsv1beta1.SandboxConfig{Labels: map[string]string{"team": "a"}},
+	})
+	if res.Err != nil || res.ImageRef != "sha256:good" || res.Attempts != 1 {
+		t.Fatalf("result %+v, want success on the first attempt with the second credential", res)
+	}
+	if n := len(fake.Pulls()); n != 2 {
+		t.Fatalf("%d PullImage calls, want 2 (one per credential)", n)
+	}
+}
+
+func TestPullFailsWithTheRegistryAnswer(t *testing.T) {
+	fake := critest.Start(t, func(context.Context, *runtimeapi.PullImageRequest) (string, error) {
+		return "", critest.Errorf(codes.Unknown, "failed to resolve reference \"r.io/app:v1\": pulling from host r.io failed with status code [manifests v1]: 401 Unauthorized")
+	})
+	var attempts []int
+	res := connect(t, fake).Pull(context.Background(), Request{
+		Image: "r.io/app:v1", Timeout: time.Second, BackoffLimit: 2,
+		Auths:     []credentials.Auth{{Source: "ns/creds:r.io", Password: "wrong"}},
+		OnAttempt: func(n int) { attempts = append(attempts, n) },
+	})
+	if res.Err == nil || res.Attempts != 3 || len(attempts) != 3 {
+		t.Fatalf("result %+v, attempts %v; want 3 failed attempts", res, attempts)
+	}
+	for _, want := range []string{"failed after 3 attempt(s)", "401 Unauthorized", "ns/creds:r.io"} {
+		if !strings.Contains(res.Err.Error(), want) {
+			t.Errorf("message %q lacks %q", res.Err, want)
+		}
+	}
+}
+
+func TestPullTimesOutThenRetries(t *testing.T) {
+	var calls atomic.Int32
+	fake := critest.Start(t, func(ctx context.Context, _ *runtimeapi.PullImageRequest) (string, error) {
+		if calls.Add(1) < 3 {
+			return "", critest.Block(ctx)
+		}
+		return "sha256:late", nil
+	})
+	res := connect(t, fake).Pull(context.Background(), Request{Image: "r.io/slow:v1", Timeout: 100 * time.Millisecond, BackoffLimit: 3})
+	if res.Err != nil || res.Attempts != 3 {
+		t.Fatalf("result %+v, want success on attempt 3 after two timeouts", res)
+	}
+	calls.Store(-100)
+	res = connect(t, fake).Pull(context.Background(), Request{Image: "r.io/stall:v1", Timeout: 50 * time.Millisecond, BackoffLimit: 1})
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "timed out after 50ms (pullPolicy.timeoutSeconds)") || res.Attempts != 2 {
+		t.Fatalf("result %+v, want 2 timed-out attempts", res)
+	}
+}
+
+func TestPullStopsAtTheDeadline(t *testing.T) {
+	fake := critest.Start(t, func(ctx context.Context, _ *runtimeapi.PullImageRequest) (string, error) { return "", critest.Block(ctx) })
+	start := time.Now()
+	res := connect(t, fake).Pull(context.Background(), Request{
+		Image: "r.io/stall:v1", Timeout: time.Hour, BackoffLimit: 5, Deadline: start.Add(150 * time.Millisecond),
+	})
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "activeDeadlineSeconds") || res.Attempts != 1 {
+		t.Fatalf("result %+v, want one attempt cut by the deadline", res)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("pull took %v despite a 150ms deadline", took)
+	}
+}
+
+func TestPullPolicy(t *testing.T) {
+	fake := critest.Start(t, nil)
+	fake.AddImage("r.io/app:v1", "sha256:present")
+	p := connect(t, fake)
+	res := p.Pull(context.Background(), Request{Image: "r.io/app:v1", PullPolicy: appsv1beta1.PullIfNotPresent})
+	if res.Err != nil || !res.Present || res.ImageRef != "sha256:present" || len(fake.Pulls()) != 0 {
+		t.Fatalf("IfNotPresent: %+v with %d pulls, want skipped", res, len(fake.Pulls()))
+	}
+	res = p.Pull(context.Background(), Request{Image: "r.io/app:v1", PullPolicy: appsv1beta1.PullAlways})
+	if res.Err != nil || res.Present || len(fake.Pulls()) != 1 {
+		t.Fatalf("Always: %+v with %d pulls, want one pull", res, len(fake.Pulls()))
+	}
+}
+
+func TestPullCancelled(t *testing.T) {
+	fake := critest.Start(t, func(ctx context.Context, _ *runtimeapi.PullImageRequest) (string, error) { return "", critest.Block(ctx) })
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	res := connect(t, fake).Pull(ctx, Request{Image: "r.io/app:v1", Timeout: time.Hour, BackoffLimit: 3})
+	if res.Err != context.Canceled {
+		t.Fatalf("result %+v, want context.Canceled", res)
+	}
+}
