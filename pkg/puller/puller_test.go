@@ -11,9 +11,9 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/credentials"
 	"github.com/prepull/prepull/pkg/cri"
 	"github.com/prepull/prepull/pkg/cri/critest"
-	"github.com/prepull/prepull/pkg/credentials"
 )
 
 func TestBackoffDelay(t *testing.T) {
@@ -105,7 +105,9 @@ func TestPullTimesOutThenRetries(t *testing.T) {
 }
 
 func TestPullStopsAtTheDeadline(t *testing.T) {
-	fake := critest.Start(t, func(ctx context.Context, _ *runtimeapi.PullImageRequest) (string, error) { return "", critest.Block(ctx) })
+	fake := critest.Start(t, func(ctx context.Context, _ *runtimeapi.PullImageRequest) (string, error) {
+		return "", critest.Block(ctx)
+	})
 	start := time.Now()
 	res := connect(t, fake).Pull(context.Background(), Request{
 		Image: "r.io/stall:v1", Timeout: time.Hour, BackoffLimit: 5, Deadline: start.Add(150 * time.Millisecond),
@@ -133,7 +135,9 @@ func TestPullPolicy(t *testing.T) {
 }
 
 func TestPullCancelled(t *testing.T) {
-	fake := critest.Start(t, func(ctx context.Context, _ *runtimeapi.PullImageRequest) (string, error) { return "", critest.Block(ctx) })
+	fake := critest.Start(t, func(ctx context.Context, _ *runtimeapi.PullImageRequest) (string, error) {
+		return "", critest.Block(ctx)
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
 	res := connect(t, fake).Pull(ctx, Request{Image: "r.io/app:v1", Timeout: time.Hour, BackoffLimit: 3})
