@@ -1,0 +1,138 @@
+// Command prepull-daemon pulls the images of its node's NodeImage through
+// the node's CRI runtime and reports their progress. Run it as a DaemonSet.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	kubescheme "k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/prepull/prepull/pkg/cri"
+	"github.com/prepull/prepull/pkg/daemon"
+	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
+	prepullscheme "github.com/prepull/prepull/pkg/generated/clientset/versioned/scheme"
+	"github.com/prepull/prepull/pkg/metrics"
+	"github.com/prepull/prepull/pkg/progress"
+	"github.com/prepull/prepull/pkg/puller"
+)
+
+func main() {
+	fs := flag.NewFlagSet("prepull-daemon", flag.ExitOnError)
+	kubeconfig := fs.String("kubeconfig", "", "Path to a kubeconfig file. Empty: use the in-cluster service account (or $KUBECONFIG when set).")
+	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "Name of this node, whose NodeImage the daemon serves (default $NODE_NAME).")
+	endpoint := fs.String("runtime-endpoint", "", "CRI socket, e.g. unix:///run/containerd/containerd.sock. Empty: try "+strings.Join(cri.DefaultEndpoints, ", ")+" and use the first that answers CRI v1.")
+	containerdAddr := fs.String("containerd-address", "", "containerd's own API socket, for byte progress of pulls. Empty: the runtime endpoint when the runtime is containerd; \"none\" disables progress (it then jumps 0 -> 100).")
+	maxPulls := fs.Int("max-concurrent-pulls", 3, "Pulls run at once on this node; the rest wait, oldest first.")
+	daemonNS := fs.String("daemon-namespace", "prepull-system", "The only namespace whose secrets the daemon reads (prepull-controller copies jobs' pull secrets there).")
+	statusInterval := fs.Duration("status-interval", 300*time.Millisecond, "Least time between two NodeImage status writes; changes in between are coalesced into one write.")
+	progressInterval := fs.Duration("progress-interval", time.Second, "How often a running pull's byte progress is read.")
+	qps := fs.Float64("kube-api-qps", 10, "Sustained queries per second to the apiserver.")
+	burst := fs.Int("kube-api-burst", 20, "Burst of queries to the apiserver.")
+	metricsAddr := fs.String("metrics-bind-address", ":9090", "Address of the Prometheus /metrics endpoint; empty disables it.")
+	healthAddr := fs.String("health-probe-bind-address", ":9091", "Address of /healthz and /readyz; empty disables them.")
+	klog.InitFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: prepull-daemon [flags]\n\nPulls the images listed in this node's NodeImage through the node's CRI runtime,\nat most --max-concurrent-pulls at a time, and reports progress in its status. Flags:\n\n")
+		fs.PrintDefaults()
+	}
+	_ = fs.Parse(os.Args[1:])
+
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	if err := run(ctx, *kubeconfig, *nodeName, *endpoint, *containerdAddr, *maxPulls, *daemonNS, *statusInterval, *progressInterval, float32(*qps), *burst, *metricsAddr, *healthAddr); err != nil {
+		klog.ErrorS(err, "prepull-daemon failed")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, kubeconfig, nodeName, endpoint, containerdAddr string, maxPulls int, daemonNS string,
+	statusInterval, progressInterval time.Duration, qps float32, burst int, metricsAddr, healthAddr string) error {
+	cfg, err := restConfig(kubeconfig)
+	if err != nil {
+		return fmt.Errorf("cannot reach the apiserver (set --kubeconfig or run in a cluster): %w", err)
+	}
+	cfg.QPS, cfg.Burst, cfg.UserAgent = qps, burst, "prepull-daemon/"+nodeName
+	client, err := versioned.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	var rt *cri.Runtime
+	if endpoint != "" {
+		rt, err = cri.Connect(ctx, endpoint)
+	} else {
+		rt, err = cri.Probe(ctx, cri.DefaultEndpoints)
+	}
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	klog.InfoS("Connected to the container runtime", "endpoint", rt.Endpoint, "runtime", rt.Name, "version", rt.Version)
+
+	var prog daemon.ProgressFunc
+	if containerdAddr == "" && rt.Name == "containerd" {
+		containerdAddr = rt.Endpoint
+	}
+	if containerdAddr != "" && containerdAddr != "none" {
+		tracker, err := progress.Dial(ctx, containerdAddr)
+		if err != nil {
+			klog.ErrorS(err, "Byte progress unavailable; pulls report 0 then 100", "address", containerdAddr)
+		} else {
+			defer tracker.Close()
+			prog = tracker.Progress
+		}
+	}
+
+	scheme := runtime.NewScheme()
+	_ = kubescheme.AddToScheme(scheme)
+	_ = prepullscheme.AddToScheme(scheme)
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+
+	d, err := daemon.New(client, kube, daemon.Options{
+		NodeName: nodeName, DaemonNamespace: daemonNS, MaxConcurrent: maxPulls,
+		StatusInterval: statusInterval, ProgressInterval: progressInterval,
+		Images: rt.Images, Backoff: puller.DefaultBackoff, Progress: prog,
+		Recorder: broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "prepull-daemon", Host: nodeName}),
+	})
+	if err != nil {
+		return err
+	}
+	health := &metrics.Health{}
+	health.SetReady(true)
+	go func() {
+		if err := metrics.Serve(ctx, metricsAddr, healthAddr, health); err != nil {
+			klog.ErrorS(err, "Metrics and health endpoints failed")
+		}
+	}()
+	return d.Run(ctx)
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		kubeconfig = os.Getenv("KUBECONFIG")
+	}
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return rest.InClusterConfig()
+}

@@ -1,0 +1,458 @@
+// Package daemon is prepull-daemon's core: it watches its own NodeImage,
+// runs each tag version as a task on a bounded worker pool, pulls through
+// the node's CRI runtime with credentials from the daemon namespace, and
+// reports Waiting -> Pulling -> Succeeded/Failed with progress through the
+// NodeImage status subresource.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	kubeinformers "k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/credentials"
+	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
+	"github.com/prepull/prepull/pkg/generated/informers/externalversions"
+	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/imageref"
+	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/pkg/puller"
+)
+
+// Event reasons, as Kruise's daemon uses them.
+const (
+	ReasonPullSucceeded = "PullImageSucceeded"
+	ReasonPullFailed    = "PullImageFailed"
+)
+
+// Defaults of a tag without a pull policy.
+const (
+	defaultTimeout = 600 * time.Second
+	defaultBackoff = 3
+)
+
+// ProgressFunc reads how far a running pull of image is, in percent of
+// bytes, or false when the runtime cannot tell.
+type ProgressFunc func(ctx context.Context, image string, since time.Time) (int32, bool)
+
+// Options configure a Daemon.
+type Options struct {
+	NodeName        string
+	DaemonNamespace string
+	MaxConcurrent   int
+	// StatusInterval is the least time between two status writes.
+	StatusInterval time.Duration
+	// ProgressInterval is how often a running pull's progress is read.
+	ProgressInterval time.Duration
+	Images           puller.ImageService
+	Backoff          puller.Backoff
+	Progress         ProgressFunc
+	Recorder         record.EventRecorder
+}
+
+// Daemon pulls the images of one node's NodeImage.
+type Daemon struct {
+	opts     Options
+	client   versioned.Interface
+	kube     kubernetes.Interface
+	ni       appslisters.NodeImageLister
+	secrets  corelisters.SecretLister
+	puller   *puller.Puller
+	pool     *pool
+	reporter *reporter
+	trigger  chan struct{}
+	synced   []cache.InformerSynced
+	// stopping is closed when the daemon shuts down, so tasks cut short
+	// by the shutdown record that rather than a failure.
+	stopping chan struct{}
+	secretMu sync.Mutex
+	// secretErrs remembers the last problem logged per secret, so a
+	// missing or broken secret is logged once, not at every pull.
+	secretErrs map[string]string
+	startOnce  sync.Once
+	factories  []interface {
+		Start(<-chan struct{})
+		Shutdown()
+	}
+}
+
+// New builds a daemon; Run starts it.
+func New(client versioned.Interface, kube kubernetes.Interface, opts Options) (*Daemon, error) {
+	if opts.NodeName == "" {
+		return nil, errors.New("the node name is empty: set --node-name or NODE_NAME")
+	}
+	if opts.ProgressInterval <= 0 {
+		opts.ProgressInterval = time.Second
+	}
+	d := &Daemon{
+		opts: opts, client: client, kube: kube,
+		puller:     &puller.Puller{Images: opts.Images, Backoff: opts.Backoff},
+		trigger:    make(chan struct{}, 1),
+		stopping:   make(chan struct{}),
+		secretErrs: map[string]string{},
+	}
+	d.pool = newPool(opts.MaxConcurrent, func(q, r int) { queueLength.Set(float64(q)); inFlight.Set(float64(r)) })
+	d.reporter = newReporter(opts.StatusInterval, d.writeStatus)
+
+	// Only this node's NodeImage, and only secrets of the daemon namespace.
+	factory := externalversions.NewSharedInformerFactoryWithOptions(client, 0, externalversions.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", opts.NodeName).String()
+	}))
+	niInformer := factory.Apps().V1beta1().NodeImages()
+	secretFactory := kubeinformers.NewSharedInformerFactoryWithOptions(kube, 0, kubeinformers.WithNamespace(opts.DaemonNamespace))
+	secretInformer := secretFactory.Core().V1().Secrets()
+	d.ni = niInformer.Lister()
+	d.secrets = secretInformer.Lister()
+	d.synced = []cache.InformerSynced{niInformer.Informer().HasSynced, secretInformer.Informer().HasSynced}
+	d.factories = append(d.factories, factory, secretFactory)
+	kick := func(any) { d.kick() }
+	if _, err := niInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: kick, UpdateFunc: func(_, cur any) { d.kick() }, DeleteFunc: kick,
+	}); err != nil {
+		return nil, fmt.Errorf("watching NodeImage: %w", err)
+	}
+	return d, nil
+}
+
+func (d *Daemon) kick() {
+	select {
+	case d.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Run pulls until ctx ends, then cancels running pulls, records their
+// state and returns.
+func (d *Daemon) Run(ctx context.Context) error {
+	logger := klog.FromContext(ctx).WithValues("node", d.opts.NodeName)
+	ctx = klog.NewContext(ctx, logger)
+	informerCtx, stopInformers := context.WithCancel(context.Background())
+	defer stopInformers()
+	for _, f := range d.factories {
+		f.Start(informerCtx.Done())
+	}
+	if !cache.WaitForNamedCacheSync("prepull-daemon", ctx.Done(), d.synced...) {
+		return errors.New("prepull-daemon: caches did not sync")
+	}
+	if ni, err := d.ni.Get(d.opts.NodeName); err == nil {
+		d.reporter.seed(ni.Status.ImageStatuses)
+	}
+	logger.Info("Started", "maxConcurrentPulls", d.opts.MaxConcurrent)
+
+	// The reporter outlives the pool so tasks' last words are written.
+	reporterCtx, stopReporter := context.WithCancel(klog.NewContext(context.Background(), logger))
+	reporterDone := make(chan struct{})
+	go func() { d.reporter.run(reporterCtx); close(reporterDone) }()
+	poolDone := make(chan struct{})
+	go func() { d.pool.run(ctx); close(poolDone) }()
+
+	d.kick()
+	for {
+		select {
+		case <-ctx.Done():
+			close(d.stopping)
+			<-poolDone
+			stopReporter()
+			<-reporterDone
+			for _, f := range d.factories {
+				f.Shutdown()
+			}
+			logger.Info("Stopped")
+			return nil
+		case <-d.trigger:
+			d.sync(ctx)
+		}
+	}
+}
+
+// sync turns the NodeImage spec into tasks: new versions are queued (and
+// answered Waiting), finished versions are left alone, and tags gone from
+// the spec are cancelled and their statuses dropped.
+func (d *Daemon) sync(ctx context.Context) {
+	ni, err := d.ni.Get(d.opts.NodeName)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return
+	}
+	wanted := map[taskKey]bool{}
+	if ni != nil {
+		for name, img := range ni.Spec.Images {
+			for _, tag := range img.Tags {
+				key := taskKey{name, tag.Tag}
+				wanted[key] = true
+				if st, ok := d.reporter.get(name, tag.Tag); ok && st.Version == tag.Version && finished(st.Phase) {
+					continue
+				}
+				if d.pool.has(key, tag.Version) {
+					continue
+				}
+				d.reporter.update(name, tag.Tag, func(st *appsv1beta1.ImageTagStatus) {
+					*st = appsv1beta1.ImageTagStatus{Tag: tag.Tag, Phase: appsv1beta1.ImagePhaseWaiting, Version: tag.Version}
+				})
+				d.pool.submit(d.newTask(ctx, ni, name, *img.DeepCopy(), *tag.DeepCopy()))
+			}
+		}
+	}
+	for _, k := range d.pool.keys() {
+		if !wanted[k] {
+			d.pool.cancel(k)
+		}
+	}
+	for _, k := range d.reporter.keys() {
+		if !wanted[k] {
+			d.reporter.drop(k.image, k.tag)
+		}
+	}
+}
+
+func finished(p appsv1beta1.ImagePullPhase) bool {
+	return p == appsv1beta1.ImagePhaseSucceeded || p == appsv1beta1.ImagePhaseFailed
+}
+
+func (d *Daemon) newTask(ctx context.Context, ni *appsv1beta1.NodeImage, name string, img appsv1beta1.ImageSpec, tag appsv1beta1.ImageTagSpec) *task {
+	created := time.Now()
+	if tag.CreatedAt != nil {
+		created = tag.CreatedAt.Time
+	}
+	niRef := &corev1.ObjectReference{APIVersion: appsv1beta1.SchemeGroupVersion.String(), Kind: "NodeImage", Name: ni.Name, UID: ni.UID}
+	return &task{
+		key: taskKey{name, tag.Tag}, version: tag.Version, createdAt: created,
+		run: func(tctx context.Context) { d.pull(klog.NewContext(tctx, klog.FromContext(ctx)), niRef, name, img, tag, created) },
+	}
+}
+
+// pull runs one task to its end and reports it.
+func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name string, img appsv1beta1.ImageSpec, tag appsv1beta1.ImageTagSpec, created time.Time) {
+	ref := imageref.Join(name, tag.Tag)
+	logger := klog.FromContext(ctx).WithValues("image", ref, "version", tag.Version)
+	start := metav1.Now()
+	set := func(change func(*appsv1beta1.ImageTagStatus)) {
+		d.reporter.update(name, tag.Tag, func(st *appsv1beta1.ImageTagStatus) {
+			if st.Version != tag.Version {
+				// A newer version took over the entry; this task's word is stale.
+				return
+			}
+			change(st)
+		})
+	}
+	set(func(st *appsv1beta1.ImageTagStatus) {
+		*st = appsv1beta1.ImageTagStatus{Tag: tag.Tag, Phase: appsv1beta1.ImagePhasePulling, Version: tag.Version, StartTime: &start}
+	})
+
+	req := puller.Request{
+		Image:        ref,
+		Auths:        d.credentials(ctx, ref, img, tag),
+		Sandbox:      img.SandboxConfig,
+		PullPolicy:   tag.ImagePullPolicy,
+		Timeout:      defaultTimeout,
+		BackoffLimit: defaultBackoff,
+		OnAttempt: func(attempt int) {
+			if attempt > 1 {
+				set(func(st *appsv1beta1.ImageTagStatus) {
+					st.Progress = 0
+					st.Message = fmt.Sprintf("attempt %d", attempt)
+				})
+			}
+		},
+	}
+	if p := tag.PullPolicy; p != nil {
+		if p.TimeoutSeconds != nil {
+			req.Timeout = time.Duration(*p.TimeoutSeconds) * time.Second
+		}
+		req.BackoffLimit = int(ptr.Deref(p.BackoffLimit, defaultBackoff))
+		if p.ActiveDeadlineSeconds != nil {
+			req.Deadline = created.Add(time.Duration(*p.ActiveDeadlineSeconds) * time.Second)
+		}
+	}
+
+	progressDone := make(chan struct{})
+	if d.opts.Progress != nil {
+		go d.followProgress(ctx, ref, start.Time, set, progressDone)
+	} else {
+		close(progressDone)
+	}
+	res := d.puller.Pull(ctx, req)
+	<-progressDone
+	took := time.Since(start.Time)
+
+	if ctx.Err() != nil {
+		select {
+		case <-d.stopping:
+			set(func(st *appsv1beta1.ImageTagStatus) {
+				st.Phase, st.Progress = appsv1beta1.ImagePhaseWaiting, 0
+				st.Message = "interrupted by prepull-daemon shutdown; pulled again when the daemon restarts"
+			})
+		default:
+			// Cancelled for a newer version or a removed tag: its owner reports.
+		}
+		return
+	}
+	now := metav1.Now()
+	if res.Err != nil {
+		pullsTotal.WithLabelValues("failed").Inc()
+		pullDuration.WithLabelValues("failed").Observe(took.Seconds())
+		msg := res.Err.Error()
+		logger.Info("Pull failed", "attempts", res.Attempts, "message", msg)
+		set(func(st *appsv1beta1.ImageTagStatus) {
+			st.Phase, st.CompletionTime, st.Message = appsv1beta1.ImagePhaseFailed, &now, msg
+		})
+		d.event(niRef, tag, corev1.EventTypeWarning, ReasonPullFailed, fmt.Sprintf("Pulling %s failed: %s", ref, msg))
+		return
+	}
+	result := "pulled"
+	msg := fmt.Sprintf("pulled in %s", took.Round(time.Millisecond))
+	if res.Present {
+		result, msg = "present", "image already present on the node (imagePullPolicy IfNotPresent)"
+	} else if res.Attempts > 1 {
+		msg += fmt.Sprintf(" on attempt %d", res.Attempts)
+	}
+	pullsTotal.WithLabelValues(result).Inc()
+	pullDuration.WithLabelValues(result).Observe(took.Seconds())
+	logger.V(2).Info("Pull succeeded", "took", took, "attempts", res.Attempts, "present", res.Present)
+	set(func(st *appsv1beta1.ImageTagStatus) {
+		st.Phase, st.CompletionTime, st.Progress, st.Message = appsv1beta1.ImagePhaseSucceeded, &now, 100, msg
+		st.ImageID = name + "@" + res.ImageRef
+	})
+	d.event(niRef, tag, corev1.EventTypeNormal, ReasonPullSucceeded, fmt.Sprintf("Image %s %s", ref, msg))
+}
+
+// followProgress reports the pull's byte progress until ctx ends or the
+// pull finishes (signalled by closing done's sender side via ctx).
+func (d *Daemon) followProgress(ctx context.Context, ref string, since time.Time, set func(func(*appsv1beta1.ImageTagStatus)), done chan struct{}) {
+	defer close(done)
+	tick := time.NewTicker(d.opts.ProgressInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if p, ok := d.opts.Progress(ctx, ref, since); ok && p < 100 {
+			set(func(st *appsv1beta1.ImageTagStatus) {
+				if st.Phase == appsv1beta1.ImagePhasePulling {
+					st.Progress = p
+				}
+			})
+		}
+	}
+}
+
+// credentials reads the tag's and image's secrets, which must be in the
+// daemon namespace, and returns those matching ref.
+func (d *Daemon) credentials(ctx context.Context, ref string, img appsv1beta1.ImageSpec, tag appsv1beta1.ImageTagSpec) []credentials.Auth {
+	var k credentials.Keyring
+	for _, s := range append(append([]appsv1beta1.ReferenceObject{}, img.PullSecrets...), tag.PullSecrets...) {
+		key := s.Namespace + "/" + s.Name
+		var problem string
+		if s.Namespace != d.opts.DaemonNamespace {
+			problem = fmt.Sprintf("pull secret %s is outside the daemon namespace %s and is not read", key, d.opts.DaemonNamespace)
+		} else if secret, err := d.secrets.Secrets(s.Namespace).Get(s.Name); err != nil {
+			problem = fmt.Sprintf("pull secret %s: %v", key, err)
+		} else if err := k.Add(secret); err != nil {
+			problem = err.Error()
+		}
+		d.logSecretOnce(ctx, key, problem)
+	}
+	return k.Lookup(ref)
+}
+
+func (d *Daemon) logSecretOnce(ctx context.Context, key, problem string) {
+	d.secretMu.Lock()
+	defer d.secretMu.Unlock()
+	if d.secretErrs[key] == problem {
+		return
+	}
+	d.secretErrs[key] = problem
+	if problem != "" {
+		klog.FromContext(ctx).Info("Pull secret unusable; pulling without it", "secret", key, "problem", problem)
+	}
+}
+
+// event records on the NodeImage and on every job owning the tag.
+func (d *Daemon) event(niRef *corev1.ObjectReference, tag appsv1beta1.ImageTagSpec, eventType, reason, msg string) {
+	if d.opts.Recorder == nil {
+		return
+	}
+	d.opts.Recorder.Event(niRef, eventType, reason, msg)
+	for i := range tag.OwnerReferences {
+		o := tag.OwnerReferences[i]
+		d.opts.Recorder.Event(&o, eventType, reason, fmt.Sprintf("Node %s: %s", d.opts.NodeName, msg))
+	}
+}
+
+// writeStatus patches the NodeImage status with the reporter's snapshot:
+// only entries of tags still in spec, the counters, and the first-sync
+// record, with a resourceVersion precondition; a conflict re-reads the
+// NodeImage from the API and tries again.
+func (d *Daemon) writeStatus(ctx context.Context, statuses map[string]appsv1beta1.ImageStatus) error {
+	ni, err := d.ni.Get(d.opts.NodeName)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		kept := keepSpecTags(ni.Spec.Images, statuses)
+		counts := nodeimage.Count(ni.Spec.Images, kept)
+		patch, err := nodeimage.StatusPatch(ni, kept, counts, firstSync(ni, counts))
+		if err != nil || patch == nil {
+			return err
+		}
+		_, err = d.client.AppsV1beta1().NodeImages().Patch(ctx, ni.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+		if err == nil {
+			statusWrites.Inc()
+			return nil
+		}
+		if !apierrors.IsConflict(err) || attempt >= 5 {
+			return fmt.Errorf("patching NodeImage %s status: %w", ni.Name, err)
+		}
+		if ni, err = d.client.AppsV1beta1().NodeImages().Get(ctx, d.opts.NodeName, metav1.GetOptions{}); err != nil {
+			return err
+		}
+	}
+}
+
+func keepSpecTags(spec map[string]appsv1beta1.ImageSpec, statuses map[string]appsv1beta1.ImageStatus) map[string]appsv1beta1.ImageStatus {
+	out := map[string]appsv1beta1.ImageStatus{}
+	for image, s := range statuses {
+		var tags []appsv1beta1.ImageTagStatus
+		for _, t := range s.Tags {
+			if nodeimage.FindTag(spec, image, t.Tag) >= 0 {
+				tags = append(tags, t)
+			}
+		}
+		if len(tags) > 0 {
+			out[image] = appsv1beta1.ImageStatus{Tags: tags}
+		}
+	}
+	return out
+}
+
+// firstSync records, once, when every task of a new node first finished.
+func firstSync(ni *appsv1beta1.NodeImage, c nodeimage.Counts) *appsv1beta1.SyncStatus {
+	if ni.Status.FirstSyncStatus != nil || c.Desired == 0 || c.Succeeded+c.Failed != c.Desired {
+		return ni.Status.FirstSyncStatus
+	}
+	s := &appsv1beta1.SyncStatus{SyncAt: metav1.Now(), Status: appsv1beta1.SyncStatusSucceeded, Message: fmt.Sprintf("all %d task(s) succeeded", c.Desired)}
+	if c.Failed > 0 {
+		s.Status, s.Message = appsv1beta1.SyncStatusFailed, fmt.Sprintf("%d of %d task(s) failed", c.Failed, c.Desired)
+	}
+	return s
+}

@@ -1,0 +1,151 @@
+package daemon
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+)
+
+// reporter holds the node's task statuses and writes them to the API,
+// coalescing bursts: every change wakes the writer at once, but writes are
+// at least minInterval apart, so a burst of pulls costs few writes and the
+// latest state always reaches the API.
+type reporter struct {
+	minInterval time.Duration
+	write       func(ctx context.Context, statuses map[string]appsv1beta1.ImageStatus) error
+
+	mu       sync.Mutex
+	statuses map[string]map[string]appsv1beta1.ImageTagStatus
+	changed  chan struct{}
+}
+
+func newReporter(minInterval time.Duration, write func(context.Context, map[string]appsv1beta1.ImageStatus) error) *reporter {
+	return &reporter{minInterval: minInterval, write: write, statuses: map[string]map[string]appsv1beta1.ImageTagStatus{}, changed: make(chan struct{}, 1)}
+}
+
+// seed loads statuses already in the API, so finished versions are not
+// pulled again after a restart.
+func (r *reporter) seed(statuses map[string]appsv1beta1.ImageStatus) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for image, s := range statuses {
+		for _, t := range s.Tags {
+			if r.statuses[image] == nil {
+				r.statuses[image] = map[string]appsv1beta1.ImageTagStatus{}
+			}
+			r.statuses[image][t.Tag] = *t.DeepCopy()
+		}
+	}
+}
+
+func (r *reporter) get(image, tag string) (appsv1beta1.ImageTagStatus, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, ok := r.statuses[image][tag]
+	return st, ok
+}
+
+// update changes one status under the lock and wakes the writer.
+func (r *reporter) update(image, tag string, change func(*appsv1beta1.ImageTagStatus)) {
+	r.mu.Lock()
+	if r.statuses[image] == nil {
+		r.statuses[image] = map[string]appsv1beta1.ImageTagStatus{}
+	}
+	st := r.statuses[image][tag]
+	st.Tag = tag
+	change(&st)
+	r.statuses[image][tag] = st
+	r.mu.Unlock()
+	r.notify()
+}
+
+func (r *reporter) drop(image, tag string) {
+	r.mu.Lock()
+	_, ok := r.statuses[image][tag]
+	delete(r.statuses[image], tag)
+	if len(r.statuses[image]) == 0 {
+		delete(r.statuses, image)
+	}
+	r.mu.Unlock()
+	if ok {
+		r.notify()
+	}
+}
+
+func (r *reporter) keys() []taskKey {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []taskKey
+	for image, tags := range r.statuses {
+		for tag := range tags {
+			out = append(out, taskKey{image, tag})
+		}
+	}
+	return out
+}
+
+func (r *reporter) notify() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (r *reporter) snapshot() map[string]appsv1beta1.ImageStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]appsv1beta1.ImageStatus, len(r.statuses))
+	for image, tags := range r.statuses {
+		var list []appsv1beta1.ImageTagStatus
+		for _, st := range tags {
+			list = append(list, *st.DeepCopy())
+		}
+		sort.Slice(list, func(i, j int) bool { return list[i].Tag < list[j].Tag })
+		out[image] = appsv1beta1.ImageStatus{Tags: slices.Clip(list)}
+	}
+	return out
+}
+
+// run writes until ctx ends, then makes one last write with a short
+// deadline of its own so the final state is recorded.
+func (r *reporter) run(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	var last time.Time
+	retry := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			final, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := r.write(final, r.snapshot()); err != nil {
+				logger.Error(err, "Final status write failed")
+			}
+			cancel()
+			return
+		case <-r.changed:
+		}
+		if wait := max(r.minInterval-time.Since(last), retry); wait > 0 {
+			select {
+			case <-ctx.Done():
+				r.notify()
+				continue
+			case <-time.After(wait):
+			}
+		}
+		last = time.Now()
+		if err := r.write(ctx, r.snapshot()); err != nil {
+			if ctx.Err() == nil {
+				logger.Error(err, "Writing NodeImage status failed, will retry")
+			}
+			retry = min(max(2*retry, 100*time.Millisecond), 10*time.Second)
+			r.notify()
+			continue
+		}
+		retry = 0
+	}
+}

@@ -1,0 +1,229 @@
+// Package progress reads how far a containerd pull has got, in bytes, from
+// containerd's content service: the image's manifest (fetched first, and
+// labelled with its registry and repository) lists the layers and their
+// sizes; committed layers count whole, in-flight ones by their written
+// offset. Other runtimes have no such service, and their pulls report 0
+// then 100.
+package progress
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	contentapi "github.com/containerd/containerd/api/services/content/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+)
+
+// Namespace is where the CRI plugin keeps Kubernetes' images.
+const Namespace = "k8s.io"
+
+// Tracker reads pull progress from one containerd.
+type Tracker struct {
+	conn    *grpc.ClientConn
+	content contentapi.ContentClient
+
+	mu        sync.Mutex
+	manifests map[string]*manifest // by digest; manifests never change
+}
+
+type manifest struct {
+	MediaType string  `json:"mediaType"`
+	Layers    []layer `json:"layers"`
+	Manifests []layer `json:"manifests"`
+}
+
+type layer struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
+// Dial connects to containerd's API socket (unix:///... or a path).
+func Dial(ctx context.Context, address string) (*Tracker, error) {
+	path := strings.TrimPrefix(address, "unix://")
+	conn, err := grpc.NewClient("passthrough:///"+path,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", addr)
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("containerd at %s: %w", address, err)
+	}
+	t := &Tracker{conn: conn, content: contentapi.NewContentClient(conn), manifests: map[string]*manifest{}}
+	cctx, cancel := context.WithTimeout(t.ns(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := t.content.ListStatuses(cctx, &contentapi.ListStatusesRequest{}); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("containerd content service at %s: %w", address, err)
+	}
+	return t, nil
+}
+
+// Close closes the connection.
+func (t *Tracker) Close() error { return t.conn.Close() }
+
+func (t *Tracker) ns(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "containerd-namespace", Namespace)
+}
+
+// Progress returns the percentage of image's layer bytes present, or false
+// while the manifest is not known yet. since is when the pull started: a
+// repository's manifests written before it belong to earlier pulls.
+func (t *Tracker) Progress(ctx context.Context, image string, since time.Time) (int32, bool) {
+	ctx = t.ns(ctx)
+	host, repo := splitRepository(image)
+	infos, err := t.list(ctx, fmt.Sprintf(`labels."containerd.io/distribution.source.%s"`, host))
+	if err != nil {
+		return 0, false
+	}
+	statuses, err := t.content.ListStatuses(ctx, &contentapi.ListStatusesRequest{})
+	if err != nil {
+		return 0, false
+	}
+	offsets := map[string]int64{}
+	for _, s := range statuses.GetStatuses() {
+		if _, dgst, ok := strings.Cut(s.GetRef(), "-"); ok {
+			offsets[dgst] = s.GetOffset()
+		}
+	}
+	committed := map[string]bool{}
+	var best *manifest
+	var bestScore int64 = -1
+	for _, info := range infos {
+		committed[info.GetDigest()] = true
+	}
+	for _, info := range infos {
+		if !hasRepo(info.GetLabels()["containerd.io/distribution.source."+host], repo) || info.GetSize() > 4<<20 {
+			continue
+		}
+		m := t.manifest(ctx, info.GetDigest())
+		if m == nil || len(m.Layers) == 0 {
+			continue
+		}
+		// Prefer the manifest whose layers are moving now, then the newest.
+		var score int64
+		for _, l := range m.Layers {
+			if _, moving := offsets[l.Digest]; moving {
+				score += 1 << 40
+			}
+		}
+		if info.GetUpdatedAt() != nil && !info.GetUpdatedAt().AsTime().Before(since.Add(-time.Second)) {
+			score += info.GetUpdatedAt().AsTime().Unix()
+		}
+		if score > bestScore {
+			best, bestScore = m, score
+		}
+	}
+	if best == nil {
+		return 0, false
+	}
+	var total, done int64
+	for _, l := range best.Layers {
+		total += l.Size
+		if off, moving := offsets[l.Digest]; moving {
+			done += min(off, l.Size)
+		} else if committed[l.Digest] || t.exists(ctx, l.Digest) {
+			done += l.Size
+		}
+	}
+	if total == 0 {
+		return 0, false
+	}
+	return int32(done * 100 / total), true
+}
+
+// exists says a blob is committed (a layer may not carry the repository
+// label yet).
+func (t *Tracker) exists(ctx context.Context, digest string) bool {
+	_, err := t.content.Info(ctx, &contentapi.InfoRequest{Digest: digest})
+	return err == nil
+}
+
+func (t *Tracker) list(ctx context.Context, filter string) ([]*contentapi.Info, error) {
+	stream, err := t.content.List(ctx, &contentapi.ListContentRequest{Filters: []string{filter}})
+	if err != nil {
+		return nil, err
+	}
+	var out []*contentapi.Info
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, resp.GetInfo()...)
+	}
+}
+
+// manifest reads and caches a blob that parses as an image manifest; other
+// blobs (configs, indexes) are cached as empty.
+func (t *Tracker) manifest(ctx context.Context, digest string) *manifest {
+	t.mu.Lock()
+	m, ok := t.manifests[digest]
+	t.mu.Unlock()
+	if ok {
+		return m
+	}
+	stream, err := t.content.Read(ctx, &contentapi.ReadContentRequest{Digest: digest})
+	if err != nil {
+		return nil
+	}
+	var data []byte
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil
+		}
+		data = append(data, resp.GetData()...)
+	}
+	m = &manifest{}
+	if json.Unmarshal(data, m) != nil {
+		m = &manifest{}
+	}
+	t.mu.Lock()
+	t.manifests[digest] = m
+	t.mu.Unlock()
+	return m
+}
+
+// splitRepository splits an image reference into the registry host and
+// repository path as containerd labels them (Docker Hub as docker.io with
+// library/ for official images).
+func splitRepository(image string) (string, string) {
+	name := image
+	if i := strings.Index(name, "@"); i >= 0 {
+		name = name[:i]
+	}
+	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+		name = name[:i]
+	}
+	first, rest, found := strings.Cut(name, "/")
+	if !found || (!strings.ContainsAny(first, ".:") && first != "localhost") {
+		if !strings.Contains(name, "/") {
+			name = "library/" + name
+		}
+		return "docker.io", name
+	}
+	return first, rest
+}
+
+func hasRepo(value, repo string) bool {
+	for _, r := range strings.Split(value, ",") {
+		if r == repo {
+			return true
+		}
+	}
+	return false
+}
