@@ -5,7 +5,7 @@ GO ?= go
 export GOFLAGS := -mod=vendor
 BIN_DIR ?= bin
 
-.PHONY: help build test test-unit test-integration verify generate controlplane bench clean
+.PHONY: help build test test-unit test-integration verify generate controlplane containerd bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -19,11 +19,14 @@ test: verify test-unit test-integration ## The full check CI runs: verify, unit 
 test-unit: ## Unit tests (no servers).
 	$(GO) test -count=1 ./pkg/... $(if $(wildcard cmd),./cmd/...)
 
-test-integration: controlplane ## Tests against a real etcd and kube-apiserver.
-	$(GO) test -count=1 -timeout 20m ./test/integration/...
+test-integration: controlplane containerd ## Tests against a real etcd, kube-apiserver and containerd.
+	$(GO) test -count=1 -timeout 30m ./test/integration/...
 
 controlplane: ## Build (or find cached) etcd, kube-apiserver and kubectl.
 	@hack/build-controlplane.sh >/dev/null
+
+containerd: ## Install Debian's containerd if missing (the daemon tests run their own instance).
+	@hack/install-containerd.sh
 
 verify: ## gofmt, go vet, vendor and generated-code freshness.
 	hack/verify-gofmt.sh

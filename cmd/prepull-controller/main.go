@@ -31,10 +31,12 @@ func main() {
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:])
+	defer klog.Flush()
 
 	cfg, err := restConfig(*kubeconfig)
 	if err != nil {
 		klog.ErrorS(err, "Cannot reach the apiserver: set --kubeconfig or run in a cluster")
+		klog.Flush()
 		os.Exit(1)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -42,6 +44,7 @@ func main() {
 	ctx = klog.NewContext(ctx, klog.Background().WithName("prepull-controller"))
 	if err := manager.Run(ctx, cfg, opts); err != nil {
 		klog.ErrorS(err, "Controller manager stopped")
+		klog.Flush()
 		os.Exit(1)
 	}
 	klog.InfoS("Shut down cleanly")

@@ -51,11 +51,13 @@ func main() {
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:])
+	defer klog.Flush()
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 	if err := run(ctx, *kubeconfig, *nodeName, *endpoint, *containerdAddr, *maxPulls, *daemonNS, *statusInterval, *progressInterval, float32(*qps), *burst, *metricsAddr, *healthAddr); err != nil {
 		klog.ErrorS(err, "prepull-daemon failed")
+		klog.Flush()
 		os.Exit(1)
 	}
 }

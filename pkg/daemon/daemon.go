@@ -170,6 +170,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			<-poolDone
 			stopReporter()
 			<-reporterDone
+			stopInformers()
 			for _, f := range d.factories {
 				f.Shutdown()
 			}
@@ -189,6 +190,7 @@ func (d *Daemon) sync(ctx context.Context) {
 	if err != nil && !apierrors.IsNotFound(err) {
 		return
 	}
+	defer syncs.Inc()
 	wanted := map[taskKey]bool{}
 	if ni != nil {
 		for name, img := range ni.Spec.Images {
@@ -281,12 +283,14 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 	}
 
 	progressDone := make(chan struct{})
+	progressCtx, stopProgress := context.WithCancel(ctx)
 	if d.opts.Progress != nil {
-		go d.followProgress(ctx, ref, start.Time, set, progressDone)
+		go d.followProgress(progressCtx, ref, start.Time, set, progressDone)
 	} else {
 		close(progressDone)
 	}
 	res := d.puller.Pull(ctx, req)
+	stopProgress()
 	<-progressDone
 	took := time.Since(start.Time)
 
@@ -331,8 +335,8 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 	d.event(niRef, tag, corev1.EventTypeNormal, ReasonPullSucceeded, fmt.Sprintf("Image %s %s", ref, msg))
 }
 
-// followProgress reports the pull's byte progress until ctx ends or the
-// pull finishes (signalled by closing done's sender side via ctx).
+// followProgress reports the pull's byte progress until ctx ends (the
+// caller cancels it when the pull returns), then closes done.
 func (d *Daemon) followProgress(ctx context.Context, ref string, since time.Time, set func(func(*appsv1beta1.ImageTagStatus)), done chan struct{}) {
 	defer close(done)
 	tick := time.NewTicker(d.opts.ProgressInterval)

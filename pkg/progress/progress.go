@@ -25,6 +25,10 @@ import (
 // Namespace is where the CRI plugin keeps Kubernetes' images.
 const Namespace = "k8s.io"
 
+// labelPrefix starts the label containerd puts on every blob it fetched,
+// naming the registry; its value lists the repositories.
+const labelPrefix = "containerd.io/distribution.source."
+
 // Tracker reads pull progress from one containerd.
 type Tracker struct {
 	conn    *grpc.ClientConn
@@ -79,7 +83,17 @@ func (t *Tracker) ns(ctx context.Context) context.Context {
 func (t *Tracker) Progress(ctx context.Context, image string, since time.Time) (int32, bool) {
 	ctx = t.ns(ctx)
 	host, repo := splitRepository(image)
-	infos, err := t.list(ctx, fmt.Sprintf(`labels."containerd.io/distribution.source.%s"`, host))
+	// containerd 1.6 labels blobs with the registry's hostname only; later
+	// releases keep the port. Either label will do.
+	keys := []string{labelPrefix + host}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		keys = append(keys, labelPrefix+h)
+	}
+	var filters []string
+	for _, k := range keys {
+		filters = append(filters, fmt.Sprintf("labels.%q", k))
+	}
+	infos, err := t.list(ctx, filters...)
 	if err != nil {
 		return 0, false
 	}
@@ -100,7 +114,11 @@ func (t *Tracker) Progress(ctx context.Context, image string, since time.Time) (
 		committed[info.GetDigest()] = true
 	}
 	for _, info := range infos {
-		if !hasRepo(info.GetLabels()["containerd.io/distribution.source."+host], repo) || info.GetSize() > 4<<20 {
+		labelled := false
+		for _, k := range keys {
+			labelled = labelled || hasRepo(info.GetLabels()[k], repo)
+		}
+		if !labelled || info.GetSize() > 4<<20 {
 			continue
 		}
 		m := t.manifest(ctx, info.GetDigest())
@@ -146,8 +164,8 @@ func (t *Tracker) exists(ctx context.Context, digest string) bool {
 	return err == nil
 }
 
-func (t *Tracker) list(ctx context.Context, filter string) ([]*contentapi.Info, error) {
-	stream, err := t.content.List(ctx, &contentapi.ListContentRequest{Filters: []string{filter}})
+func (t *Tracker) list(ctx context.Context, filters ...string) ([]*contentapi.Info, error) {
+	stream, err := t.content.List(ctx, &contentapi.ListContentRequest{Filters: filters})
 	if err != nil {
 		return nil, err
 	}

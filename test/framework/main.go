@@ -16,6 +16,15 @@ var shared *ControlPlane
 // with the CRDs installed, runs the package's tests against it and stops it,
 // also when the run is interrupted. Use it as os.Exit(framework.RunTests(m)).
 func RunTests(m *testing.M) int {
+	return RunTestsWith(m, nil)
+}
+
+// Setup prepares more shared fixtures once the control plane is up; the
+// returned function tears them down.
+type Setup func(ctx context.Context, cp *ControlPlane) (teardown func(), err error)
+
+// RunTestsWith is RunTests with extra shared fixtures.
+func RunTestsWith(m *testing.M, setup Setup) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	start := time.Now()
@@ -31,6 +40,16 @@ func RunTests(m *testing.M) int {
 	}
 	fmt.Fprintf(os.Stderr, "control plane ready in %s at %s\n", time.Since(start).Round(time.Millisecond), cp.Config.Host)
 	shared = cp
+	if setup != nil {
+		teardown, err := setup(ctx, cp)
+		if teardown != nil {
+			defer teardown()
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "setting up test fixtures: %v\n", err)
+			return 1
+		}
+	}
 	code := m.Run()
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "control plane logs for the failed run:\n%s", cp.Logs())

@@ -1,0 +1,113 @@
+package framework
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// Registry is a real OCI registry (go-containerregistry's pkg/registry) on
+// 127.0.0.1 with basic auth, serving over plain HTTP.
+type Registry struct {
+	// Host is 127.0.0.1:<port>.
+	Host               string
+	Username, Password string
+	// BytesPerSecond throttles blob downloads when > 0, so pulls take long
+	// enough to watch their progress.
+	BytesPerSecond atomic.Int64
+	// Stall makes blob downloads hang until the client gives up.
+	Stall atomic.Bool
+	srv   *http.Server
+}
+
+// StartRegistry serves a registry until Stop.
+func StartRegistry(username, password string) (*Registry, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	r := &Registry{Host: l.Addr().String(), Username: username, Password: password}
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	r.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if u, p, ok := req.BasicAuth(); !ok || u != r.Username || p != r.Password {
+			w.Header().Set("WWW-Authenticate", `Basic realm="prepull-test"`)
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+			return
+		}
+		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
+			if r.Stall.Load() {
+				<-req.Context().Done()
+				return
+			}
+			if bps := r.BytesPerSecond.Load(); bps > 0 {
+				w = &throttled{ResponseWriter: w, bps: bps}
+			}
+		}
+		inner.ServeHTTP(w, req)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = r.srv.Serve(l) }()
+	return r, nil
+}
+
+// Stop ends the registry.
+func (r *Registry) Stop() { _ = r.srv.Close() }
+
+// PushRandom pushes an image of layers random layers of layerSize bytes
+// each as repo:tag and returns its digest.
+func (r *Registry) PushRandom(repo, tag string, layers int, layerSize int64) (v1.Hash, error) {
+	img, err := random.Image(layerSize, int64(layers))
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	ref, err := name.ParseReference(fmt.Sprintf("%s/%s:%s", r.Host, repo, tag), name.Insecure)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	saved := r.BytesPerSecond.Swap(0)
+	defer r.BytesPerSecond.Store(saved)
+	if err := remote.Write(ref, img, remote.WithContext(ctx), remote.WithAuth(&authn.Basic{Username: r.Username, Password: r.Password})); err != nil {
+		return v1.Hash{}, fmt.Errorf("pushing %s: %w", ref, err)
+	}
+	return img.Digest()
+}
+
+// throttled writes at most bps bytes per second.
+type throttled struct {
+	http.ResponseWriter
+	bps int64
+}
+
+func (t *throttled) Write(p []byte) (int, error) {
+	written := 0
+	chunk := int(max(t.bps/20, 1))
+	for len(p) > 0 {
+		n := min(chunk, len(p))
+		m, err := t.ResponseWriter.Write(p[:n])
+		written += m
+		if err != nil {
+			return written, err
+		}
+		if f, ok := t.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		p = p[n:]
+		time.Sleep(time.Duration(int64(n) * int64(time.Second) / t.bps))
+	}
+	return written, nil
+}
+
