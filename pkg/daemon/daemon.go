@@ -234,7 +234,9 @@ func (d *Daemon) newTask(ctx context.Context, ni *appsv1beta1.NodeImage, name st
 	niRef := &corev1.ObjectReference{APIVersion: appsv1beta1.SchemeGroupVersion.String(), Kind: "NodeImage", Name: ni.Name, UID: ni.UID}
 	return &task{
 		key: taskKey{name, tag.Tag}, version: tag.Version, createdAt: created,
-		run: func(tctx context.Context) { d.pull(klog.NewContext(tctx, klog.FromContext(ctx)), niRef, name, img, tag, created) },
+		run: func(tctx context.Context) {
+			d.pull(klog.NewContext(tctx, klog.FromContext(ctx)), niRef, name, img, tag, created)
+		},
 	}
 }
 

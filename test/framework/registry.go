@@ -110,4 +110,3 @@ func (t *throttled) Write(p []byte) (int, error) {
 	}
 	return written, nil
 }
-

@@ -50,7 +50,9 @@ func newEnv(t *testing.T) *env {
 	if _, err := e.client.AppsV1beta1().NodeImages().Create(context.Background(), ni, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = e.client.AppsV1beta1().NodeImages().Delete(context.Background(), e.node, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = e.client.AppsV1beta1().NodeImages().Delete(context.Background(), e.node, metav1.DeleteOptions{})
+	})
 	return e
 }
 
