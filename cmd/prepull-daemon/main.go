@@ -14,18 +14,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
-	kubescheme "k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/cri"
 	"github.com/prepull/prepull/pkg/daemon"
-	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
-	prepullscheme "github.com/prepull/prepull/pkg/generated/clientset/versioned/scheme"
 	"github.com/prepull/prepull/pkg/metrics"
 	"github.com/prepull/prepull/pkg/progress"
 	"github.com/prepull/prepull/pkg/puller"
@@ -69,11 +65,13 @@ func run(ctx context.Context, kubeconfig, nodeName, endpoint, containerdAddr str
 		return fmt.Errorf("cannot reach the apiserver (set --kubeconfig or run in a cluster): %w", err)
 	}
 	cfg.QPS, cfg.Burst, cfg.UserAgent = qps, burst, "prepull-daemon/"+nodeName
-	client, err := versioned.NewForConfig(cfg)
+	// The narrowest clients: the full clientsets and their schemes would
+	// cost the daemon more memory than everything else it does.
+	client, err := daemon.NewNodeImageClient(cfg)
 	if err != nil {
 		return err
 	}
-	kube, err := kubernetes.NewForConfig(cfg)
+	core, err := daemon.NewCoreClient(cfg)
 	if err != nil {
 		return err
 	}
@@ -104,13 +102,13 @@ func run(ctx context.Context, kubeconfig, nodeName, endpoint, containerdAddr str
 	}
 
 	scheme := runtime.NewScheme()
-	_ = kubescheme.AddToScheme(scheme)
-	_ = prepullscheme.AddToScheme(scheme)
+	_ = corev1.AddToScheme(scheme)
+	_ = appsv1beta1.AddToScheme(scheme)
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(core)
 	defer broadcaster.Shutdown()
 
-	d, err := daemon.New(client, kube, daemon.Options{
+	d, err := daemon.New(client, core, daemon.Options{
 		NodeName: nodeName, DaemonNamespace: daemonNS, MaxConcurrent: maxPulls,
 		StatusInterval: statusInterval, ProgressInterval: progressInterval,
 		Images: rt.Images, Backoff: puller.DefaultBackoff, Progress: prog,

@@ -16,9 +16,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/types"
-	kubeinformers "k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -27,8 +26,6 @@ import (
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/credentials"
-	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
-	"github.com/prepull/prepull/pkg/generated/informers/externalversions"
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/imageref"
 	"github.com/prepull/prepull/pkg/nodeimage"
@@ -68,16 +65,16 @@ type Options struct {
 
 // Daemon pulls the images of one node's NodeImage.
 type Daemon struct {
-	opts     Options
-	client   versioned.Interface
-	kube     kubernetes.Interface
-	ni       appslisters.NodeImageLister
-	secrets  corelisters.SecretLister
-	puller   *puller.Puller
-	pool     *pool
-	reporter *reporter
-	trigger  chan struct{}
-	synced   []cache.InformerSynced
+	opts      Options
+	client    *NodeImageClient
+	core      *CoreClient
+	ni        appslisters.NodeImageLister
+	secrets   corelisters.SecretLister
+	puller    *puller.Puller
+	pool      *pool
+	reporter  *reporter
+	trigger   chan struct{}
+	informers []cache.SharedIndexInformer
 	// stopping is closed when the daemon shuts down, so tasks cut short
 	// by the shutdown record that rather than a failure.
 	stopping chan struct{}
@@ -85,15 +82,10 @@ type Daemon struct {
 	// secretErrs remembers the last problem logged per secret, so a
 	// missing or broken secret is logged once, not at every pull.
 	secretErrs map[string]string
-	startOnce  sync.Once
-	factories  []interface {
-		Start(<-chan struct{})
-		Shutdown()
-	}
 }
 
 // New builds a daemon; Run starts it.
-func New(client versioned.Interface, kube kubernetes.Interface, opts Options) (*Daemon, error) {
+func New(client *NodeImageClient, core *CoreClient, opts Options) (*Daemon, error) {
 	if opts.NodeName == "" {
 		return nil, errors.New("the node name is empty: set --node-name or NODE_NAME")
 	}
@@ -101,7 +93,7 @@ func New(client versioned.Interface, kube kubernetes.Interface, opts Options) (*
 		opts.ProgressInterval = time.Second
 	}
 	d := &Daemon{
-		opts: opts, client: client, kube: kube,
+		opts: opts, client: client, core: core,
 		puller:     &puller.Puller{Images: opts.Images, Backoff: opts.Backoff},
 		trigger:    make(chan struct{}, 1),
 		stopping:   make(chan struct{}),
@@ -111,18 +103,31 @@ func New(client versioned.Interface, kube kubernetes.Interface, opts Options) (*
 	d.reporter = newReporter(opts.StatusInterval, d.writeStatus)
 
 	// Only this node's NodeImage, and only secrets of the daemon namespace.
-	factory := externalversions.NewSharedInformerFactoryWithOptions(client, 0, externalversions.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", opts.NodeName).String()
-	}))
-	niInformer := factory.Apps().V1beta1().NodeImages()
-	secretFactory := kubeinformers.NewSharedInformerFactoryWithOptions(kube, 0, kubeinformers.WithNamespace(opts.DaemonNamespace))
-	secretInformer := secretFactory.Core().V1().Secrets()
-	d.ni = niInformer.Lister()
-	d.secrets = secretInformer.Lister()
-	d.synced = []cache.InformerSynced{niInformer.Informer().HasSynced, secretInformer.Informer().HasSynced}
-	d.factories = append(d.factories, factory, secretFactory)
+	byName := fields.OneTermEqualSelector("metadata.name", opts.NodeName).String()
+	nodeImages := client
+	niInformer := cache.NewSharedIndexInformer(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = byName
+			return nodeImages.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = byName
+			return nodeImages.Watch(ctx, o)
+		},
+	}, &appsv1beta1.NodeImage{}, 0, cache.Indexers{})
+	secretInformer := cache.NewSharedIndexInformer(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return core.ListSecrets(ctx, opts.DaemonNamespace, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return core.WatchSecrets(ctx, opts.DaemonNamespace, o)
+		},
+	}, &corev1.Secret{}, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	d.ni = appslisters.NewNodeImageLister(niInformer.GetIndexer())
+	d.secrets = corelisters.NewSecretLister(secretInformer.GetIndexer())
+	d.informers = []cache.SharedIndexInformer{niInformer, secretInformer}
 	kick := func(any) { d.kick() }
-	if _, err := niInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := niInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: kick, UpdateFunc: func(_, cur any) { d.kick() }, DeleteFunc: kick,
 	}); err != nil {
 		return nil, fmt.Errorf("watching NodeImage: %w", err)
@@ -144,10 +149,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ctx = klog.NewContext(ctx, logger)
 	informerCtx, stopInformers := context.WithCancel(context.Background())
 	defer stopInformers()
-	for _, f := range d.factories {
-		f.Start(informerCtx.Done())
+	var informersDone sync.WaitGroup
+	var synced []cache.InformerSynced
+	for _, inf := range d.informers {
+		informersDone.Add(1)
+		go func() { defer informersDone.Done(); inf.RunWithContext(informerCtx) }()
+		synced = append(synced, inf.HasSynced)
 	}
-	if !cache.WaitForNamedCacheSync("prepull-daemon", ctx.Done(), d.synced...) {
+	if !cache.WaitForNamedCacheSync("prepull-daemon", ctx.Done(), synced...) {
 		return errors.New("prepull-daemon: caches did not sync")
 	}
 	if ni, err := d.ni.Get(d.opts.NodeName); err == nil {
@@ -171,9 +180,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			stopReporter()
 			<-reporterDone
 			stopInformers()
-			for _, f := range d.factories {
-				f.Shutdown()
-			}
+			informersDone.Wait()
 			logger.Info("Stopped")
 			return nil
 		case <-d.trigger:
@@ -421,7 +428,7 @@ func (d *Daemon) writeStatus(ctx context.Context, statuses map[string]appsv1beta
 		if err != nil || patch == nil {
 			return err
 		}
-		_, err = d.client.AppsV1beta1().NodeImages().Patch(ctx, ni.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+		err = d.client.PatchStatus(ctx, ni.Name, patch)
 		if err == nil {
 			statusWrites.Inc()
 			return nil
@@ -429,7 +436,7 @@ func (d *Daemon) writeStatus(ctx context.Context, statuses map[string]appsv1beta
 		if !apierrors.IsConflict(err) || attempt >= 5 {
 			return fmt.Errorf("patching NodeImage %s status: %w", ni.Name, err)
 		}
-		if ni, err = d.client.AppsV1beta1().NodeImages().Get(ctx, d.opts.NodeName, metav1.GetOptions{}); err != nil {
+		if ni, err = d.client.Get(ctx, d.opts.NodeName); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,121 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/prepull/prepull/pkg/cri"
+	"github.com/prepull/prepull/pkg/cri/critest"
+	"github.com/prepull/prepull/pkg/puller"
+)
+
+// The pool never runs more than its size, and starts tasks oldest first,
+// measured at a fake CRI runtime on a real socket.
+func TestPoolBoundAndOrder(t *testing.T) {
+	release := make(chan struct{})
+	fake := critest.Start(t, func(ctx context.Context, _ *runtimeapi.PullImageRequest) (string, error) {
+		select {
+		case <-release:
+			return "sha256:x", nil
+		case <-ctx.Done():
+			return "", critest.Block(ctx)
+		}
+	})
+	rt, err := cri.Connect(context.Background(), fake.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	p := &puller.Puller{Images: rt.Images}
+	pool := newPool(3, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); pool.run(ctx) }()
+
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var done sync.WaitGroup
+	// Submitted newest first: the pool must still start the oldest first.
+	for i := 9; i >= 0; i-- {
+		image := fmt.Sprintf("r.io/img%d:v1", i)
+		done.Add(1)
+		pool.submit(&task{key: taskKey{image, "v1"}, version: 1, createdAt: base.Add(time.Duration(i) * time.Second),
+			run: func(ctx context.Context) {
+				defer done.Done()
+				p.Pull(ctx, puller.Request{Image: image, Timeout: time.Minute})
+			}})
+	}
+	waitFor(t, func() bool { return len(fake.Order()) == 3 })
+	// Finish one pull at a time: each frees one worker, which must take the
+	// oldest waiting task.
+	for started := 4; started <= 10; started++ {
+		release <- struct{}{}
+		waitFor(t, func() bool { return len(fake.Order()) == started })
+	}
+	close(release)
+	done.Wait()
+	if m := fake.MaxInFlight(); m != 3 {
+		t.Errorf("at most %d pulls ran at once, want exactly the pool size 3", m)
+	}
+	order := fake.Order()
+	// The first three start together, in any order; the rest strictly by age.
+	slices.Sort(order[:3])
+	want := []string{}
+	for i := 0; i < 10; i++ {
+		want = append(want, fmt.Sprintf("r.io/img%d:v1", i))
+	}
+	if !slices.Equal(order, want) {
+		t.Errorf("pull order %v, want oldest first %v", order, want)
+	}
+	cancel()
+	wg.Wait()
+}
+
+// A new version of a key cancels the running one; cancel drops a key.
+func TestPoolReplacesAndCancels(t *testing.T) {
+	pool := newPool(1, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go pool.run(ctx)
+	started, cancelled := make(chan int64, 4), make(chan int64, 4)
+	mk := func(v int64) *task {
+		return &task{key: taskKey{"img", "v1"}, version: v, createdAt: time.Now(), run: func(ctx context.Context) {
+			started <- v
+			<-ctx.Done()
+			cancelled <- v
+		}}
+	}
+	pool.submit(mk(1))
+	if v := <-started; v != 1 {
+		t.Fatalf("started version %d", v)
+	}
+	pool.submit(mk(2))
+	if v := <-cancelled; v != 1 {
+		t.Fatalf("cancelled version %d, want 1", v)
+	}
+	if v := <-started; v != 2 || !pool.has(taskKey{"img", "v1"}, 2) || pool.has(taskKey{"img", "v1"}, 1) {
+		t.Fatalf("version 2 not running in place of 1 (started %d)", v)
+	}
+	pool.cancel(taskKey{"img", "v1"})
+	if v := <-cancelled; v != 2 || len(pool.keys()) != 0 {
+		t.Fatalf("cancel left %v", pool.keys())
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,87 @@
+package daemon
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+)
+
+// A burst of transitions costs few writes, and the last write carries the
+// final state of every task.
+func TestReporterCoalesces(t *testing.T) {
+	var mu sync.Mutex
+	var writes []map[string]appsv1beta1.ImageStatus
+	r := newReporter(100*time.Millisecond, func(_ context.Context, s map[string]appsv1beta1.ImageStatus) error {
+		mu.Lock()
+		defer mu.Unlock()
+		writes = append(writes, s)
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.run(ctx); close(done) }()
+
+	const tasks = 10
+	for i := 0; i < tasks; i++ {
+		tag := string(rune('a' + i))
+		for _, phase := range []appsv1beta1.ImagePullPhase{appsv1beta1.ImagePhaseWaiting, appsv1beta1.ImagePhasePulling} {
+			r.update("img", tag, func(st *appsv1beta1.ImageTagStatus) { st.Phase, st.Version = phase, 1 })
+		}
+		for p := int32(10); p < 100; p += 10 {
+			r.update("img", tag, func(st *appsv1beta1.ImageTagStatus) { st.Progress = p })
+		}
+		r.update("img", tag, func(st *appsv1beta1.ImageTagStatus) { st.Phase, st.Progress = appsv1beta1.ImagePhaseSucceeded, 100 })
+	}
+	transitions := tasks * 12
+	waitFor(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(writes) == 0 {
+			return false
+		}
+		last := writes[len(writes)-1]["img"].Tags
+		if len(last) != tasks {
+			return false
+		}
+		for _, st := range last {
+			if st.Phase != appsv1beta1.ImagePhaseSucceeded || st.Progress != 100 {
+				return false
+			}
+		}
+		return true
+	})
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	// One write for the burst plus at most one straggler, and the final
+	// write at shutdown.
+	if len(writes) > 4 {
+		t.Errorf("%d transitions took %d writes, want a handful", transitions, len(writes))
+	}
+	t.Logf("%d transitions of %d tasks -> %d status writes", transitions, tasks, len(writes))
+}
+
+// A failed write is retried until the state lands.
+func TestReporterRetries(t *testing.T) {
+	var mu sync.Mutex
+	fails, wrote := 2, false
+	r := newReporter(time.Millisecond, func(context.Context, map[string]appsv1beta1.ImageStatus) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if fails > 0 {
+			fails--
+			return context.DeadlineExceeded
+		}
+		wrote = true
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.run(ctx)
+	r.update("img", "t", func(st *appsv1beta1.ImageTagStatus) { st.Phase = appsv1beta1.ImagePhaseFailed })
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return wrote })
+}

@@ -1,0 +1,99 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+)
+
+// rssKiB reads a process's resident set size.
+func rssKiB(pid int) (int, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+}
+
+// TestMeasureWritesAndMemory records, for the closing note, how many status
+// writes 10 pulls cost and the daemon's RSS idle and with 3 pulls running.
+// Memory is logged, never asserted; the write count has only a loose bound
+// that catches a daemon writing every transition.
+func TestMeasureWritesAndMemory(t *testing.T) {
+	e := newEnv(t)
+	secret := []appsv1beta1.ReferenceObject{e.pullSecret("good", registryPass)}
+	for i := 0; i < 10; i++ {
+		e.push(fmt.Sprintf("%s/small%d", e.repo, i), "v1", 2, 64<<10)
+	}
+	for i := 0; i < 3; i++ {
+		e.push(fmt.Sprintf("%s/big%d", e.repo, i), "v1", 3, 3<<20)
+	}
+	d := e.startDaemon()
+	e.waitDaemonSynced(d)
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", d.cmd.Process.Pid)); err == nil {
+		t.Logf("smaps: %s", b)
+	}
+	idle, err := rssKiB(d.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	before, _ := d.metric("prepull_daemon_status_writes_total")
+	versions := map[string]int64{}
+	for i := 0; i < 10; i++ {
+		image := e.image(fmt.Sprintf("%s/small%d", e.repo, i))
+		versions[image] = e.setTag(image, "v1", secret)
+	}
+	for image, v := range versions {
+		if st := e.waitFinal(image, "v1", v, time.Minute, nil); st.Phase != appsv1beta1.ImagePhaseSucceeded {
+			t.Fatalf("%s: %+v", image, st)
+		}
+	}
+	after, _ := d.metric("prepull_daemon_status_writes_total")
+	writes := after - before
+	// Each pull has three transitions (Waiting, Pulling, Succeeded).
+	if writes > 30 {
+		t.Errorf("10 pulls took %.0f status writes, more than their 30 transitions: writes are not coalesced", writes)
+	}
+
+	reg.BytesPerSecond.Store(1 << 20)
+	defer reg.BytesPerSecond.Store(0)
+	for i := 0; i < 3; i++ {
+		image := e.image(fmt.Sprintf("%s/big%d", e.repo, i))
+		versions[image] = e.setTag(image, "v1", secret)
+	}
+	var pulling int
+	err = wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		n := 0
+		for i := 0; i < 3; i++ {
+			if st, _ := e.tagStatus(e.image(fmt.Sprintf("%s/big%d", e.repo, i)), "v1"); st != nil && st.Phase == appsv1beta1.ImagePhasePulling && st.Progress > 0 {
+				n++
+			}
+		}
+		return n == 3, nil
+	})
+	if err != nil {
+		t.Fatal("the 3 big pulls never ran together")
+	}
+	if pulling, err = rssKiB(d.cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		image := e.image(fmt.Sprintf("%s/big%d", e.repo, i))
+		e.waitFinal(image, "v1", versions[image], time.Minute, nil)
+	}
+	t.Logf("prepull-daemon: %.0f status writes for 10 pulls; RSS idle %.1f MiB, with 3 pulls running %.1f MiB", writes, float64(idle)/1024, float64(pulling)/1024)
+}
