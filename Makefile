@@ -5,7 +5,7 @@ GO ?= go
 export GOFLAGS := -mod=vendor
 BIN_DIR ?= bin
 
-.PHONY: help build test test-unit test-integration verify generate controlplane containerd bench clean
+.PHONY: help build test test-unit test-integration e2e verify generate controlplane containerd bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -14,13 +14,16 @@ build: ## Build every package (and binaries under cmd/ into bin/).
 	$(GO) build ./...
 	@if [ -d cmd ]; then $(GO) build -o $(BIN_DIR)/ ./cmd/...; fi
 
-test: verify test-unit test-integration ## The full check CI runs: verify, unit and integration tests.
+test: verify test-unit test-integration e2e ## The full check CI runs: verify, unit, integration and end-to-end tests.
 
 test-unit: ## Unit tests (no servers).
 	$(GO) test -count=1 ./pkg/... $(if $(wildcard cmd),./cmd/...)
 
 test-integration: controlplane containerd ## Tests against a real etcd, kube-apiserver and containerd.
 	$(GO) test -count=1 -timeout 30m ./test/integration/...
+
+e2e: controlplane containerd ## End to end: controller and three daemons on real containerd, a real registry and apiserver.
+	$(GO) test -count=1 -timeout 20m ./test/e2e/...
 
 controlplane: ## Build (or find cached) etcd, kube-apiserver and kubectl.
 	@hack/build-controlplane.sh >/dev/null

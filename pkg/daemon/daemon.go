@@ -45,8 +45,9 @@ const (
 )
 
 // ProgressFunc reads how far a running pull of image is, in percent of
-// bytes, or false when the runtime cannot tell.
-type ProgressFunc func(ctx context.Context, image string, since time.Time) (int32, bool)
+// bytes, and the image's total layer bytes, or false when the runtime
+// cannot tell.
+type ProgressFunc func(ctx context.Context, image string, since time.Time) (percent int32, total int64, ok bool)
 
 // Options configure a Daemon.
 type Options struct {
@@ -336,6 +337,11 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 	}
 	pullsTotal.WithLabelValues(result).Inc()
 	pullDuration.WithLabelValues(result).Observe(took.Seconds())
+	if d.opts.Progress != nil && !res.Present {
+		if _, total, ok := d.opts.Progress(ctx, ref, start.Time); ok {
+			imageBytes.Add(float64(total))
+		}
+	}
 	logger.V(2).Info("Pull succeeded", "took", took, "attempts", res.Attempts, "present", res.Present)
 	set(func(st *appsv1beta1.ImageTagStatus) {
 		st.Phase, st.CompletionTime, st.Progress, st.Message = appsv1beta1.ImagePhaseSucceeded, &now, 100, msg
@@ -356,7 +362,7 @@ func (d *Daemon) followProgress(ctx context.Context, ref string, since time.Time
 			return
 		case <-tick.C:
 		}
-		if p, ok := d.opts.Progress(ctx, ref, since); ok && p < 100 {
+		if p, _, ok := d.opts.Progress(ctx, ref, since); ok && p < 100 {
 			set(func(st *appsv1beta1.ImageTagStatus) {
 				if st.Phase == appsv1beta1.ImagePhasePulling {
 					st.Progress = p

@@ -17,9 +17,10 @@ var (
 	inFlight     = prometheus.NewGauge(prometheus.GaugeOpts{Name: "prepull_daemon_pulls_in_flight", Help: "Pulls running now."})
 	queueLength  = prometheus.NewGauge(prometheus.GaugeOpts{Name: "prepull_daemon_queue_length", Help: "Pull tasks waiting for a worker."})
 	statusWrites = prometheus.NewCounter(prometheus.CounterOpts{Name: "prepull_daemon_status_writes_total", Help: "NodeImage status patches written."})
+	imageBytes   = prometheus.NewCounter(prometheus.CounterOpts{Name: "prepull_daemon_pulled_image_bytes_total", Help: "Compressed layer bytes of the images pulled, where the runtime reports them (containerd)."})
 	syncs        = prometheus.NewCounter(prometheus.CounterOpts{Name: "prepull_daemon_syncs_total", Help: "Times the daemon read its NodeImage spec into tasks."})
 )
 
 func init() {
-	metrics.Registry.MustRegister(pullsTotal, pullDuration, inFlight, queueLength, statusWrites, syncs)
+	metrics.Registry.MustRegister(pullsTotal, pullDuration, inFlight, queueLength, statusWrites, imageBytes, syncs)
 }

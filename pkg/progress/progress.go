@@ -77,10 +77,11 @@ func (t *Tracker) ns(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "containerd-namespace", Namespace)
 }
 
-// Progress returns the percentage of image's layer bytes present, or false
-// while the manifest is not known yet. since is when the pull started: a
-// repository's manifests written before it belong to earlier pulls.
-func (t *Tracker) Progress(ctx context.Context, image string, since time.Time) (int32, bool) {
+// Progress returns the percentage of image's layer bytes present and the
+// image's total layer bytes, or false while the manifest is not known yet.
+// since is when the pull started: a repository's manifests written before
+// it belong to earlier pulls.
+func (t *Tracker) Progress(ctx context.Context, image string, since time.Time) (int32, int64, bool) {
 	ctx = t.ns(ctx)
 	host, repo := splitRepository(image)
 	// containerd 1.6 labels blobs with the registry's hostname only; later
@@ -95,11 +96,11 @@ func (t *Tracker) Progress(ctx context.Context, image string, since time.Time) (
 	}
 	infos, err := t.list(ctx, filters...)
 	if err != nil {
-		return 0, false
+		return 0, 0, false
 	}
 	statuses, err := t.content.ListStatuses(ctx, &contentapi.ListStatusesRequest{})
 	if err != nil {
-		return 0, false
+		return 0, 0, false
 	}
 	offsets := map[string]int64{}
 	for _, s := range statuses.GetStatuses() {
@@ -140,7 +141,7 @@ func (t *Tracker) Progress(ctx context.Context, image string, since time.Time) (
 		}
 	}
 	if best == nil {
-		return 0, false
+		return 0, 0, false
 	}
 	var total, done int64
 	for _, l := range best.Layers {
@@ -152,9 +153,9 @@ func (t *Tracker) Progress(ctx context.Context, image string, since time.Time) (
 		}
 	}
 	if total == 0 {
-		return 0, false
+		return 0, 0, false
 	}
-	return int32(done * 100 / total), true
+	return int32(done * 100 / total), total, true
 }
 
 // exists says a blob is committed (a layer may not carry the repository

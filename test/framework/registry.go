@@ -42,7 +42,10 @@ func StartRegistry(username, password string) (*Registry, error) {
 	r := &Registry{Host: l.Addr().String(), Username: username, Password: password}
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	r.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if u, p, ok := req.BasicAuth(); !ok || u != r.Username || p != r.Password {
+		// Repositories under public/ are pullable anonymously, like a public
+		// mirror; everything else needs the credentials.
+		anonymous := strings.HasPrefix(req.URL.Path, "/v2/public/") && (req.Method == http.MethodGet || req.Method == http.MethodHead)
+		if u, p, ok := req.BasicAuth(); !anonymous && (!ok || u != r.Username || p != r.Password) {
 			w.Header().Set("WWW-Authenticate", `Basic realm="prepull-test"`)
 			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
 			return

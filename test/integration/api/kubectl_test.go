@@ -86,7 +86,7 @@ func TestDeployManifests(t *testing.T) {
 	if err != nil {
 		t.Fatalf("kubectl kustomize %s: %v", deploy, err)
 	}
-	for _, kind := range []string{"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "Role", "Deployment"} {
+	for _, kind := range []string{"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "Role", "Deployment", "DaemonSet"} {
 		if !strings.Contains(string(rendered), "kind: "+kind) {
 			t.Errorf("rendered manifests lack a %s", kind)
 		}

@@ -380,3 +380,30 @@ func TestNeverJobRepulls(t *testing.T) {
 		t.Fatalf("Never job completed: %+v", j.Status)
 	}
 }
+
+// A node removed mid-job leaves the job's targets: its NodeImage goes with
+// the Node and desired drops, while the other node keeps pulling.
+func TestNodeRemovedMidJob(t *testing.T) {
+	e := newEnv(t)
+	e.startController(nil)
+	a, b := e.addNode("a", nil), e.addNode("b", nil)
+	e.waitNodeImages(30*time.Second, a, b)
+	e.startDaemon(func(node, _, _ string) answer {
+		if node == b {
+			return answer{Silent: true}
+		}
+		return answer{Phase: appsv1beta1.ImagePhaseSucceeded}
+	})
+	job := e.createJob(newJob("shrink", "nginx:1.25", func(j *appsv1beta1.ImagePullJob) {
+		j.Spec.Selector = e.selector(nil)
+		j.Spec.Parallelism = ptr.To(intstr.FromInt32(2))
+	}))
+	e.waitJob(job.Name, 10*time.Second, "to start on both nodes", func(j *appsv1beta1.ImagePullJob) bool { return j.Status.Desired == 2 })
+	if err := e.kube.CoreV1().Nodes().Delete(context.Background(), b, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	done := e.waitJob(job.Name, 30*time.Second, "to complete on the remaining node", completed)
+	if done.Status.Desired != 1 || done.Status.Succeeded != 1 || done.Status.Failed != 0 {
+		t.Fatalf("status %+v, want the removed node gone from the job", done.Status)
+	}
+}

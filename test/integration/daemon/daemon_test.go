@@ -36,7 +36,7 @@ func TestPullMultiLayerWithProgress(t *testing.T) {
 	secret := e.pullSecret("good", registryPass)
 	reg.BytesPerSecond.Store(1 << 20)
 	defer reg.BytesPerSecond.Store(0)
-	e.startDaemon()
+	d := e.startDaemon()
 	image := e.image(e.repo + "/multi")
 	v := e.setTag(image, "v1", []appsv1beta1.ReferenceObject{secret})
 	progress := map[int32]bool{}
@@ -69,6 +69,10 @@ func TestPullMultiLayerWithProgress(t *testing.T) {
 	if ni.Status.Desired != 1 || ni.Status.Succeeded != 1 || ni.Status.FirstSyncStatus == nil {
 		t.Errorf("NodeImage counters %+v, want desired 1 succeeded 1 and a first sync", ni.Status)
 	}
+	if n, err := d.metric("prepull_daemon_pulled_image_bytes_total"); err != nil || n < 9<<20 {
+		t.Errorf("pulled image bytes = %v (%v), want the 3 x 3 MiB layers", n, err)
+	}
+	e.expectEvent(daemonReasonSucceeded)
 }
 
 // The right password pulls; a wrong one fails with the registry's 401 in

@@ -254,3 +254,25 @@ func (e *env) waitFinal(image, tag string, version int64, timeout time.Duration,
 	}
 	return last
 }
+
+const daemonReasonSucceeded = "PullImageSucceeded"
+
+// expectEvent waits for an Event with reason on the test's NodeImage.
+func (e *env) expectEvent(reason string) {
+	e.t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		evs, err := e.kube.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + e.node})
+		if err != nil {
+			return false, nil
+		}
+		for _, ev := range evs.Items {
+			if ev.Reason == reason && ev.InvolvedObject.Kind == "NodeImage" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		e.t.Fatalf("no %s event on NodeImage %s", reason, e.node)
+	}
+}
