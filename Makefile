@@ -5,10 +5,16 @@ GO ?= go
 export GOFLAGS := -mod=vendor
 BIN_DIR ?= bin
 
-.PHONY: help build test test-unit test-integration e2e verify generate controlplane containerd bench clean
+.PHONY: help demo demo-stop build test test-unit test-integration e2e verify generate controlplane containerd bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+demo: controlplane containerd ## Run prepull locally (control plane, registry, 3 nodes, both binaries) and follow an example job.
+	$(GO) run ./hack/demo
+
+demo-stop: ## Stop a demo running in another terminal.
+	@hack/demo-stop.sh
 
 build: ## Build every package (and binaries under cmd/ into bin/).
 	$(GO) build ./...

@@ -180,7 +180,8 @@ func (c *Controller) writeStatus(ctx context.Context, parent *appsv1beta1.ImageL
 	if err != nil || len(changes) == 0 {
 		return err
 	}
-	changes["desired"] = st.Desired
+	// Counters go out whole, zeros included (see the ImagePullJob controller).
+	changes["desired"], changes["active"], changes["completed"], changes["succeeded"] = st.Desired, st.Active, st.Completed, st.Succeeded
 	patch, err := mergepatch.WithResourceVersion(parent.ResourceVersion, map[string]any{"status": changes})
 	if err != nil {
 		return err

@@ -441,9 +441,10 @@ func (c *Controller) writeStatus(ctx context.Context, job *appsv1beta1.ImagePull
 		return err
 	}
 	if len(changes) > 0 {
-		// The schema requires desired; a job's first status may otherwise
-		// lack it when it stays 0.
-		changes["desired"] = d.Status.Desired
+		// Counters go out whole, zeros included: the schema requires desired,
+		// and Kruise's clients read every counter without defaults.
+		changes["desired"], changes["active"], changes["succeeded"], changes["failed"] =
+			d.Status.Desired, d.Status.Active, d.Status.Succeeded, d.Status.Failed
 		patch, err := mergepatch.WithResourceVersion(job.ResourceVersion, map[string]any{"status": changes})
 		if err != nil {
 			return err

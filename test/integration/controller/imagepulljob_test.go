@@ -67,6 +67,16 @@ func TestAlwaysJobCompletesAndExpires(t *testing.T) {
 	if done.Status.Succeeded != 3 || done.Status.Failed != 0 || done.Status.Message != imagepulljob.MessageCompleted {
 		t.Fatalf("completed with %+v, want 3 succeeded and %q", done.Status, imagepulljob.MessageCompleted)
 	}
+	// Zero counters are on the wire too, as Kruise's clients expect.
+	raw, err := e.client.AppsV1beta1().RESTClient().Get().Namespace(e.ns).Resource("imagepulljobs").Name(job.Name).DoRaw(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{`"failed":0`, `"active":0`, `"desired":3`} {
+		if !strings.Contains(string(raw), field) {
+			t.Errorf("stored job lacks %s: %s", field, raw)
+		}
+	}
 	for _, n := range nodes {
 		if owners := e.tagOwners(n, "nginx", "1.25"); !slices.Contains(owners, job.UID) {
 			t.Fatalf("node %s tag owners %v lack the job", n, owners)

@@ -1,0 +1,193 @@
+// Command demo runs prepull on this machine in one command (make demo): a
+// real etcd and kube-apiserver, a registry with a demo image, three nodes
+// each with containerd and prepull-daemon, and prepull-controller. It
+// applies the seed's example ImagePullJob and shows its progress per node
+// until it completes, then keeps everything running for you to try more
+// until Ctrl-C or `make demo-stop`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
+	"github.com/prepull/prepull/pkg/imageref"
+	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/test/framework"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// StateDir holds the demo's kubeconfig and pid file.
+func stateDir() string {
+	cache := os.Getenv("XDG_CACHE_HOME")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(cache, "prepull", "demo")
+}
+
+func run() error {
+	start := time.Now()
+	state := stateDir()
+	if err := os.MkdirAll(state, 0o755); err != nil {
+		return err
+	}
+	pidFile := filepath.Join(state, "demo.pid")
+	if data, err := os.ReadFile(pidFile); err == nil {
+		if pid, _ := strconv.Atoi(strings.TrimSpace(string(data))); pid > 0 && syscall.Kill(pid, 0) == nil {
+			return fmt.Errorf("a demo is already running (pid %d): stop it with `make demo-stop`", pid)
+		}
+	}
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(pidFile)
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	step := func(msg string) { fmt.Printf("[%5.1fs] %s\n", time.Since(start).Seconds(), msg) }
+
+	step("starting etcd and kube-apiserver")
+	cp, err := framework.Start(ctx)
+	if err != nil {
+		return err
+	}
+	defer cp.Stop()
+	if err := framework.InstallCRDs(ctx, cp.Config); err != nil {
+		return err
+	}
+	step("starting a registry, 3 nodes (each: containerd + prepull-daemon) and prepull-controller")
+	nodeLabels := func(zone string) map[string]string {
+		return map[string]string{"node-type": "xxx", "topology.kubernetes.io/zone": zone}
+	}
+	cluster, err := framework.StartCluster(ctx, cp, framework.ClusterOptions{
+		Nodes:        map[string]map[string]string{"demo-node-1": nodeLabels("a"), "demo-node-2": nodeLabels("b"), "demo-node-3": nodeLabels("c")},
+		RegistryUser: "demo", RegistryPassword: "demo",
+		Images: []framework.ImageToPush{
+			{Repo: "public/nginx", Tag: "1.9.1", Layers: 3, LayerSize: 6 << 20},
+			{Repo: "public/busybox", Tag: "1.36", Layers: 2, LayerSize: 2 << 20},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer cluster.Stop()
+	// Slow enough to watch the bytes arrive.
+	cluster.Registry.BytesPerSecond.Store(3 << 20)
+	kubeconfig := filepath.Join(state, "kubeconfig")
+	data, err := os.ReadFile(cp.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(kubeconfig, data, 0o600); err != nil {
+		return err
+	}
+
+	example := filepath.Join(framework.RepoRoot(), "artifacts", "examples", "imagepulljob-always.yaml")
+	manifest, err := os.ReadFile(example)
+	if err != nil {
+		return err
+	}
+	image := cluster.Registry.Host + "/public/nginx:1.9.1"
+	var job appsv1beta1.ImagePullJob
+	if err := yaml.UnmarshalStrict([]byte(strings.Replace(string(manifest), "image: nginx:1.9.1", "image: "+image, 1)), &job); err != nil {
+		return fmt.Errorf("reading %s: %w", example, err)
+	}
+	client := versioned.NewForConfigOrDie(cp.Config)
+	if _, err := client.AppsV1beta1().ImagePullJobs("default").Create(ctx, &job, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	step(fmt.Sprintf("applied %s (image %s)", filepath.Base(example), image))
+
+	if err := follow(ctx, client, job.Name, image, cluster.Nodes, start); err != nil {
+		return err
+	}
+	kubectl := filepath.Join(framework.BinDir(), "kubectl")
+	fmt.Printf(`
+prepull is running. Try:
+  export KUBECONFIG=%s
+  %s get ipj,ni                      # or: get prepull
+  %s get nodeimage demo-node-1 -o yaml
+  sed 's#nginx:1.9.1#%s/public/busybox:1.36#' artifacts/examples/imagepulljob-never.yaml | %s apply -f -
+
+The registry %s serves public/nginx:1.9.1 and public/busybox:1.36 without
+credentials (user demo, password demo for anything else).
+Stop with Ctrl-C here, or run `+"`make demo-stop`"+` in another terminal.
+`, kubeconfig, kubectl, kubectl, cluster.Registry.Host, kubectl, cluster.Registry.Host)
+	<-ctx.Done()
+	fmt.Println("\nstopping the controller, daemons, containerd, registry and control plane")
+	return nil
+}
+
+// follow prints the job's counters and each node's phase and progress
+// whenever they change, until the job completes.
+func follow(ctx context.Context, client versioned.Interface, name, image string, nodes []string, start time.Time) error {
+	ref, err := imageref.Parse(image)
+	if err != nil {
+		return err
+	}
+	sort.Strings(nodes)
+	var last string
+	firstProgress := false
+	tick := time.NewTicker(300 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return errors.New("interrupted")
+		case <-tick.C:
+		}
+		job, err := client.AppsV1beta1().ImagePullJobs("default").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			continue
+		}
+		var b strings.Builder
+		s := job.Status
+		fmt.Fprintf(&b, "job %s: total %d, active %d, succeeded %d, failed %d — %s\n", name, s.Desired, s.Active, s.Succeeded, s.Failed, s.Message)
+		for _, n := range nodes {
+			phase, progress := "-", int32(0)
+			if ni, err := client.AppsV1beta1().NodeImages().Get(ctx, n, metav1.GetOptions{}); err == nil {
+				if st := nodeimage.FindStatus(&ni.Status, ref.Name, ref.Tag); st != nil {
+					phase, progress = string(st.Phase), st.Progress
+					if progress > 0 && !firstProgress {
+						firstProgress = true
+						fmt.Printf("[%5.1fs] first progress reported\n", time.Since(start).Seconds())
+					}
+				}
+			}
+			fmt.Fprintf(&b, "    %-12s %-10s %3d%% %s\n", n, phase, progress, bar(progress))
+		}
+		if out := b.String(); out != last {
+			fmt.Printf("[%5.1fs] %s", time.Since(start).Seconds(), out)
+			last = out
+		}
+		if s.CompletionTime != nil {
+			return nil
+		}
+	}
+}
+
+func bar(p int32) string {
+	n := int(p) / 5
+	return "[" + strings.Repeat("#", n) + strings.Repeat(".", 20-n) + "]"
+}
