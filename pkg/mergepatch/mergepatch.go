@@ -83,3 +83,13 @@ func WithResourceVersion(resourceVersion string, body map[string]any) ([]byte, e
 	}
 	return data, nil
 }
+
+// Finalizers is a patch that sets an object's finalizers, guarded by its
+// resourceVersion so a concurrent change of the list is not lost.
+func Finalizers(resourceVersion string, finalizers []string) ([]byte, error) {
+	if finalizers == nil {
+		// null would delete the field; an empty list says "none" plainly.
+		finalizers = []string{}
+	}
+	return WithResourceVersion(resourceVersion, map[string]any{"metadata": map[string]any{"finalizers": finalizers}})
+}

@@ -52,11 +52,7 @@ func New(client versioned.Interface, lists appsinformers.ImageListPullJobInforme
 		synced: []cache.InformerSynced{lists.Informer().HasSynced, jobs.Informer().HasSynced},
 	}
 	c.queue = reconcile.New("imagelistpulljob", c.sync)
-	enqueue := func(obj any) {
-		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
-			c.queue.Add(key)
-		}
-	}
+	enqueue := c.queue.AddObject
 	if _, err := lists.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: enqueue,
 		UpdateFunc: func(old, cur any) {
@@ -71,10 +67,7 @@ func New(client versioned.Interface, lists appsinformers.ImageListPullJobInforme
 	}
 	// A child's every change (its status included) concerns its parent.
 	parentOf := func(obj any) {
-		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-			obj = t.Obj
-		}
-		job, ok := obj.(*appsv1beta1.ImagePullJob)
+		job, ok := reconcile.Unwrap(obj).(*appsv1beta1.ImagePullJob)
 		if !ok {
 			return
 		}
@@ -92,11 +85,7 @@ func New(client versioned.Interface, lists appsinformers.ImageListPullJobInforme
 
 // Run syncs list jobs with workers until ctx ends.
 func (c *Controller) Run(ctx context.Context, workers int) error {
-	if !cache.WaitForNamedCacheSync("imagelistpulljob", ctx.Done(), c.synced...) {
-		return errors.New("imagelistpulljob: caches did not sync")
-	}
-	c.queue.Run(ctx, workers)
-	return nil
+	return c.queue.RunWhenSynced(ctx, workers, c.synced...)
 }
 
 func (c *Controller) children(parent *appsv1beta1.ImageListPullJob) ([]*appsv1beta1.ImagePullJob, error) {
@@ -211,10 +200,7 @@ func (c *Controller) cleanup(ctx context.Context, parent *appsv1beta1.ImageListP
 }
 
 func (c *Controller) patchFinalizers(ctx context.Context, parent *appsv1beta1.ImageListPullJob, finalizers []string) error {
-	if finalizers == nil {
-		finalizers = []string{}
-	}
-	patch, err := mergepatch.WithResourceVersion(parent.ResourceVersion, map[string]any{"metadata": map[string]any{"finalizers": finalizers}})
+	patch, err := mergepatch.Finalizers(parent.ResourceVersion, finalizers)
 	if err != nil {
 		return err
 	}

@@ -119,7 +119,7 @@ func New(client versioned.Interface, jobs appsinformers.ImagePullJobInformer, no
 		AddFunc:    func(obj any) { c.nodeImageChanged(nil, obj.(*appsv1beta1.NodeImage)) },
 		UpdateFunc: func(old, cur any) { c.nodeImageChanged(old.(*appsv1beta1.NodeImage), cur.(*appsv1beta1.NodeImage)) },
 		DeleteFunc: func(obj any) {
-			if ni, ok := deletedObject[*appsv1beta1.NodeImage](obj); ok {
+			if ni, ok := reconcile.Unwrap(obj).(*appsv1beta1.NodeImage); ok {
 				c.nodeImageChanged(ni, nil)
 			}
 		},
@@ -130,7 +130,7 @@ func New(client versioned.Interface, jobs appsinformers.ImagePullJobInformer, no
 		AddFunc:    func(obj any) { c.podChanged(nil, obj.(*corev1.Pod)) },
 		UpdateFunc: func(old, cur any) { c.podChanged(old.(*corev1.Pod), cur.(*corev1.Pod)) },
 		DeleteFunc: func(obj any) {
-			if p, ok := deletedObject[*corev1.Pod](obj); ok {
+			if p, ok := reconcile.Unwrap(obj).(*corev1.Pod); ok {
 				c.podChanged(p, nil)
 			}
 		},
@@ -142,29 +142,13 @@ func New(client versioned.Interface, jobs appsinformers.ImagePullJobInformer, no
 
 // Run syncs jobs with workers until ctx ends.
 func (c *Controller) Run(ctx context.Context, workers int) error {
-	if !cache.WaitForNamedCacheSync("imagepulljob", ctx.Done(), c.synced...) {
-		return errors.New("imagepulljob: caches did not sync")
-	}
-	c.queue.Run(ctx, workers)
-	return nil
+	return c.queue.RunWhenSynced(ctx, workers, c.synced...)
 }
 
 // Queue exposes the work queue for metrics and tests.
 func (c *Controller) Queue() *reconcile.Queue { return c.queue }
 
-func deletedObject[T any](obj any) (T, bool) {
-	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = t.Obj
-	}
-	v, ok := obj.(T)
-	return v, ok
-}
-
-func (c *Controller) enqueueJob(obj any) {
-	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
-		c.queue.Add(key)
-	}
-}
+func (c *Controller) enqueueJob(obj any) { c.queue.AddObject(obj) }
 
 // nodeImageChanged wakes only the jobs a NodeImage change concerns: owners
 // of tags whose spec or status changed, and, when the NodeImage appears,
@@ -510,10 +494,7 @@ func (c *Controller) cleanup(ctx context.Context, job *appsv1beta1.ImagePullJob)
 }
 
 func (c *Controller) patchFinalizers(ctx context.Context, job *appsv1beta1.ImagePullJob, finalizers []string) error {
-	if finalizers == nil {
-		finalizers = []string{}
-	}
-	patch, err := mergepatch.WithResourceVersion(job.ResourceVersion, map[string]any{"metadata": map[string]any{"finalizers": finalizers}})
+	patch, err := mergepatch.Finalizers(job.ResourceVersion, finalizers)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ package labelsync
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"time"
@@ -41,11 +40,7 @@ func New(client versioned.Interface, nodes cache.SharedIndexInformer, nodeImages
 		synced:     []cache.InformerSynced{nodes.HasSynced, nodeImages.Informer().HasSynced},
 	}
 	c.queue = reconcile.New("labelsync", c.sync)
-	enqueue := func(obj any) {
-		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
-			c.queue.Add(key)
-		}
-	}
+	enqueue := c.queue.AddObject
 	if _, err := nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: enqueue,
 		UpdateFunc: func(old, cur any) {
@@ -71,11 +66,7 @@ func New(client versioned.Interface, nodes cache.SharedIndexInformer, nodeImages
 
 // Run syncs labels with workers until ctx ends.
 func (c *Controller) Run(ctx context.Context, workers int) error {
-	if !cache.WaitForNamedCacheSync("labelsync", ctx.Done(), c.synced...) {
-		return errors.New("labelsync: caches did not sync")
-	}
-	c.queue.Run(ctx, workers)
-	return nil
+	return c.queue.RunWhenSynced(ctx, workers, c.synced...)
 }
 
 func (c *Controller) sync(ctx context.Context, name string) (time.Duration, error) {

@@ -5,7 +5,6 @@ package nodeimage
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -74,11 +73,7 @@ func New(client versioned.Interface, nodes cache.SharedIndexInformer, nodeImages
 		synced:     []cache.InformerSynced{nodes.HasSynced, nodeImages.Informer().HasSynced, jobs.Informer().HasSynced},
 	}
 	c.queue = reconcile.New("nodeimage", c.sync)
-	byName := func(obj any) {
-		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
-			c.queue.Add(key)
-		}
-	}
+	byName := c.queue.AddObject
 	if _, err := nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: byName,
 		UpdateFunc: func(old, cur any) {
@@ -103,10 +98,7 @@ func New(client versioned.Interface, nodes cache.SharedIndexInformer, nodeImages
 	// behind; its NodeImages are housekept at once.
 	if _, err := jobs.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		DeleteFunc: func(obj any) {
-			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = t.Obj
-			}
-			job, ok := obj.(*appsv1beta1.ImagePullJob)
+			job, ok := reconcile.Unwrap(obj).(*appsv1beta1.ImagePullJob)
 			if !ok {
 				return
 			}
@@ -123,11 +115,7 @@ func New(client versioned.Interface, nodes cache.SharedIndexInformer, nodeImages
 
 // Run syncs NodeImages with workers until ctx ends.
 func (c *Controller) Run(ctx context.Context, workers int) error {
-	if !cache.WaitForNamedCacheSync("nodeimage", ctx.Done(), c.synced...) {
-		return errors.New("nodeimage: caches did not sync")
-	}
-	c.queue.Run(ctx, workers)
-	return nil
+	return c.queue.RunWhenSynced(ctx, workers, c.synced...)
 }
 
 func (c *Controller) sync(ctx context.Context, name string) (time.Duration, error) {

@@ -6,7 +6,6 @@ package pullsecret
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -65,10 +64,7 @@ func New(kube kubernetes.Interface, jobs appsinformers.ImagePullJobInformer, sou
 	}
 	c.queue = reconcile.New("pullsecret", c.sync)
 	jobChanged := func(obj any) {
-		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-			obj = t.Obj
-		}
-		if job, ok := obj.(*appsv1beta1.ImagePullJob); ok {
+		if job, ok := reconcile.Unwrap(obj).(*appsv1beta1.ImagePullJob); ok {
 			for _, k := range pullsecret.JobKeys(job) {
 				c.queue.Add(k)
 			}
@@ -102,10 +98,7 @@ func New(kube kubernetes.Interface, jobs appsinformers.ImagePullJobInformer, sou
 		return nil, fmt.Errorf("watching secrets: %w", err)
 	}
 	copyChanged := func(obj any) {
-		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-			obj = t.Obj
-		}
-		if s, ok := obj.(*corev1.Secret); ok && s.Annotations[pullsecret.SourceAnnotation] != "" {
+		if s, ok := reconcile.Unwrap(obj).(*corev1.Secret); ok && s.Annotations[pullsecret.SourceAnnotation] != "" {
 			c.queue.Add(s.Annotations[pullsecret.SourceAnnotation])
 		}
 	}
@@ -126,11 +119,7 @@ func (c *Controller) SourceExists(namespace, name string) bool {
 
 // Run syncs copies with workers until ctx ends.
 func (c *Controller) Run(ctx context.Context, workers int) error {
-	if !cache.WaitForNamedCacheSync("pullsecret", ctx.Done(), c.synced...) {
-		return errors.New("pullsecret: caches did not sync")
-	}
-	c.queue.Run(ctx, workers)
-	return nil
+	return c.queue.RunWhenSynced(ctx, workers, c.synced...)
 }
 
 func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 )
@@ -45,6 +46,31 @@ func (q *Queue) Add(key string) { q.queue.Add(key) }
 
 // AddAfter queues key for a sync after d.
 func (q *Queue) AddAfter(key string, d time.Duration) { q.queue.AddAfter(key, d) }
+
+// AddObject queues the key of an informer object (or of a deleted one's
+// last known state).
+func (q *Queue) AddObject(obj any) {
+	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+		q.queue.Add(key)
+	}
+}
+
+// Unwrap returns the object inside a deletion tombstone, or obj itself.
+func Unwrap(obj any) any {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		return t.Obj
+	}
+	return obj
+}
+
+// RunWhenSynced waits for the informers to sync, then runs like Run.
+func (q *Queue) RunWhenSynced(ctx context.Context, workers int, synced ...cache.InformerSynced) error {
+	if !cache.WaitForNamedCacheSync(q.name, ctx.Done(), synced...) {
+		return fmt.Errorf("%s: informer caches did not sync", q.name)
+	}
+	q.Run(ctx, workers)
+	return nil
+}
 
 // Len is the number of keys waiting.
 func (q *Queue) Len() int { return q.queue.Len() }
