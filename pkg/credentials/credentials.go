@@ -16,6 +16,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/prepull/prepull/pkg/imageref"
 )
 
 // Auth is one credential for a registry.
@@ -105,21 +107,11 @@ func (k *Keyring) Lookup(image string) []Auth {
 	return out
 }
 
-// registryPath turns an image reference into host[:port]/path, with Docker
-// Hub's implicit host made explicit.
+// registryPath turns an image reference into host[:port]/path, normalised
+// as kubelet does before matching.
 func registryPath(image string) string {
-	name := image
-	if i := strings.Index(name, "@"); i >= 0 {
-		name = name[:i]
-	}
-	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
-		name = name[:i]
-	}
-	first, rest, found := strings.Cut(name, "/")
-	if !found || (!strings.ContainsAny(first, ".:") && first != "localhost") {
-		return "docker.io/" + name
-	}
-	return first + "/" + rest
+	host, path := imageref.Repository(image)
+	return host + "/" + path
 }
 
 // normalizeRegistry strips a scheme and maps Docker Hub's aliases to

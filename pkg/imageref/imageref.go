@@ -78,3 +78,24 @@ func ValidName(s string) bool { return nameRE.MatchString(s) }
 
 // ValidTag reports whether s is a tag or a sha256 digest as NodeImage keeps it.
 func ValidTag(s string) bool { return tagRE.MatchString(s) }
+
+// Repository splits an image reference into its registry host and
+// repository path the way Docker and kubelet normalise them: no host means
+// docker.io, and a single-name Docker Hub image is under library/.
+func Repository(image string) (host, path string) {
+	name := image
+	if i := strings.Index(name, "@"); i >= 0 {
+		name = name[:i]
+	}
+	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+		name = name[:i]
+	}
+	first, rest, found := strings.Cut(name, "/")
+	if found && (strings.ContainsAny(first, ".:") || first == "localhost") {
+		return first, rest
+	}
+	if !found {
+		name = "library/" + name
+	}
+	return "docker.io", name
+}

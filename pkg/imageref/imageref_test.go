@@ -82,3 +82,18 @@ func TestValidNameAndTag(t *testing.T) {
 		}
 	}
 }
+
+func TestRepository(t *testing.T) {
+	cases := map[string][2]string{
+		"nginx:1.25":                          {"docker.io", "library/nginx"},
+		"team/app":                            {"docker.io", "team/app"},
+		"127.0.0.1:5000/app:v1":               {"127.0.0.1:5000", "app"},
+		"registry.example.com/a/b@sha256:abc": {"registry.example.com", "a/b"},
+		"localhost/x:1":                       {"localhost", "x"},
+	}
+	for in, want := range cases {
+		if h, p := Repository(in); h != want[0] || p != want[1] {
+			t.Errorf("Repository(%q) = %q, %q; want %q", in, h, p, want)
+		}
+	}
+}

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/prepull/prepull/pkg/imageref"
 )
 
 // Namespace is where the CRI plugin keeps Kubernetes' images.
@@ -83,7 +85,7 @@ func (t *Tracker) ns(ctx context.Context) context.Context {
 // it belong to earlier pulls.
 func (t *Tracker) Progress(ctx context.Context, image string, since time.Time) (int32, int64, bool) {
 	ctx = t.ns(ctx)
-	host, repo := splitRepository(image)
+	host, repo := imageref.Repository(image)
 	// containerd 1.6 labels blobs with the registry's hostname only; later
 	// releases keep the port. Either label will do.
 	keys := []string{labelPrefix + host}
@@ -215,27 +217,6 @@ func (t *Tracker) manifest(ctx context.Context, digest string) *manifest {
 	t.manifests[digest] = m
 	t.mu.Unlock()
 	return m
-}
-
-// splitRepository splits an image reference into the registry host and
-// repository path as containerd labels them (Docker Hub as docker.io with
-// library/ for official images).
-func splitRepository(image string) (string, string) {
-	name := image
-	if i := strings.Index(name, "@"); i >= 0 {
-		name = name[:i]
-	}
-	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
-		name = name[:i]
-	}
-	first, rest, found := strings.Cut(name, "/")
-	if !found || (!strings.ContainsAny(first, ".:") && first != "localhost") {
-		if !strings.Contains(name, "/") {
-			name = "library/" + name
-		}
-		return "docker.io", name
-	}
-	return first, rest
 }
 
 func hasRepo(value, repo string) bool {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -207,7 +208,10 @@ func TestImageListPullJob(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		return cur.Status.CompletionTime != nil && cur.Status.Desired == 2 && cur.Status.Succeeded == 2, ""
+		if cur.Status.CompletionTime != nil && (cur.Status.Desired != 2 || cur.Status.Succeeded != 2) {
+			t.Fatalf("list job completed with %+v and failures %s", cur.Status, failures(cur.Status.FailedImageStatuses))
+		}
+		return cur.Status.CompletionTime != nil, fmt.Sprintf("%+v", cur.Status)
 	})
 	e.eventually(30*time.Second, "the TTL to delete it and its children", func() (bool, string) {
 		_, err := e.client.AppsV1beta1().ImageListPullJobs(e.ns).Get(context.Background(), created.Name, metav1.GetOptions{})
@@ -268,4 +272,12 @@ func TestEditMidRun(t *testing.T) {
 	if i < 0 || ptr.Deref(ni.Spec.Images[reg.Host+"/e2e/app"].Tags[i].PullPolicy.TimeoutSeconds, 0) != 77 {
 		t.Fatalf("tag after the edit: %+v", ni.Spec.Images[reg.Host+"/e2e/app"])
 	}
+}
+
+func failures(fs []*appsv1beta1.FailedImageStatus) string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, fmt.Sprintf("%s (%s): %s", f.Name, f.ImagePullJob, f.Message))
+	}
+	return strings.Join(out, "; ")
 }

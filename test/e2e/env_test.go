@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
@@ -81,15 +80,7 @@ func (e *env) createJob(j *appsv1beta1.ImagePullJob) *appsv1beta1.ImagePullJob {
 
 func (e *env) eventually(timeout time.Duration, what string, cond func() (bool, string)) {
 	e.t.Helper()
-	var last string
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		ok, seen := cond()
-		last = seen
-		return ok, nil
-	})
-	if err != nil {
-		e.t.Fatalf("timed out after %s waiting for %s; last seen: %s", timeout, what, last)
-	}
+	framework.Eventually(e.t, timeout, what, cond)
 }
 
 func (e *env) waitJob(name string, timeout time.Duration, what string, cond func(*appsv1beta1.ImagePullJob) bool) *appsv1beta1.ImagePullJob {

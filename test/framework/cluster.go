@@ -102,6 +102,15 @@ func (p *Process) Stop() {
 	}
 }
 
+// Kill ends the process at once, as a crash would.
+func (p *Process) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Pid is the process ID.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // StartCluster builds the binaries, starts the registry, nodes, daemons and
 // controller on cp, and waits until the controller made every node's
 // NodeImage. On error, what was started is stopped.

@@ -65,3 +65,22 @@ func Shared(t testing.TB) *ControlPlane {
 	}
 	return shared
 }
+
+// Eventually polls cond every 100ms until it holds or timeout passes, then
+// fails the test with what it waited for and the last thing cond saw.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (ok bool, seen string)) {
+	t.Helper()
+	var last string
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, seen := cond()
+		if ok {
+			return
+		}
+		last = seen
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s; last seen: %s", timeout, what, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -162,7 +162,7 @@ func TestDaemonKilledMidPull(t *testing.T) {
 	image := e.image(e.repo + "/big")
 	v := e.setTag(image, "v1", secret)
 	e.waitPulling(image, "v1")
-	d.kill()
+	d.Kill()
 	if st, _ := e.tagStatus(image, "v1"); st == nil || st.Phase == appsv1beta1.ImagePhaseSucceeded {
 		t.Fatalf("status after the kill: %+v, want the pull unfinished", st)
 	}
@@ -177,7 +177,7 @@ func TestDaemonKilledMidPull(t *testing.T) {
 		t.Fatalf("%d status entries for the tag, want exactly one", n)
 	}
 	// A second restart leaves the finished version alone.
-	d.stop()
+	d.Stop()
 	d = e.startDaemon()
 	e.waitDaemonSynced(d)
 	if st2, _ := e.tagStatus(image, "v1"); st2 == nil || st2.CompletionTime == nil || !st2.CompletionTime.Equal(st.CompletionTime) {

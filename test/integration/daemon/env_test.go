@@ -8,12 +8,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -58,10 +55,8 @@ func newEnv(t *testing.T) *env {
 
 // daemonProc is a running prepull-daemon.
 type daemonProc struct {
-	cmd     *exec.Cmd
-	log     string
+	*framework.Process
 	metrics string
-	done    chan struct{}
 }
 
 // startDaemon runs the daemon binary for the test's node; its log is
@@ -74,11 +69,6 @@ func (e *env) startDaemon(extra ...string) *daemonProc {
 	}
 	metricsAddr := l.Addr().String()
 	l.Close()
-	logPath := filepath.Join(e.t.TempDir(), "daemon.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		e.t.Fatal(err)
-	}
 	args := append([]string{
 		"--kubeconfig", framework.Shared(e.t).Kubeconfig,
 		"--node-name", e.node,
@@ -90,42 +80,19 @@ func (e *env) startDaemon(extra ...string) *daemonProc {
 		"--progress-interval", "100ms",
 		"-v", "2",
 	}, extra...)
-	cmd := exec.Command(daemonBin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	p, err := framework.StartProcess(e.t.TempDir(), "prepull-daemon", daemonBin, args...)
+	if err != nil {
 		e.t.Fatal(err)
 	}
-	d := &daemonProc{cmd: cmd, log: logPath, metrics: metricsAddr, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); logFile.Close(); close(d.done) }()
+	d := &daemonProc{Process: p, metrics: metricsAddr}
 	e.t.Cleanup(func() {
-		d.stop()
+		d.Stop()
 		if e.t.Failed() {
-			out, _ := os.ReadFile(logPath)
+			out, _ := os.ReadFile(p.Log)
 			e.t.Logf("prepull-daemon log:\n%s", out)
 		}
 	})
 	return d
-}
-
-func (d *daemonProc) stop() {
-	select {
-	case <-d.done:
-		return
-	default:
-	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(15 * time.Second):
-		_ = d.cmd.Process.Kill()
-		<-d.done
-	}
-}
-
-func (d *daemonProc) kill() {
-	_ = d.cmd.Process.Kill()
-	<-d.done
 }
 
 // metric reads one unlabelled metric from the daemon's /metrics.
