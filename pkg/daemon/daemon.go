@@ -268,7 +268,7 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 
 	req := puller.Request{
 		Image:        ref,
-		Auths:        d.credentials(ctx, ref, img, tag),
+		Auths:        func() []credentials.Auth { return d.credentials(ctx, ref, img, tag) },
 		Sandbox:      img.SandboxConfig,
 		PullPolicy:   tag.ImagePullPolicy,
 		Timeout:      defaultTimeout,
@@ -381,7 +381,7 @@ func (d *Daemon) credentials(ctx context.Context, ref string, img appsv1beta1.Im
 		var problem string
 		if s.Namespace != d.opts.DaemonNamespace {
 			problem = fmt.Sprintf("pull secret %s is outside the daemon namespace %s and is not read", key, d.opts.DaemonNamespace)
-		} else if secret, err := d.secrets.Secrets(s.Namespace).Get(s.Name); err != nil {
+		} else if secret, err := d.awaitSecret(ctx, s.Namespace, s.Name); err != nil {
 			problem = fmt.Sprintf("pull secret %s: %v", key, err)
 		} else if err := k.Add(secret); err != nil {
 			problem = err.Error()
@@ -389,6 +389,26 @@ func (d *Daemon) credentials(ctx context.Context, ref string, img appsv1beta1.Im
 		d.logSecretOnce(ctx, key, problem)
 	}
 	return k.Lookup(ref)
+}
+
+// secretGrace is how long a pull waits for a referenced secret to reach the
+// daemon's cache: the controller writes the copy and the tag together, and
+// the tag may arrive first.
+const secretGrace = 5 * time.Second
+
+func (d *Daemon) awaitSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	deadline := time.Now().Add(secretGrace)
+	for {
+		secret, err := d.secrets.Secrets(namespace).Get(name)
+		if err == nil || !apierrors.IsNotFound(err) || time.Now().After(deadline) {
+			return secret, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (d *Daemon) logSecretOnce(ctx context.Context, key, problem string) {

@@ -36,8 +36,11 @@ type ImageService interface {
 // Request is one pull with its policy.
 type Request struct {
 	// Image is the reference to pull: name:tag or name@sha256:<hex>.
-	Image      string
-	Auths      []credentials.Auth
+	Image string
+	// Auths are the credentials to try, read again at every attempt, so a
+	// secret that arrives (or is fixed) after the first attempt is used by
+	// the next. Nil means anonymous.
+	Auths      func() []credentials.Auth
 	Sandbox    *appsv1beta1.SandboxConfig
 	PullPolicy appsv1beta1.ImagePullPolicy
 	// Timeout bounds one attempt.
@@ -165,9 +168,13 @@ func (p *Puller) attempt(ctx context.Context, req Request, spec *runtimeapi.Imag
 
 	auths := []*runtimeapi.AuthConfig{nil}
 	var sources []string
-	if len(req.Auths) > 0 {
+	var creds []credentials.Auth
+	if req.Auths != nil {
+		creds = req.Auths()
+	}
+	if len(creds) > 0 {
 		auths = auths[:0]
-		for _, a := range req.Auths {
+		for _, a := range creds {
 			auths = append(auths, &runtimeapi.AuthConfig{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken})
 			sources = append(sources, a.Source)
 		}

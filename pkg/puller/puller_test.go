@@ -54,7 +54,7 @@ func TestPullTriesEachMatchingCredential(t *testing.T) {
 	p := connect(t, fake)
 	res := p.Pull(context.Background(), Request{
 		Image: "r.io/app:v1", Timeout: time.Second,
-		Auths:   []credentials.Auth{{Source: "ns/a:r.io", Password: "wrong"}, {Source: "ns/b:r.io", Password: "right"}},
+		Auths:   fixed(credentials.Auth{Source: "ns/a:r.io", Password: "wrong"}, credentials.Auth{Source: "ns/b:r.io", Password: "right"}),
 		Sandbox: &appsv1beta1.SandboxConfig{Labels: map[string]string{"team": "a"}},
 	})
 	if res.Err != nil || res.ImageRef != "sha256:good" || res.Attempts != 1 {
@@ -72,7 +72,7 @@ func TestPullFailsWithTheRegistryAnswer(t *testing.T) {
 	var attempts []int
 	res := connect(t, fake).Pull(context.Background(), Request{
 		Image: "r.io/app:v1", Timeout: time.Second, BackoffLimit: 2,
-		Auths:     []credentials.Auth{{Source: "ns/creds:r.io", Password: "wrong"}},
+		Auths:     fixed(credentials.Auth{Source: "ns/creds:r.io", Password: "wrong"}),
 		OnAttempt: func(n int) { attempts = append(attempts, n) },
 	})
 	if res.Err == nil || res.Attempts != 3 || len(attempts) != 3 {
@@ -143,5 +143,31 @@ func TestPullCancelled(t *testing.T) {
 	res := connect(t, fake).Pull(ctx, Request{Image: "r.io/app:v1", Timeout: time.Hour, BackoffLimit: 3})
 	if res.Err != context.Canceled {
 		t.Fatalf("result %+v, want context.Canceled", res)
+	}
+}
+
+func fixed(auths ...credentials.Auth) func() []credentials.Auth {
+	return func() []credentials.Auth { return auths }
+}
+
+// Credentials are read at every attempt: a secret that arrives after the
+// first attempt is used by the retry.
+func TestPullRereadsCredentials(t *testing.T) {
+	fake := critest.Start(t, func(_ context.Context, req *runtimeapi.PullImageRequest) (string, error) {
+		if req.Auth == nil {
+			return "", critest.Errorf(codes.Unknown, "pulling from host r.io failed with status code [manifests v1]: 401 Unauthorized")
+		}
+		return "sha256:ok", nil
+	})
+	var calls atomic.Int32
+	res := connect(t, fake).Pull(context.Background(), Request{Image: "r.io/app:v1", Timeout: time.Second, BackoffLimit: 2,
+		Auths: func() []credentials.Auth {
+			if calls.Add(1) == 1 {
+				return nil // the secret copy has not reached the daemon yet
+			}
+			return []credentials.Auth{{Source: "ns/late:r.io", Password: "p"}}
+		}})
+	if res.Err != nil || res.Attempts != 2 {
+		t.Fatalf("result %+v, want success on attempt 2 with the late secret", res)
 	}
 }

@@ -140,7 +140,7 @@ func TestDigestReference(t *testing.T) {
 	j := e.createJob(job("digest", image("e2e/app@"+d), func(j *appsv1beta1.ImagePullJob) { j.Spec.PullSecrets = []string{"creds"} }))
 	done := e.waitJob(j.Name, time.Minute, "to complete", completed)
 	if done.Status.Succeeded != 3 {
-		t.Fatalf("status %+v", done.Status)
+		t.Fatalf("status %+v: %s", done.Status, e.explain(done))
 	}
 	ni, _ := e.client.AppsV1beta1().NodeImages().Get(context.Background(), nodes[0], metav1.GetOptions{})
 	st := nodeimage.FindStatus(&ni.Status, reg.Host+"/e2e/app", d)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
+	"github.com/prepull/prepull/pkg/imageref"
 	"github.com/prepull/prepull/pkg/nodeimage"
 	"github.com/prepull/prepull/pkg/pullsecret"
 	"github.com/prepull/prepull/test/framework"
@@ -59,9 +61,11 @@ func realNodes() *appsv1beta1.ImagePullJobNodeSelector {
 
 func image(repoTag string) string { return reg.Host + "/" + repoTag }
 
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
 func (e *env) secret(name, password string) {
 	e.t.Helper()
-	auth := base64.StdEncoding.EncodeToString([]byte(registryUser + ":" + password))
+	auth := b64(registryUser + ":" + password)
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Type: corev1.SecretTypeDockerConfigJson,
 		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"` + reg.Host + `":{"auth":"` + auth + `"}}}`)}}
 	if _, err := e.kube.CoreV1().Secrets(e.ns).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
@@ -92,7 +96,7 @@ func (e *env) waitJob(name string, timeout time.Duration, what string, cond func
 			return false, err.Error()
 		}
 		got = j
-		return cond(j), fmt.Sprintf("%+v", j.Status)
+		return cond(j), fmt.Sprintf("%+v %s", j.Status, e.explain(j))
 	})
 	return got
 }
@@ -124,4 +128,23 @@ func (e *env) tagOwned(node, name, tag string, uid string) bool {
 
 func (e *env) secretCopy(source string) (*corev1.Secret, error) {
 	return e.kube.CoreV1().Secrets(daemonNS).Get(context.Background(), pullsecret.CopyName(e.ns, source), metav1.GetOptions{})
+}
+
+// explain lists the messages of a job's failed nodes, for a failure report.
+func (e *env) explain(j *appsv1beta1.ImagePullJob) string {
+	ref, err := imageref.Parse(j.Spec.Image)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, n := range j.Status.FailedNodes {
+		ni, err := e.client.AppsV1beta1().NodeImages().Get(context.Background(), n, metav1.GetOptions{})
+		if err != nil {
+			continue
+		}
+		if st := nodeimage.FindStatus(&ni.Status, ref.Name, ref.Tag); st != nil {
+			out = append(out, n+": "+st.Message)
+		}
+	}
+	return strings.Join(out, "; ")
 }
