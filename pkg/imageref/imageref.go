@@ -25,8 +25,6 @@ var (
 	digest          = `[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}`
 
 	referenceRE = regexp.MustCompile(`^(` + name + `)(?::(` + tag + `))?(?:@(` + digest + `))?$`)
-	nameRE      = regexp.MustCompile(`^` + name + `$`)
-	tagRE       = regexp.MustCompile(`^(?:` + tag + `|sha256:[a-f0-9]{64})$`)
 )
 
 // Reference is an image split for a NodeImage.
@@ -72,12 +70,6 @@ func Join(name, tag string) string {
 
 // String is the reference to pull.
 func (r Reference) String() string { return Join(r.Name, r.Tag) }
-
-// ValidName reports whether s is an image name without tag or digest.
-func ValidName(s string) bool { return nameRE.MatchString(s) }
-
-// ValidTag reports whether s is a tag or a sha256 digest as NodeImage keeps it.
-func ValidTag(s string) bool { return tagRE.MatchString(s) }
 
 // Repository splits an image reference into its registry host and
 // repository path the way Docker and kubelet normalise them: no host means

@@ -60,29 +60,6 @@ func TestJoin(t *testing.T) {
 	}
 }
 
-func TestValidNameAndTag(t *testing.T) {
-	for _, s := range []string{"nginx", "a/b/c", "r.io:5000/x"} {
-		if !ValidName(s) {
-			t.Errorf("ValidName(%q) = false", s)
-		}
-	}
-	for _, s := range []string{"nginx:1", "Nginx", "a@sha256:00", ""} {
-		if ValidName(s) {
-			t.Errorf("ValidName(%q) = true", s)
-		}
-	}
-	for _, s := range []string{"v1", "1.0_rc-1", "sha256:" + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"} {
-		if !ValidTag(s) {
-			t.Errorf("ValidTag(%q) = false", s)
-		}
-	}
-	for _, s := range []string{"", "-x", "a b", "sha256:abc"} {
-		if ValidTag(s) {
-			t.Errorf("ValidTag(%q) = true", s)
-		}
-	}
-}
-
 func TestRepository(t *testing.T) {
 	cases := map[string][2]string{
 		"nginx:1.25":                          {"docker.io", "library/nginx"},

@@ -86,11 +86,6 @@ func Count(spec map[string]appsv1beta1.ImageSpec, statuses map[string]appsv1beta
 	return c
 }
 
-// Apply sets the counters on a status.
-func (c Counts) Apply(s *appsv1beta1.NodeImageStatus) {
-	s.Desired, s.Waiting, s.Pulling, s.Succeeded, s.Failed = c.Desired, c.Waiting, c.Pulling, c.Succeeded, c.Failed
-}
-
 // Of reads the counters of a status.
 func Of(s *appsv1beta1.NodeImageStatus) Counts {
 	return Counts{Desired: s.Desired, Waiting: s.Waiting, Pulling: s.Pulling, Succeeded: s.Succeeded, Failed: s.Failed}

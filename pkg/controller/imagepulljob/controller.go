@@ -145,9 +145,6 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	return c.queue.RunWhenSynced(ctx, workers, c.synced...)
 }
 
-// Queue exposes the work queue for metrics and tests.
-func (c *Controller) Queue() *reconcile.Queue { return c.queue }
-
 func (c *Controller) enqueueJob(obj any) { c.queue.AddObject(obj) }
 
 // nodeImageChanged wakes only the jobs a NodeImage change concerns: owners

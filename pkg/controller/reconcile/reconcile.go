@@ -44,9 +44,6 @@ func New(name string, sync SyncFunc) *Queue {
 // Add queues key for a sync now.
 func (q *Queue) Add(key string) { q.queue.Add(key) }
 
-// AddAfter queues key for a sync after d.
-func (q *Queue) AddAfter(key string, d time.Duration) { q.queue.AddAfter(key, d) }
-
 // AddObject queues the key of an informer object (or of a deleted one's
 // last known state).
 func (q *Queue) AddObject(obj any) {
@@ -71,9 +68,6 @@ func (q *Queue) RunWhenSynced(ctx context.Context, workers int, synced ...cache.
 	q.Run(ctx, workers)
 	return nil
 }
-
-// Len is the number of keys waiting.
-func (q *Queue) Len() int { return q.queue.Len() }
 
 // Run syncs keys with the given number of workers until ctx ends, then lets
 // in-flight syncs finish and returns.
