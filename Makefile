@@ -47,7 +47,7 @@ generate: ## Regenerate v1alpha1, deepcopy, clients and CRDs from pkg/apis/apps/
 	hack/update-codegen.sh
 
 bench: ## Benchmarks (speed and memory are measured here, never in tests).
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
 
 clean: ## Remove build output.
 	rm -rf $(BIN_DIR)
