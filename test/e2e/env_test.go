@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
-	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -89,16 +88,7 @@ func (e *env) eventually(timeout time.Duration, what string, cond func() (bool, 
 
 func (e *env) waitJob(name string, timeout time.Duration, what string, cond func(*appsv1beta1.ImagePullJob) bool) *appsv1beta1.ImagePullJob {
 	e.t.Helper()
-	var got *appsv1beta1.ImagePullJob
-	e.eventually(timeout, "job "+name+" "+what, func() (bool, string) {
-		j, err := e.client.AppsV1beta1().ImagePullJobs(e.ns).Get(context.Background(), name, metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		got = j
-		return cond(j), fmt.Sprintf("%+v %s", j.Status, e.explain(j))
-	})
-	return got
+	return framework.WaitJob(e.t, e.client, e.ns, name, timeout, what, cond, e.explain)
 }
 
 func completed(j *appsv1beta1.ImagePullJob) bool { return j.Status.CompletionTime != nil }

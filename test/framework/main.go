@@ -8,6 +8,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 )
 
 var shared *ControlPlane
@@ -83,4 +88,25 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (o
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// WaitJob polls an ImagePullJob until cond holds; describe adds context to
+// the failure report (it may be nil).
+func WaitJob(t testing.TB, client versioned.Interface, ns, name string, timeout time.Duration, what string,
+	cond func(*appsv1beta1.ImagePullJob) bool, describe func(*appsv1beta1.ImagePullJob) string) *appsv1beta1.ImagePullJob {
+	t.Helper()
+	var got *appsv1beta1.ImagePullJob
+	Eventually(t, timeout, "job "+name+" "+what, func() (bool, string) {
+		j, err := client.AppsV1beta1().ImagePullJobs(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		got = j
+		seen := fmt.Sprintf("%+v", j.Status)
+		if describe != nil {
+			seen += " " + describe(j)
+		}
+		return cond(j), seen
+	})
+	return got
 }

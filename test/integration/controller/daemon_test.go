@@ -58,6 +58,16 @@ func (e *env) startDaemon(decide func(node, image, tag string) answer) *fakeDaem
 	return d
 }
 
+// silentOn answers Succeeded everywhere but on node, which never answers.
+func silentOn(node string) func(string, string, string) answer {
+	return func(n, _, _ string) answer {
+		if n == node {
+			return answer{Silent: true}
+		}
+		return answer{Phase: appsv1beta1.ImagePhaseSucceeded}
+	}
+}
+
 func succeedAll(string, string, string) answer {
 	return answer{Phase: appsv1beta1.ImagePhaseSucceeded, Delay: 200 * time.Millisecond}
 }

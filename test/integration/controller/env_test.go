@@ -177,8 +177,7 @@ func (e *env) nodeImage(name string) (*appsv1beta1.NodeImage, error) {
 	return e.client.AppsV1beta1().NodeImages().Get(context.Background(), name, metav1.GetOptions{})
 }
 
-// eventually polls cond every 100ms until it holds or the timeout passes;
-// describe says what was last seen, for the failure message.
+// eventually polls cond until it holds (see framework.Eventually).
 func (e *env) eventually(timeout time.Duration, what string, cond func() (bool, string)) {
 	e.t.Helper()
 	framework.Eventually(e.t, timeout, what, cond)
@@ -186,16 +185,7 @@ func (e *env) eventually(timeout time.Duration, what string, cond func() (bool, 
 
 func (e *env) waitJob(name string, timeout time.Duration, what string, cond func(*appsv1beta1.ImagePullJob) bool) *appsv1beta1.ImagePullJob {
 	e.t.Helper()
-	var got *appsv1beta1.ImagePullJob
-	e.eventually(timeout, "job "+name+" "+what, func() (bool, string) {
-		j, err := e.client.AppsV1beta1().ImagePullJobs(e.ns).Get(context.Background(), name, metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		got = j
-		return cond(j), fmt.Sprintf("%+v", j.Status)
-	})
-	return got
+	return framework.WaitJob(e.t, e.client, e.ns, name, timeout, what, cond, nil)
 }
 
 func (e *env) waitJobGone(name string, timeout time.Duration) {

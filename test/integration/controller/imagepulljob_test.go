@@ -138,12 +138,7 @@ func TestDeadlineFailsUnfinishedNodes(t *testing.T) {
 	e.startController(nil)
 	ok, silent := e.addNode("ok", nil), e.addNode("silent", nil)
 	e.waitNodeImages(30*time.Second, ok, silent)
-	e.startDaemon(func(node, _, _ string) answer {
-		if node == silent {
-			return answer{Silent: true}
-		}
-		return answer{Phase: appsv1beta1.ImagePhaseSucceeded}
-	})
+	e.startDaemon(silentOn(silent))
 	job := e.createJob(newJob("deadline", "nginx:1.25", func(j *appsv1beta1.ImagePullJob) {
 		j.Spec.Selector = e.selector(nil)
 		j.Spec.Parallelism = ptr.To(intstr.FromInt32(2))
@@ -233,12 +228,7 @@ func TestNeverJobIncludesFakeAndNewNodes(t *testing.T) {
 	a := e.addNode("a", nil)
 	fake := e.addFakeNodeImage("fake")
 	e.waitNodeImages(30*time.Second, a, fake)
-	e.startDaemon(func(node, _, _ string) answer {
-		if node == fake {
-			return answer{Silent: true}
-		}
-		return answer{Phase: appsv1beta1.ImagePhaseSucceeded}
-	})
+	e.startDaemon(silentOn(fake))
 	job := e.createJob(newJob("never", "nginx:1.25", func(j *appsv1beta1.ImagePullJob) {
 		j.Spec.Selector = e.selector(nil)
 		j.Spec.Parallelism = ptr.To(intstr.FromInt32(10))
@@ -398,12 +388,7 @@ func TestNodeRemovedMidJob(t *testing.T) {
 	e.startController(nil)
 	a, b := e.addNode("a", nil), e.addNode("b", nil)
 	e.waitNodeImages(30*time.Second, a, b)
-	e.startDaemon(func(node, _, _ string) answer {
-		if node == b {
-			return answer{Silent: true}
-		}
-		return answer{Phase: appsv1beta1.ImagePhaseSucceeded}
-	})
+	e.startDaemon(silentOn(b))
 	job := e.createJob(newJob("shrink", "nginx:1.25", func(j *appsv1beta1.ImagePullJob) {
 		j.Spec.Selector = e.selector(nil)
 		j.Spec.Parallelism = ptr.To(intstr.FromInt32(2))
