@@ -4,14 +4,20 @@
 # configurations (pkg/generated) and the CRDs (artifacts/crds).
 set -o errexit -o nounset -o pipefail
 # The generator modules are not vendored; the product module is, and go
-# picks the right mode for each when GOFLAGS does not force one.
-unset GOFLAGS
+# picks the right mode for each when GOFLAGS does not force one. Other flags
+# (e.g. -modcacherw from hack/verify-fresh.sh) are kept.
+GOFLAGS=$(printf '%s\n' ${GOFLAGS:-} | grep -v '^-mod=' | paste -sd ' ' || true)
+export GOFLAGS
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=hack/lib/steps.sh
+source "$ROOT/hack/lib/steps.sh"
 OUT=$ROOT
 TOOLS="$ROOT/hack/tools/codegen"
 BOILERPLATE="$ROOT/hack/boilerplate.go.txt"
-GOBIN_DIR=${PREPULL_TOOLS_BIN:-"${XDG_CACHE_HOME:-$HOME/.cache}/prepull/tools/codegen"}
+# The generator binaries live with this clone (bin/ is ignored by git), so
+# two clones generating at once never overwrite each other's tools.
+GOBIN_DIR=${PREPULL_TOOLS_BIN:-"$ROOT/bin/tools/codegen"}
 mkdir -p "$GOBIN_DIR"
 export GOBIN="$GOBIN_DIR" PATH="$GOBIN_DIR:$PATH"
 
@@ -30,15 +36,24 @@ for src in "$api"/v1beta1/*.go; do
   } > "$api/v1alpha1/$name"
 done
 
-# 2. The generators, at the versions pinned in hack/tools/codegen.
+# 2. The generators, at the versions pinned in hack/tools/codegen. `go list
+# -m` never downloads, so fetch the module first: on a machine with an empty
+# module cache it would otherwise print an empty directory.
+say "code generation: fetching and building the generators (first time: about a minute)"
+(cd "$TOOLS" && quietly go mod download k8s.io/code-generator sigs.k8s.io/controller-tools)
 CODEGEN_PKG=$(cd "$TOOLS" && go list -m -f '{{.Dir}}' k8s.io/code-generator)
-(cd "$TOOLS" && go install sigs.k8s.io/controller-tools/cmd/controller-gen)
+if [[ -z "$CODEGEN_PKG" || ! -f "$CODEGEN_PKG/kube_codegen.sh" ]]; then
+  say "cannot find k8s.io/code-generator in the module cache (got '$CODEGEN_PKG'); see $step_log"
+  exit 1
+fi
+(cd "$TOOLS" && quietly go install sigs.k8s.io/controller-tools/cmd/controller-gen)
 # shellcheck source=/dev/null
 source "$CODEGEN_PKG/kube_codegen.sh"
 
 cd "$OUT"
-kube::codegen::gen_helpers --boilerplate "$BOILERPLATE" pkg/apis
-kube::codegen::gen_client \
+say "code generation: deepcopy, clientset, listers, informers, apply configurations, CRDs"
+quietly kube::codegen::gen_helpers --boilerplate "$BOILERPLATE" pkg/apis
+quietly kube::codegen::gen_client \
   --with-watch \
   --with-applyconfig \
   --output-dir pkg/generated \
@@ -48,4 +63,5 @@ kube::codegen::gen_client \
 
 # 3. CRDs with schema defaults and CEL rules from the types' markers.
 rm -rf artifacts/crds
-controller-gen crd:crdVersions=v1 paths=./pkg/apis/... output:crd:dir=artifacts/crds
+quietly controller-gen crd:crdVersions=v1 paths=./pkg/apis/... output:crd:dir=artifacts/crds
+rm -f "$step_log"

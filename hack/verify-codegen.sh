@@ -8,7 +8,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # The copy keeps the module path, so generated import paths are the same.
 tar -C "$ROOT" --exclude=./.git --exclude=./bin -cf - . | tar -C "$tmp" -xf -
-"$tmp/hack/update-codegen.sh" >/dev/null
+# The generator binaries stay with this clone unless the caller says where.
+PREPULL_TOOLS_BIN=${PREPULL_TOOLS_BIN:-"$ROOT/bin/tools/codegen"} "$tmp/hack/update-codegen.sh" >/dev/null
 status=0
 for dir in pkg/apis pkg/generated artifacts/crds; do
   if ! diff -Nru "$ROOT/$dir" "$tmp/$dir" >"$tmp/diff.txt"; then

@@ -2,7 +2,11 @@
 # Fails when go.mod, go.sum or vendor/ are out of step with the imports.
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=hack/lib/steps.sh
+source hack/lib/steps.sh
 export GOFLAGS=-mod=mod
+# Downloads what tidy needs (quietly: the chatter goes to the step log).
+quietly go mod download
 if ! go mod tidy -diff; then
   echo "go.mod/go.sum are not tidy: run 'go mod tidy && go mod vendor'" >&2
   exit 1
@@ -15,3 +19,4 @@ if ! diff -r vendor "$tmp/vendor" >/dev/null; then
   diff -r vendor "$tmp/vendor" | head -20 >&2
   exit 1
 fi
+rm -f "$step_log"

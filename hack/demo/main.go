@@ -161,9 +161,9 @@ func follow(ctx context.Context, client versioned.Interface, name, image string,
 		if err != nil {
 			continue
 		}
-		var b strings.Builder
 		s := job.Status
-		fmt.Fprintf(&b, "job %s: total %d, active %d, succeeded %d, failed %d — %s\n", name, s.Desired, s.Active, s.Succeeded, s.Failed, s.Message)
+		var rows strings.Builder
+		pulling, bytesPercent := 0, 0
 		for _, n := range nodes {
 			phase, progress := "-", int32(0)
 			if ni, err := client.AppsV1beta1().NodeImages().Get(ctx, n, metav1.GetOptions{}); err == nil {
@@ -175,9 +175,17 @@ func follow(ctx context.Context, client versioned.Interface, name, image string,
 					}
 				}
 			}
-			fmt.Fprintf(&b, "    %-12s %-10s %3d%% %s\n", n, phase, progress, bar(progress))
+			if phase == string(appsv1beta1.ImagePhasePulling) {
+				pulling++
+			}
+			bytesPercent += int(progress)
+			fmt.Fprintf(&rows, "    %-12s %-10s %3d%% %s\n", n, phase, progress, bar(progress))
 		}
-		if out := b.String(); out != last {
+		// The job's own message counts finished nodes only; say what a
+		// person sees in the bars too, so 0% done does not read as stuck.
+		out := fmt.Sprintf("job %s: %d/%d nodes done (%d succeeded, %d failed), %d pulling, %d%% of bytes — %s\n%s",
+			name, s.Succeeded+s.Failed, s.Desired, s.Succeeded, s.Failed, pulling, bytesPercent/max(len(nodes), 1), s.Message, rows.String())
+		if out != last {
 			fmt.Printf("[%5.1fs] %s", time.Since(start).Seconds(), out)
 			last = out
 		}
