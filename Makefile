@@ -5,13 +5,15 @@ GO ?= go
 export GOFLAGS := -mod=vendor
 BIN_DIR ?= bin
 
-.PHONY: help demo demo-stop build test test-unit test-integration e2e verify generate controlplane containerd bench clean
+.PHONY: help demo demo-stop build images cluster-e2e test test-unit test-integration e2e verify verify-fresh generate controlplane containerd bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 demo: controlplane containerd ## Run prepull locally (control plane, registry, 3 nodes, both binaries) and follow an example job.
-	$(GO) run ./hack/demo
+	@echo "building the demo and prepull (first time: a minute or two)" >&2
+	@$(GO) build -o $(BIN_DIR)/demo ./hack/demo
+	@$(BIN_DIR)/demo
 
 demo-stop: ## Stop a demo running in another terminal.
 	@hack/demo-stop.sh
@@ -20,7 +22,7 @@ build: ## Build every package (and binaries under cmd/ into bin/).
 	$(GO) build ./...
 	@if [ -d cmd ]; then $(GO) build -o $(BIN_DIR)/ ./cmd/...; fi
 
-test: verify test-unit test-integration e2e ## The full check CI runs: verify, unit, integration and end-to-end tests.
+test: verify verify-fresh test-unit test-integration e2e cluster-e2e ## The full check CI runs: verify, a fresh-cache check, unit, integration and end-to-end tests.
 
 test-unit: ## Unit tests (no servers).
 	$(GO) test -count=1 ./pkg/... $(if $(wildcard cmd),./cmd/...)
@@ -30,6 +32,15 @@ test-integration: controlplane containerd ## Tests against a real etcd, kube-api
 
 e2e: controlplane containerd ## End to end: controller and three daemons on real containerd, a real registry and apiserver.
 	$(GO) test -count=1 -timeout 20m ./test/e2e/...
+
+REGISTRY ?=
+images: ## Container images for both binaries (linux/amd64+arm64, no Docker needed): to bin/images (OCI layout), or pushed with REGISTRY=host/path.
+	$(GO) run ./hack/images $(if $(REGISTRY),-registry=$(REGISTRY)) $(if $(TAG),-tag=$(TAG)) $(if $(PLATFORMS),-platforms=$(PLATFORMS))
+
+cluster-e2e: controlplane ## Install prepull with kubectl apply -k on a real 2-node cluster (kubelets, containerd) on this machine and check it end to end.
+	@hack/build-controlplane.sh node >/dev/null
+	@hack/install-containerd.sh node
+	$(GO) test -count=1 -timeout 25m ./test/clustere2e/...
 
 controlplane: ## Build (or find cached) etcd, kube-apiserver and kubectl.
 	@hack/build-controlplane.sh >/dev/null
@@ -42,6 +53,9 @@ verify: ## gofmt, go vet, vendor and generated-code freshness.
 	$(GO) vet ./...
 	hack/verify-vendor.sh
 	hack/verify-codegen.sh
+
+verify-fresh: ## Code generation and its freshness check with a new, empty Go module cache (as on a fresh machine).
+	hack/verify-fresh.sh
 
 generate: ## Regenerate v1alpha1, deepcopy, clients and CRDs from pkg/apis/apps/v1beta1.
 	hack/update-codegen.sh

@@ -79,5 +79,4 @@ if ! cached; then
   mkdir -p "$BIN"
   with_lock "$BIN/../.build.lock" build
 fi
-rm -f "$step_log"
 echo "$BIN"

@@ -39,4 +39,3 @@ quietly apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "$
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet containerd 2>/dev/null; then
   systemctl stop containerd || true
 fi
-rm -f "$step_log"

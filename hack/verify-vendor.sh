@@ -19,4 +19,3 @@ if ! diff -r vendor "$tmp/vendor" >/dev/null; then
   diff -r vendor "$tmp/vendor" | head -20 >&2
   exit 1
 fi
-rm -f "$step_log"

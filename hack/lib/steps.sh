@@ -6,6 +6,8 @@
 # step_log is the file a script's quiet steps write to; one per run, so two
 # runs at once (from two clones) never share it.
 step_log=${step_log:-$(mktemp "${TMPDIR:-/tmp}/prepull-hack.XXXXXX.log")}
+# Removed when the script ends; a failed step keeps a copy it names.
+trap 'rm -f "$step_log"' EXIT
 
 # say prints a progress line for a person.
 say() { echo "$*" >&2; }
@@ -19,9 +21,11 @@ quietly() {
   "$@" >>"$step_log" 2>&1 &
   wait $! || rc=$?
   if ((rc != 0)); then
+    local kept="${step_log%.log}.failed.log"
+    cp "$step_log" "$kept"
     say "failed ($rc): $*"
-    tail -n 40 "$step_log" | sed 's/^/    /' >&2
-    say "full log: $step_log"
+    tail -n 40 "$kept" | sed 's/^/    /' >&2
+    say "full log: $kept"
   fi
   return $rc
 }

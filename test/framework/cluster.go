@@ -108,6 +108,16 @@ func (p *Process) Kill() {
 	<-p.done
 }
 
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Pid is the process ID.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -57,8 +58,35 @@ type ControlPlane struct {
 	// Dir holds the data, certificates and logs; it is removed by Stop.
 	Dir string
 
+	// CAFile holds the apiserver's serving CA; SAKeyFile its service-account
+	// signing key (kube-controller-manager needs both).
+	CAFile, SAKeyFile string
+
+	opts     ControlPlaneOptions
 	procs    []*process
 	stopOnce sync.Once
+}
+
+// ControlPlaneOptions turn the test control plane into one a real cluster
+// can join. The zero value is the plain one the integration tests use.
+type ControlPlaneOptions struct {
+	// AdvertiseAddress is the address the apiserver serves on (all
+	// addresses, with this one in its certificate) and publishes for the
+	// kubernetes Service. Empty: 127.0.0.1 only, no Service endpoints.
+	AdvertiseAddress string
+	// Tokens are extra bearer tokens, e.g. for kubelets (system:node:<name>
+	// in system:nodes) and kube-controller-manager.
+	Tokens []Token
+	// RealCluster enables what pods on real kubelets need: Node
+	// authorization, the NodeRestriction and ServiceAccount admission
+	// plugins.
+	RealCluster bool
+}
+
+// Token is one line of the apiserver's token file.
+type Token struct {
+	Token, User string
+	Groups      []string
 }
 
 type process struct {
@@ -73,6 +101,11 @@ type process struct {
 // temporary directory and waits until the apiserver is ready. The caller
 // must call Stop, which also runs if ctx is cancelled.
 func Start(ctx context.Context) (*ControlPlane, error) {
+	return StartWithOptions(ctx, ControlPlaneOptions{})
+}
+
+// StartWithOptions is Start for a control plane shaped by opts.
+func StartWithOptions(ctx context.Context, opts ControlPlaneOptions) (*ControlPlane, error) {
 	bin := BinDir()
 	for _, name := range []string{"etcd", "kube-apiserver"} {
 		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
@@ -83,7 +116,7 @@ func Start(ctx context.Context) (*ControlPlane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating control plane directory: %w", err)
 	}
-	cp := &ControlPlane{Dir: dir}
+	cp := &ControlPlane{Dir: dir, opts: opts}
 	if err := cp.start(ctx, bin); err != nil {
 		logs := cp.Logs()
 		cp.Stop()
@@ -158,35 +191,45 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, bin, etcdURL string,
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return fmt.Errorf("creating cert dir: %w", err)
 	}
-	token, err := randomToken()
+	token, err := RandomToken()
 	if err != nil {
 		return err
 	}
 	tokenFile := filepath.Join(cp.Dir, "tokens.csv")
-	if err := os.WriteFile(tokenFile, []byte(token+",prepull-admin,prepull-admin,system:masters\n"), 0o600); err != nil {
+	tokens := token + ",prepull-admin,prepull-admin,system:masters\n"
+	for _, t := range cp.opts.Tokens {
+		tokens += fmt.Sprintf("%s,%s,%s,%q\n", t.Token, t.User, t.User, strings.Join(t.Groups, ","))
+	}
+	if err := os.WriteFile(tokenFile, []byte(tokens), 0o600); err != nil {
 		return fmt.Errorf("writing token file: %w", err)
 	}
 	saKey := filepath.Join(cp.Dir, "sa.key")
 	if err := writeRSAKey(saKey); err != nil {
 		return err
 	}
-	host := "https://127.0.0.1:" + strconv.Itoa(ports[0])
-	p, err := cp.launch(fmt.Sprintf("kube-apiserver-%d", attempt), filepath.Join(bin, "kube-apiserver"),
+	bind, advertise := "127.0.0.1", "127.0.0.1"
+	extra := []string{"--endpoint-reconciler-type", "none", "--disable-admission-plugins", "ServiceAccount", "--authorization-mode", "RBAC"}
+	if a := cp.opts.AdvertiseAddress; a != "" {
+		bind, advertise = "0.0.0.0", a
+		extra = []string{"--kubelet-preferred-address-types", "InternalIP"}
+	}
+	if cp.opts.RealCluster {
+		extra = append(extra, "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction")
+	}
+	host := "https://" + net.JoinHostPort(advertise, strconv.Itoa(ports[0]))
+	p, err := cp.launch(fmt.Sprintf("kube-apiserver-%d", attempt), filepath.Join(bin, "kube-apiserver"), append([]string{
 		"--etcd-servers", etcdURL,
-		"--bind-address", "127.0.0.1",
-		"--advertise-address", "127.0.0.1",
+		"--bind-address", bind,
+		"--advertise-address", advertise,
 		"--secure-port", strconv.Itoa(ports[0]),
 		"--cert-dir", certDir,
 		"--token-auth-file", tokenFile,
-		"--authorization-mode", "RBAC",
 		"--service-account-issuer", "https://prepull.test",
 		"--service-account-key-file", saKey,
 		"--service-account-signing-key-file", saKey,
 		"--service-cluster-ip-range", "10.0.0.0/24",
-		"--endpoint-reconciler-type", "none",
-		"--disable-admission-plugins", "ServiceAccount",
 		"--v", "1",
-	)
+	}, extra...)...)
 	if err != nil {
 		return err
 	}
@@ -223,8 +266,9 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, bin, etcdURL string,
 		QPS:             200,
 		Burst:           400,
 	}
+	cp.CAFile, cp.SAKeyFile = caFile, saKey
 	cp.Kubeconfig = filepath.Join(cp.Dir, "kubeconfig")
-	return writeKubeconfig(cp.Kubeconfig, host, token, ca)
+	return WriteKubeconfig(cp.Kubeconfig, host, token, ca)
 }
 
 // launch starts a binary with its output in a log file under Dir. Children
@@ -337,7 +381,7 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func randomToken() (string, error) {
+func RandomToken() (string, error) {
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
 		return "", fmt.Errorf("generating token: %w", err)
@@ -357,7 +401,8 @@ func writeRSAKey(path string) error {
 	return nil
 }
 
-func writeKubeconfig(path, host, token string, ca []byte) error {
+// WriteKubeconfig writes a kubeconfig that reaches host with a bearer token.
+func WriteKubeconfig(path, host, token string, ca []byte) error {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["prepull"] = &clientcmdapi.Cluster{Server: host, CertificateAuthorityData: ca}
 	cfg.AuthInfos["prepull-admin"] = &clientcmdapi.AuthInfo{Token: token}

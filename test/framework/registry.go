@@ -7,6 +7,8 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -17,6 +19,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/prepull/prepull/hack/images/ociimage"
 )
 
 // Registry is a real OCI registry (go-containerregistry's pkg/registry) on
@@ -87,6 +91,24 @@ func (r *Registry) PushRandom(repo, tag string, layers int, layerSize int64) (v1
 		return v1.Hash{}, fmt.Errorf("pushing %s: %w", ref, err)
 	}
 	return img.Digest()
+}
+
+// PushBinary packages a static linux binary as a one-layer image (the
+// binary is its entrypoint) and pushes it as repoTag.
+func (r *Registry) PushBinary(ctx context.Context, repoTag, binary string) error {
+	img, err := ociimage.Build(ociimage.Spec{Binary: binary, Name: filepath.Base(binary), User: "0:0",
+		Platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}})
+	if err != nil {
+		return err
+	}
+	ref, err := name.ParseReference(r.Host+"/"+repoTag, name.Insecure)
+	if err != nil {
+		return err
+	}
+	if err := remote.Write(ref, img, remote.WithContext(ctx), remote.WithAuth(&authn.Basic{Username: r.Username, Password: r.Password})); err != nil {
+		return fmt.Errorf("pushing %s: %w", ref, err)
+	}
+	return nil
 }
 
 // throttled writes at most bps bytes per second.

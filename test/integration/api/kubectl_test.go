@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/prepull/prepull/test/framework"
 )
 
@@ -29,7 +31,7 @@ func TestKubectl(t *testing.T) {
 		}
 		return string(out)
 	}
-	run("apply", "-f", framework.CRDDir())
+	run("apply", "-k", framework.CRDDir())
 	examples := filepath.Join(framework.RepoRoot(), "artifacts", "examples")
 	run("apply", "-n", ns, "-f", filepath.Join(examples, "imagepulljob-always.yaml"))
 	run("apply", "-n", ns, "-f", filepath.Join(examples, "imagelistpulljob.yaml"))
@@ -76,28 +78,141 @@ func firstLines(out string) string {
 	return strings.Join(headers, "\n")
 }
 
-// TestDeployManifests builds the kustomization with kubectl and has the
-// real apiserver accept every object (server-side dry run).
+// TestDeployManifests builds the base and every overlay with kubectl's
+// kustomize, checks the hardening each must keep, and has the real
+// apiserver accept every object (server-side dry run) where the cluster has
+// the kinds (the monitoring overlay needs Prometheus Operator's CRDs).
 func TestDeployManifests(t *testing.T) {
 	cp := framework.Shared(t)
 	kubectl := filepath.Join(framework.BinDir(), "kubectl")
-	deploy := filepath.Join(framework.RepoRoot(), "artifacts")
-	rendered, err := exec.Command(kubectl, "kustomize", deploy).Output()
-	if err != nil {
-		t.Fatalf("kubectl kustomize %s: %v", deploy, err)
-	}
-	for _, kind := range []string{"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "Role", "Deployment", "DaemonSet"} {
-		if !strings.Contains(string(rendered), "kind: "+kind) {
-			t.Errorf("rendered manifests lack a %s", kind)
-		}
-	}
+	artifacts := filepath.Join(framework.RepoRoot(), "artifacts")
 	// The namespace must exist for a dry run of namespaced objects.
-	out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "-f", filepath.Join(deploy, "deploy", "namespace.yaml")).CombinedOutput()
+	out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "-f", filepath.Join(artifacts, "deploy", "namespace.yaml")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("creating namespace: %v\n%s", err, out)
 	}
-	out, err = exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "--dry-run=server", "-k", deploy).CombinedOutput()
-	if err != nil {
-		t.Fatalf("apiserver rejected the deploy manifests: %v\n%s", err, out)
+	for _, tc := range []struct {
+		dir, socketDir string
+		dryRun         bool
+		extraKinds     []string
+	}{
+		{dir: ".", socketDir: "/run/containerd", dryRun: true},
+		{dir: "overlays/cri-o", socketDir: "/run/crio", dryRun: true},
+		{dir: "overlays/monitoring", socketDir: "/run/containerd", extraKinds: []string{"Service", "ServiceMonitor"}},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			dir := filepath.Join(artifacts, tc.dir)
+			rendered, err := exec.Command(kubectl, "kustomize", dir).Output()
+			if err != nil {
+				t.Fatalf("kubectl kustomize %s: %v", dir, err)
+			}
+			objects := map[string]map[string]any{}
+			for _, doc := range strings.Split(string(rendered), "\n---\n") {
+				var obj map[string]any
+				if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+					t.Fatalf("rendered YAML: %v", err)
+				}
+				kind, _ := obj["kind"].(string)
+				name, _ := lookup(obj, "metadata", "name").(string)
+				objects[kind+"/"+name] = obj
+			}
+			for _, kind := range append([]string{"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "Role", "Deployment", "DaemonSet",
+				"PodDisruptionBudget", "PriorityClass", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}, tc.extraKinds...) {
+				if !strings.Contains(string(rendered), "kind: "+kind+"\n") {
+					t.Errorf("rendered manifests lack a %s", kind)
+				}
+			}
+			checkHardening(t, objects, tc.socketDir)
+			if tc.dryRun {
+				out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "--dry-run=server", "-k", dir).CombinedOutput()
+				if err != nil {
+					t.Fatalf("apiserver rejected the manifests of %s: %v\n%s", tc.dir, err, out)
+				}
+			}
+		})
 	}
+}
+
+// checkHardening holds the rules the deploy manifests promise in the README.
+func checkHardening(t *testing.T, objects map[string]map[string]any, socketDir string) {
+	t.Helper()
+	if got := lookup(objects["Namespace/prepull-system"], "metadata", "labels", "pod-security.kubernetes.io/enforce"); got == nil {
+		t.Errorf("namespace prepull-system has no Pod Security enforce label")
+	}
+	ds := objects["DaemonSet/prepull-daemon"]
+	dep := objects["Deployment/prepull-controller"]
+	if ds == nil || dep == nil {
+		t.Fatalf("no daemon DaemonSet or controller Deployment")
+	}
+	for name, obj := range map[string]map[string]any{"daemon": ds, "controller": dep} {
+		spec := lookup(obj, "spec", "template", "spec").(map[string]any)
+		if got := lookup(spec, "securityContext", "seccompProfile", "type"); got != "RuntimeDefault" {
+			t.Errorf("%s: pod seccompProfile %v, want RuntimeDefault", name, got)
+		}
+		if got := lookup(spec, "nodeSelector", "kubernetes.io/os"); got != "linux" {
+			t.Errorf("%s: nodeSelector kubernetes.io/os = %v, want linux", name, got)
+		}
+		if pc, _ := spec["priorityClassName"].(string); strings.HasPrefix(pc, "system-") {
+			t.Errorf("%s: priorityClassName %s: use prepull's own class", name, pc)
+		}
+		for _, c := range spec["containers"].([]any) {
+			c := c.(map[string]any)
+			if lookup(c, "resources", "requests", "memory") == nil || lookup(c, "resources", "limits", "memory") == nil || lookup(c, "resources", "requests", "cpu") == nil {
+				t.Errorf("%s: container %v lacks memory requests/limits or a CPU request", name, c["name"])
+			}
+			if lookup(c, "securityContext", "allowPrivilegeEscalation") != false || lookup(c, "securityContext", "readOnlyRootFilesystem") != true {
+				t.Errorf("%s: container %v may escalate privileges or write its root filesystem", name, c["name"])
+			}
+		}
+	}
+	ctrl := lookup(dep, "spec", "template", "spec").(map[string]any)
+	if uid, _ := lookup(ctrl, "securityContext", "runAsUser").(float64); uid == 0 {
+		t.Errorf("controller: runAsUser %v, want a non-root uid", lookup(ctrl, "securityContext", "runAsUser"))
+	}
+	if ctrl["topologySpreadConstraints"] == nil {
+		t.Errorf("controller: no topologySpreadConstraints")
+	}
+	if objects["PodDisruptionBudget/prepull-controller"] == nil {
+		t.Errorf("no PodDisruptionBudget for the controller")
+	}
+	if got := lookup(objects["PriorityClass/prepull-daemon"], "preemptionPolicy"); got != "Never" {
+		t.Errorf("PriorityClass prepull-daemon: preemptionPolicy %v, want Never", got)
+	}
+	daemon := lookup(ds, "spec", "template", "spec").(map[string]any)
+	if daemon["priorityClassName"] != "prepull-daemon" {
+		t.Errorf("daemon: priorityClassName %v, want prepull-daemon", daemon["priorityClassName"])
+	}
+	// Only the runtime's socket directory, mounted at a path of its own.
+	mounts := map[string]string{}
+	for _, c := range daemon["containers"].([]any) {
+		for _, m := range lookup(c.(map[string]any), "volumeMounts").([]any) {
+			m := m.(map[string]any)
+			mounts[m["name"].(string)] = m["mountPath"].(string)
+		}
+	}
+	for _, v := range daemon["volumes"].([]any) {
+		v := v.(map[string]any)
+		path, ok := lookup(v, "hostPath", "path").(string)
+		if !ok {
+			continue
+		}
+		if path != socketDir {
+			t.Errorf("daemon mounts host path %s, want only %s", path, socketDir)
+		}
+		if mp := mounts[v["name"].(string)]; !strings.HasPrefix(mp, "/host/") {
+			t.Errorf("daemon mounts %s at %s: keep host paths under /host, away from /run and /var/run", path, mp)
+		}
+	}
+}
+
+// lookup walks nested maps; nil when a key is missing.
+func lookup(obj any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := obj.(map[string]any)
+		if !ok {
+			return nil
+		}
+		obj = m[k]
+	}
+	return obj
 }
