@@ -88,7 +88,9 @@ func TestInstallOnRealCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	framework.WaitJob(t, kruise, "default", job.Name, 3*time.Minute, "succeeded on both nodes",
-		func(j *appsv1beta1.ImagePullJob) bool { return j.Status.Succeeded == int32(len(c.Nodes)) && j.Status.CompletionTime != nil },
+		func(j *appsv1beta1.ImagePullJob) bool {
+			return j.Status.Succeeded == int32(len(c.Nodes)) && j.Status.CompletionTime != nil
+		},
 		func(*appsv1beta1.ImagePullJob) string { return podSummary(ctx, t) })
 
 	// 4. Pods with IfNotPresent and no pull secret start without a pull:
@@ -407,7 +409,7 @@ func reportMemory(t *testing.T, ctx context.Context) {
 		}
 		var summary struct {
 			Pods []struct {
-				PodRef struct{ Name, Namespace string } `json:"podRef"`
+				PodRef     struct{ Name, Namespace string } `json:"podRef"`
 				Containers []struct {
 					Name   string `json:"name"`
 					Memory struct {

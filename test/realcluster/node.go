@@ -181,9 +181,9 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 `, n.CgroupRoot, n.IP, n.IP)
 	files := map[string]string{
-		"containerd.toml":       containerd,
+		"containerd.toml":        containerd,
 		"cni/10-bridge.conflist": cni,
-		"kubelet.yaml":          kubelet,
+		"kubelet.yaml":           kubelet,
 	}
 	// Plain HTTP to the test's registry.
 	hostDir := filepath.Join(n.Dir, "certs.d", c.Registry.Host)
