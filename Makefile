@@ -5,7 +5,7 @@ GO ?= go
 export GOFLAGS := -mod=vendor
 BIN_DIR ?= bin
 
-.PHONY: help demo demo-stop build images cluster-e2e test test-unit test-integration e2e verify verify-fresh generate controlplane containerd bench clean
+.PHONY: help demo demo-stop build images cluster-e2e fuzz test test-unit test-integration e2e verify verify-fresh generate controlplane containerd bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ build: ## Build every package (and binaries under cmd/ into bin/).
 	$(GO) build ./...
 	@if [ -d cmd ]; then $(GO) build -o $(BIN_DIR)/ ./cmd/...; fi
 
-test: verify verify-fresh test-unit test-integration e2e cluster-e2e ## The full check CI runs: verify, a fresh-cache check, unit, integration and end-to-end tests.
+test: verify verify-fresh test-unit fuzz test-integration e2e cluster-e2e ## The full check CI runs: verify, a fresh-cache check, unit, integration and end-to-end tests.
 
 test-unit: ## Unit tests (no servers).
 	$(GO) test -count=1 ./pkg/... $(if $(wildcard cmd),./cmd/...)
@@ -59,6 +59,16 @@ verify-fresh: ## Code generation and its freshness check with a new, empty Go mo
 
 generate: ## Regenerate v1alpha1, deepcopy, clients and CRDs from pkg/apis/apps/v1beta1.
 	hack/update-codegen.sh
+
+FUZZTIME ?= 10s
+FUZZ_TARGETS := FuzzParse:./pkg/imageref FuzzKeyring:./pkg/credentials FuzzCount:./pkg/nodeimage FuzzDiff:./pkg/mergepatch
+fuzz: ## Each fuzz target for FUZZTIME (default 10s), from its committed seeds; a crash fails and is saved under testdata/fuzz.
+	@for t in $(FUZZ_TARGETS); do \
+	  name=$${t%%:*}; pkg=$${t#*:}; \
+	  echo "fuzzing $$name in $$pkg for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/prepull-fuzz.$$$$.log 2>&1 || { cat /tmp/prepull-fuzz.$$$$.log; rm -f /tmp/prepull-fuzz.$$$$.log; exit 1; }; \
+	  rm -f /tmp/prepull-fuzz.$$$$.log; \
+	done
 
 bench: ## Benchmarks (speed and memory are measured here, never in tests).
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...

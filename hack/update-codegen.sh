@@ -64,6 +64,7 @@ quietly kube::codegen::gen_client \
 # 3. CRDs with schema defaults and CEL rules from the types' markers.
 rm -rf artifacts/crds
 quietly controller-gen crd:crdVersions=v1 paths=./pkg/apis/... output:crd:dir=artifacts/crds
+GOFLAGS=-mod=vendor quietly go run ./hack/crdbounds artifacts/crds/*.yaml
 # A kustomization of their own, so overlays under artifacts/overlays can use
 # them without including artifacts/ itself (kustomize calls that a cycle).
 crds=(artifacts/crds/*.yaml)

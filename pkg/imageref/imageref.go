@@ -1,30 +1,43 @@
-// Package imageref splits image references the way NodeImage stores them:
-// an image name without tag (the map key) and a tag, where a digest is kept
-// as the tag "sha256:<hex>". It also joins them back into a reference a
-// runtime accepts, so a digest becomes name@sha256:<hex>, never the invalid
-// name:sha256:<hex>.
+// Package imageref is prepull's one reading of image references, built on
+// github.com/distribution/reference (what containerd and the kubelet use).
+// It splits a reference the way NodeImage stores it, an image name without
+// tag (the map key, as written) and a tag, where a digest is kept as the tag
+// "sha256:<hex>", and joins them back into a reference a runtime accepts, so
+// a digest becomes name@sha256:<hex>, never the invalid name:sha256:<hex>.
+// Registry host and repository path are normalised as the ecosystem does:
+// no host is docker.io, index.docker.io is docker.io, and a single-name
+// Docker Hub image is under library/.
 package imageref
 
 import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
 )
 
 // DefaultTag is the tag of a reference that names none.
 const DefaultTag = "latest"
 
-var (
-	// The grammar of distribution's reference package, in the same shape as
-	// the CRD's CEL rule, so the controller and the apiserver agree.
-	domainComponent = `(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)`
-	domain          = domainComponent + `(?:\.` + domainComponent + `)*(?::[0-9]+)?`
-	pathComponent   = `[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*`
-	name            = `(?:` + domain + `/)?` + pathComponent + `(?:/` + pathComponent + `)*`
-	tag             = `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`
-	digest          = `[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}`
+// MaxNameLength is the longest image name (without tag or digest) a
+// registry accepts.
+const MaxNameLength = reference.NameTotalLengthMax
 
-	referenceRE = regexp.MustCompile(`^(` + name + `)(?::(` + tag + `))?(?:@(` + digest + `))?$`)
+// Pattern is the reference grammar the CRDs' CEL rules check at admission,
+// written for CEL's RE2: distribution's grammar, narrowed to what prepull
+// can pull (sha256 digests only, no IPv6 hosts). Every string it matches
+// whose name is at most MaxNameLength long parses here (FuzzParse checks).
+const Pattern = `^(([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)([.][a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?` +
+	`[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*)*` +
+	`(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$`
+
+var (
+	patternRE = regexp.MustCompile(Pattern)
+	// imageID is what admission refuses besides Pattern: a bare 64-hex
+	// string reads as an image ID, not a name.
+	imageID = regexp.MustCompile(`^[a-f0-9]{64}$`)
 )
 
 // Reference is an image split for a NodeImage.
@@ -40,21 +53,44 @@ type Reference struct {
 // Parse splits an image reference. A reference with neither tag nor digest
 // gets the tag latest, as a runtime would pull it.
 func Parse(ref string) (Reference, error) {
-	m := referenceRE.FindStringSubmatch(ref)
-	if m == nil {
-		return Reference{}, fmt.Errorf("%q is not an image reference: want name[:tag][@digest] with a lowercase repository path, e.g. nginx:1.25 or registry.example.com/team/app@sha256:<64 hex digits>", ref)
+	parsed, err := reference.Parse(ref)
+	if err == nil {
+		// The stricter reading runtimes apply (it refuses a bare image ID).
+		_, err = reference.ParseNormalizedNamed(ref)
 	}
-	r := Reference{Name: m[1], Tag: m[2]}
-	if m[3] != "" {
-		if !strings.HasPrefix(m[3], "sha256:") || len(m[3]) != len("sha256:")+64 {
-			return Reference{}, fmt.Errorf("%q: only sha256 digests of 64 hex digits can be pre-pulled", ref)
+	if err != nil {
+		return Reference{}, fmt.Errorf("%q is not an image reference (%v): want name[:tag][@sha256:<64 hex digits>] with a lowercase repository path, e.g. nginx:1.25 or registry.example.com/team/app@sha256:<hex>", ref, err)
+	}
+	named, ok := parsed.(reference.Named)
+	if !ok {
+		return Reference{}, fmt.Errorf("%q has no image name: want name[:tag][@digest], e.g. nginx:1.25", ref)
+	}
+	r := Reference{Name: named.Name(), Tag: DefaultTag}
+	if tagged, ok := parsed.(reference.Tagged); ok {
+		r.Tag = tagged.Tag()
+	}
+	if digested, ok := parsed.(reference.Digested); ok {
+		if digested.Digest().Algorithm() != digest.SHA256 {
+			return Reference{}, fmt.Errorf("%q: only sha256 digests can be pre-pulled, not %s", ref, digested.Digest().Algorithm())
 		}
-		r.Tag = strings.ToLower(m[3])
-	}
-	if r.Tag == "" {
-		r.Tag = DefaultTag
+		r.Tag = digested.Digest().String()
 	}
 	return r, nil
+}
+
+// Admissible reports whether the CRDs' rules accept ref as an image.
+func Admissible(ref string) bool {
+	if !patternRE.MatchString(ref) || imageID.MatchString(ref) {
+		return false
+	}
+	name := ref
+	if i := strings.IndexByte(name, '@'); i >= 0 {
+		name = name[:i]
+	}
+	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
+		name = name[:i]
+	}
+	return len(name) <= MaxNameLength
 }
 
 // IsDigest reports whether a NodeImage tag is a digest.
@@ -71,23 +107,14 @@ func Join(name, tag string) string {
 // String is the reference to pull.
 func (r Reference) String() string { return Join(r.Name, r.Tag) }
 
-// Repository splits an image reference into its registry host and
-// repository path the way Docker and kubelet normalise them: no host means
-// docker.io, and a single-name Docker Hub image is under library/.
+// Repository returns an image reference's registry host and repository
+// path, normalised as containerd and the kubelet do (docker.io,
+// library/...). A string that is no reference is returned as its own path
+// on docker.io, so a lookup with it simply matches nothing useful.
 func Repository(image string) (host, path string) {
-	name := image
-	if i := strings.Index(name, "@"); i >= 0 {
-		name = name[:i]
+	named, err := reference.ParseNormalizedNamed(image)
+	if err != nil {
+		return "docker.io", image
 	}
-	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
-		name = name[:i]
-	}
-	first, rest, found := strings.Cut(name, "/")
-	if found && (strings.ContainsAny(first, ".:") || first == "localhost") {
-		return first, rest
-	}
-	if !found {
-		name = "library/" + name
-	}
-	return "docker.io", name
+	return reference.Domain(named), reference.Path(named)
 }

@@ -1,6 +1,15 @@
 package imageref
 
-import "testing"
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/distribution/reference"
+	"sigs.k8s.io/yaml"
+)
 
 func TestParse(t *testing.T) {
 	const hex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -26,6 +35,9 @@ func TestParse(t *testing.T) {
 		{in: "nginx@sha512:" + hex + hex, wantErr: true},
 		{in: "nginx:.hidden", wantErr: true},
 		{in: "/nginx", wantErr: true},
+		{in: "nginx@sha256:" + hex[:63], wantErr: true},
+		{in: "nginx@sha256:" + strings.ToUpper(hex), wantErr: true},
+		{in: strings.Repeat("a", 256), wantErr: true},
 	}
 	for _, c := range cases {
 		got, err := Parse(c.in)
@@ -65,12 +77,88 @@ func TestRepository(t *testing.T) {
 		"nginx:1.25":                          {"docker.io", "library/nginx"},
 		"team/app":                            {"docker.io", "team/app"},
 		"127.0.0.1:5000/app:v1":               {"127.0.0.1:5000", "app"},
-		"registry.example.com/a/b@sha256:abc": {"registry.example.com", "a/b"},
+		"registry.example.com/a/b:1": {"registry.example.com", "a/b"},
 		"localhost/x:1":                       {"localhost", "x"},
+		"docker.io/nginx":                     {"docker.io", "library/nginx"},
+		"index.docker.io/nginx:1":             {"docker.io", "library/nginx"},
+		"docker.io/library/nginx":             {"docker.io", "library/nginx"},
+		"index.docker.io/team/app":            {"docker.io", "team/app"},
 	}
 	for in, want := range cases {
 		if h, p := Repository(in); h != want[0] || p != want[1] {
 			t.Errorf("Repository(%q) = %q, %q; want %q", in, h, p, want)
 		}
 	}
+}
+
+// The CRDs check images with Pattern: what admission accepts, Parse must.
+func TestCRDsUsePattern(t *testing.T) {
+	for _, f := range []string{"apps.kruise.io_imagepulljobs.yaml", "apps.kruise.io_imagelistpulljobs.yaml"} {
+		data, err := os.ReadFile(filepath.Join("..", "..", "artifacts", "crds", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var crd any
+		if err := yaml.Unmarshal(data, &crd); err != nil {
+			t.Fatal(err)
+		}
+		rules := strings.Join(collectRules(crd), "\n")
+		if n := strings.Count(rules, ".matches('"+Pattern+"')"); n != 2 {
+			t.Errorf("%s: the image rule uses imageref.Pattern %d times, want once per version (2): keep the marker in step with Pattern", f, n)
+		}
+		if n := strings.Count(rules, fmt.Sprintf(".size() <= %d", MaxNameLength)); n != 2 {
+			t.Errorf("%s: the name length rule (<= %d) appears %d times, want 2", f, MaxNameLength, n)
+		}
+	}
+}
+
+func collectRules(v any) []string {
+	var out []string
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			if s, ok := x.(string); ok && k == "rule" {
+				out = append(out, s)
+			}
+			out = append(out, collectRules(x)...)
+		}
+	case []any:
+		for _, x := range v {
+			out = append(out, collectRules(x)...)
+		}
+	}
+	return out
+}
+
+// FuzzParse: nothing panics, every reference admission accepts parses and
+// survives a round trip through Join, and the normalised repository agrees
+// with distribution/reference.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"nginx", "nginx:1.25", "docker.io/nginx", "index.docker.io/library/nginx:1",
+		"r.io:5000/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "localhost:5000", "a:b@c:d", "[::1]:5000/x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := Parse(s)
+		if Admissible(s) {
+			if err != nil {
+				t.Fatalf("admission accepts %q but Parse fails: %v", s, err)
+			}
+			back, err := Parse(r.String())
+			if err != nil || back != r {
+				t.Fatalf("Parse(%q) = %+v; Parse(%q) = %+v, %v", s, r, r.String(), back, err)
+			}
+		}
+		if err != nil {
+			return
+		}
+		host, path := Repository(s)
+		named, nerr := reference.ParseNormalizedNamed(s)
+		if nerr != nil {
+			t.Fatalf("Parse accepts %q, distribution does not: %v", s, nerr)
+		}
+		if host != reference.Domain(named) || path != reference.Path(named) {
+			t.Fatalf("Repository(%q) = %s, %s; distribution says %s, %s", s, host, path, reference.Domain(named), reference.Path(named))
+		}
+	})
 }

@@ -87,6 +87,8 @@ type CompletionPolicy struct {
 // +kubebuilder:validation:XValidation:rule="!(has(self.names) && size(self.names) > 0 && ((has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)))",message="selector: set either names or matchLabels/matchExpressions, not both"
 // +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="selector.matchExpressions: operator must be one of In, NotIn, Exists, DoesNotExist"
 // +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn'] ? (has(e.values) && size(e.values) > 0) : (!has(e.values) || size(e.values) == 0))",message="selector.matchExpressions: values must be non-empty for In and NotIn and empty for Exists and DoesNotExist"
+// +kubebuilder:validation:XValidation:rule="!has(self.matchLabels) || self.matchLabels.all(k, !format.qualifiedName().validate(k).hasValue() && !format.labelValue().validate(self.matchLabels[k]).hasValue())",message="selector.matchLabels: every key must be a label key (an optional DNS-subdomain prefix and /, then at most 63 letters, digits, -, _ or . starting and ending with a letter or digit) and every value a label value (at most 63 such characters, or empty)"
+// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, !format.qualifiedName().validate(e.key).hasValue() && (!has(e.values) || e.values.all(v, !format.labelValue().validate(v).hasValue())))",message="selector.matchExpressions: every key must be a label key (an optional DNS-subdomain prefix and /, then at most 63 letters, digits, -, _ or .) and every value a label value (at most 63 such characters)"
 type ImagePullJobNodeSelector struct {
 	// Names lists the nodes to pull on; names that match no node are skipped.
 	// +listType=set
@@ -102,6 +104,8 @@ type ImagePullJobNodeSelector struct {
 // ImagePullJobPodSelector picks the nodes that run matching pods.
 // +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="podSelector.matchExpressions: operator must be one of In, NotIn, Exists, DoesNotExist"
 // +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn'] ? (has(e.values) && size(e.values) > 0) : (!has(e.values) || size(e.values) == 0))",message="podSelector.matchExpressions: values must be non-empty for In and NotIn and empty for Exists and DoesNotExist"
+// +kubebuilder:validation:XValidation:rule="!has(self.matchLabels) || self.matchLabels.all(k, !format.qualifiedName().validate(k).hasValue() && !format.labelValue().validate(self.matchLabels[k]).hasValue())",message="podSelector.matchLabels: every key must be a label key (an optional DNS-subdomain prefix and /, then at most 63 letters, digits, -, _ or . starting and ending with a letter or digit) and every value a label value (at most 63 such characters, or empty)"
+// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, !format.qualifiedName().validate(e.key).hasValue() && (!has(e.values) || e.values.all(v, !format.labelValue().validate(v).hasValue())))",message="podSelector.matchExpressions: every key must be a label key (an optional DNS-subdomain prefix and /, then at most 63 letters, digits, -, _ or .) and every value a label value (at most 63 such characters)"
 type ImagePullJobPodSelector struct {
 	// LabelSelector matches pods in the job's namespace.
 	// +optional
@@ -119,6 +123,7 @@ type ImagePullJobTemplate struct {
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.all(s, !format.dns1123Subdomain().validate(s).hasValue())",message="pullSecrets: every entry must be a Secret name (lowercase letters, digits, - and ., at most 253 characters)"
 	// +optional
 	PullSecrets []string `json:"pullSecrets,omitempty"`
 

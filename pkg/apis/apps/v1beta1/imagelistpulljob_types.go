@@ -13,7 +13,7 @@ type ImageListPullJobSpec struct {
 	// +kubebuilder:validation:MaxItems=255
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=1024
-	// +kubebuilder:validation:XValidation:rule="self.all(i, i.matches('^(([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)([.][a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$'))",message="every entry of images must be an image reference such as nginx:1.25, registry.example.com/team/app:v1 or name@sha256:<64 hex digits> (lowercase repository path, no spaces)"
+	// +kubebuilder:validation:XValidation:rule="self.all(i, i.matches('^(([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)([.][a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$') && !i.matches('^[a-f0-9]{64}$') && (i.split('@')[0].lastIndexOf(':') > i.split('@')[0].lastIndexOf('/') ? i.split('@')[0].substring(0, i.split('@')[0].lastIndexOf(':')) : i.split('@')[0]).size() <= 255)",message="every entry of images must be an image reference such as nginx:1.25, registry.example.com/team/app:v1 or name@sha256:<64 lowercase hex digits> (lowercase repository path of at most 255 characters, only sha256 digests, no spaces; a bare 64-hex-digit string is an image ID, not a reference)"
 	Images []string `json:"images"`
 
 	ImagePullJobTemplate `json:",inline"`
