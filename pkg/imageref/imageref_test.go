@@ -74,15 +74,15 @@ func TestJoin(t *testing.T) {
 
 func TestRepository(t *testing.T) {
 	cases := map[string][2]string{
-		"nginx:1.25":                          {"docker.io", "library/nginx"},
-		"team/app":                            {"docker.io", "team/app"},
-		"127.0.0.1:5000/app:v1":               {"127.0.0.1:5000", "app"},
+		"nginx:1.25":                 {"docker.io", "library/nginx"},
+		"team/app":                   {"docker.io", "team/app"},
+		"127.0.0.1:5000/app:v1":      {"127.0.0.1:5000", "app"},
 		"registry.example.com/a/b:1": {"registry.example.com", "a/b"},
-		"localhost/x:1":                       {"localhost", "x"},
-		"docker.io/nginx":                     {"docker.io", "library/nginx"},
-		"index.docker.io/nginx:1":             {"docker.io", "library/nginx"},
-		"docker.io/library/nginx":             {"docker.io", "library/nginx"},
-		"index.docker.io/team/app":            {"docker.io", "team/app"},
+		"localhost/x:1":              {"localhost", "x"},
+		"docker.io/nginx":            {"docker.io", "library/nginx"},
+		"index.docker.io/nginx:1":    {"docker.io", "library/nginx"},
+		"docker.io/library/nginx":    {"docker.io", "library/nginx"},
+		"index.docker.io/team/app":   {"docker.io", "team/app"},
 	}
 	for in, want := range cases {
 		if h, p := Repository(in); h != want[0] || p != want[1] {
