@@ -388,8 +388,10 @@ func releaseJob(images map[string]appsv1beta1.ImageSpec, uid types.UID) bool {
 }
 
 // editNodeImage applies change to a copy of the cached NodeImage's images
-// and patches what changed. A conflict means another writer was first: the
-// error makes the queue retry from the refreshed cache.
+// and patches what changed, with the cached resourceVersion as
+// precondition. On a conflict (another writer was first, or the cache has
+// not caught up with our own last write) it retries this one NodeImage from
+// a fresh read, a few times, instead of failing the whole job sync.
 func (c *Controller) editNodeImage(ctx context.Context, name string, change func(map[string]appsv1beta1.ImageSpec) bool) error {
 	ni, err := c.nodeImages.Get(name)
 	if apierrors.IsNotFound(err) {
@@ -398,23 +400,35 @@ func (c *Controller) editNodeImage(ctx context.Context, name string, change func
 	if err != nil {
 		return err
 	}
-	images := nodeimage.CopyImages(ni.Spec.Images)
-	if !change(images) {
-		return nil
+	for attempt := 1; ; attempt++ {
+		images := nodeimage.CopyImages(ni.Spec.Images)
+		if !change(images) {
+			return nil
+		}
+		patch, err := nodeimage.SpecPatch(ni, images)
+		if err != nil || patch == nil {
+			return err
+		}
+		_, err = c.client.AppsV1beta1().NodeImages().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+		switch {
+		case err == nil, apierrors.IsNotFound(err):
+			return nil
+		case apierrors.IsConflict(err) && attempt < maxWriteAttempts:
+			klog.FromContext(ctx).V(4).Info("NodeImage changed under us, retrying from a fresh read", "nodeImage", name, "attempt", attempt)
+			if ni, err = c.client.AppsV1beta1().NodeImages().Get(ctx, name, metav1.GetOptions{}); err != nil {
+				if apierrors.IsNotFound(err) {
+					return nil
+				}
+				return fmt.Errorf("reading NodeImage %s after a conflict: %w", name, err)
+			}
+		default:
+			return fmt.Errorf("writing tag to NodeImage %s: %w", name, err)
+		}
 	}
-	patch, err := nodeimage.SpecPatch(ni, images)
-	if err != nil || patch == nil {
-		return err
-	}
-	_, err = c.client.AppsV1beta1().NodeImages().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("writing tag to NodeImage %s: %w", name, err)
-	}
-	return nil
 }
+
+// maxWriteAttempts bounds the fresh-read retries of one NodeImage write.
+const maxWriteAttempts = 3
 
 func (c *Controller) writeStatus(ctx context.Context, job *appsv1beta1.ImagePullJob, d Decision) error {
 	changes, err := mergepatch.Diff(job.Status, d.Status)

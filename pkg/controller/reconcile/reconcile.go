@@ -8,14 +8,45 @@ package reconcile
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+
+	"github.com/prepull/prepull/pkg/metrics"
 )
+
+const (
+	// Backoff of a failing key: from 50ms, doubling, capped near a minute
+	// so a key that failed under contention is not left for minutes.
+	baseDelay = 50 * time.Millisecond
+	maxDelay  = time.Minute
+	// maxPanics is how often a key whose sync panics is retried before it
+	// is dropped; the next change of its object queues it again.
+	maxPanics = 5
+)
+
+// Panics counts syncs that panicked, by controller.
+var Panics = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "prepull_controller_sync_panics_total",
+	Help: "Syncs that panicked and were recovered, by controller.",
+}, []string{"controller"})
+
+func init() { metrics.Registry.MustRegister(Panics) }
+
+// panicError is a recovered panic of one sync, with its stack.
+type panicError struct {
+	value any
+	stack []byte
+}
+
+func (p *panicError) Error() string { return fmt.Sprintf("panic: %v", p.value) }
 
 // SyncFunc brings the object behind key to its desired state. A positive
 // requeueAfter asks for another sync by then (a deadline or TTL); an error
@@ -24,20 +55,20 @@ type SyncFunc func(ctx context.Context, key string) (requeueAfter time.Duration,
 
 // Queue is a named, rate-limited queue of keys with its sync function.
 type Queue struct {
-	name  string
-	sync  SyncFunc
-	queue workqueue.TypedRateLimitingInterface[string]
+	name    string
+	sync    SyncFunc
+	limiter workqueue.TypedRateLimiter[string]
+	queue   workqueue.TypedRateLimitingInterface[string]
 }
 
 // New makes a queue; its metrics carry name.
 func New(name string, sync SyncFunc) *Queue {
+	limiter := workqueue.NewTypedItemExponentialFailureRateLimiter[string](baseDelay, maxDelay)
 	return &Queue{
-		name: name,
-		sync: sync,
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 5*time.Minute),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: name},
-		),
+		name:    name,
+		sync:    sync,
+		limiter: limiter,
+		queue:   workqueue.NewTypedRateLimitingQueueWithConfig(limiter, workqueue.TypedRateLimitingQueueConfig[string]{Name: name}),
 	}
 }
 
@@ -102,7 +133,23 @@ func (q *Queue) processNext(ctx context.Context) bool {
 	defer q.queue.Done(key)
 	logger := klog.FromContext(ctx).WithValues("key", key)
 	after, err := q.safeSync(klog.NewContext(ctx, logger), key)
+	var p *panicError
 	switch {
+	case err != nil && asPanic(err, &p):
+		Panics.WithLabelValues(q.name).Inc()
+		retries := q.queue.NumRequeues(key)
+		logger.Error(err, "Sync panicked", "retries", retries, "stack", string(p.stack))
+		if retries+1 >= maxPanics {
+			logger.Error(nil, "Giving up on the key after repeated panics until its object changes", "panics", retries+1)
+			q.queue.Forget(key)
+			return true
+		}
+		q.queue.AddRateLimited(key)
+	case err != nil && apierrors.IsConflict(err):
+		// Another writer (or our own cache lagging our last write) was
+		// first: routine under contention, retried from fresh state.
+		logger.V(4).Info("Sync hit a write conflict, will retry", "err", err, "retries", q.queue.NumRequeues(key))
+		q.queue.AddRateLimited(key)
 	case err != nil:
 		logger.Error(err, "Sync failed, will retry", "retries", q.queue.NumRequeues(key))
 		q.queue.AddRateLimited(key)
@@ -120,8 +167,18 @@ func (q *Queue) processNext(ctx context.Context) bool {
 func (q *Queue) safeSync(ctx context.Context, key string) (after time.Duration, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("panic while syncing %s: %v", key, r)
+			err = &panicError{value: r, stack: debug.Stack()}
 		}
 	}()
 	return q.sync(ctx, key)
 }
+
+func asPanic(err error, p **panicError) bool {
+	pe, ok := err.(*panicError)
+	*p = pe
+	return ok
+}
+
+// limiterFor records one more failure of key and returns its next delay;
+// tests use it to read the backoff curve.
+func (q *Queue) limiterFor(key string) time.Duration { return q.limiter.When(key) }

@@ -1,0 +1,77 @@
+package imagepulljob
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/generated/clientset/versioned/fake"
+	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/nodeimage"
+)
+
+// A cache one write behind the server makes the first patch conflict; the
+// write is retried from a fresh read and lands, keeping the other writer's
+// change, instead of failing the whole job sync.
+func TestEditNodeImageRetriesAConflictFromAFreshRead(t *testing.T) {
+	stale := &appsv1beta1.NodeImage{ObjectMeta: metav1.ObjectMeta{Name: "n1", ResourceVersion: "1"}}
+	current := stale.DeepCopy()
+	current.ResourceVersion = "2"
+	current.Spec.Images = map[string]appsv1beta1.ImageSpec{"busybox": {Tags: []appsv1beta1.ImageTagSpec{{Tag: "1.36", Version: 1}}}}
+	client := fake.NewSimpleClientset(current)
+	// The apiserver's precondition: a patch naming another resourceVersion
+	// than the stored one is a conflict (the fake tracker does not check).
+	client.PrependReactor("patch", "nodeimages", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		var body struct {
+			Metadata struct {
+				ResourceVersion string `json:"resourceVersion"`
+			} `json:"metadata"`
+		}
+		_ = json.Unmarshal(action.(clienttesting.PatchAction).GetPatch(), &body)
+		stored, err := client.Tracker().Get(appsv1beta1.SchemeGroupVersion.WithResource("nodeimages"), "", "n1")
+		if err != nil {
+			return true, nil, err
+		}
+		if rv := stored.(metav1.Object).GetResourceVersion(); body.Metadata.ResourceVersion != "" && body.Metadata.ResourceVersion != rv {
+			return true, nil, apierrors.NewConflict(appsv1beta1.Resource("nodeimages"), "n1", fmt.Errorf("the object has been modified"))
+		}
+		return false, nil, nil
+	})
+	indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	if err := indexer.Add(stale); err != nil {
+		t.Fatal(err)
+	}
+	c := &Controller{client: client, nodeImages: appslisters.NewNodeImageLister(indexer)}
+	owner := corev1.ObjectReference{Name: "job", Namespace: "ns", UID: "uid-1"}
+	err := c.editNodeImage(context.Background(), "n1", func(images map[string]appsv1beta1.ImageSpec) bool {
+		return nodeimage.AddOwner(images, "nginx", "1.25", owner, nodeimage.TagTemplate{}, metav1.Now())
+	})
+	if err != nil {
+		t.Fatalf("editNodeImage: %v", err)
+	}
+	got, err := client.AppsV1beta1().NodeImages().Get(context.Background(), "n1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nodeimage.FindTag(got.Spec.Images, "nginx", "1.25") < 0 || nodeimage.FindTag(got.Spec.Images, "busybox", "1.36") < 0 {
+		t.Errorf("images after the retried write = %+v, want both nginx:1.25 and busybox:1.36", got.Spec.Images)
+	}
+	patches := 0
+	for _, a := range client.Actions() {
+		if a.GetVerb() == "patch" {
+			patches++
+		}
+	}
+	if patches != 2 {
+		t.Errorf("%d patches, want 2 (one conflict, one retry)", patches)
+	}
+}
