@@ -140,10 +140,11 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	}
 	tmpl := ChildTemplate(parent)
 	hash := TemplateHash(&tmpl)
+	createFailures := map[string]string{}
 	for _, image := range d.Create {
 		child := &appsv1beta1.ImagePullJob{
 			ObjectMeta: metav1.ObjectMeta{
-				GenerateName:    parent.Name + "-",
+				Name:            ChildName(parent.Name, image),
 				Namespace:       ns,
 				Labels:          map[string]string{ParentLabel: parent.Name, TemplateHashLabel: hash},
 				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(parent, appsv1beta1.SchemeGroupVersion.WithKind("ImageListPullJob"))},
@@ -151,13 +152,24 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 			Spec: appsv1beta1.ImagePullJobSpec{Image: image, ImagePullJobTemplate: tmpl},
 		}
 		created, err := c.client.AppsV1beta1().ImagePullJobs(ns).Create(ctx, child, metav1.CreateOptions{})
-		if err != nil {
+		switch {
+		case apierrors.IsAlreadyExists(err):
+			// Made by an earlier sync the cache has not shown yet.
+			continue
+		case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsForbidden(err):
+			// A retry would be refused the same way: say so in the status;
+			// an edit of the list job tries again.
+			createFailures[image] = err.Error()
+			c.recorder.Eventf(parent, corev1.EventTypeWarning, "FailedCreate", "Creating the ImagePullJob for %s was refused: %v", image, err)
+			continue
+		case err != nil:
 			errs = append(errs, fmt.Errorf("creating child job for %s: %w", image, err))
 			c.recorder.Eventf(parent, corev1.EventTypeWarning, "FailedCreate", "Creating the ImagePullJob for %s failed: %v", image, err)
 			continue
 		}
 		c.recorder.Eventf(parent, corev1.EventTypeNormal, "SuccessfulCreate", "Created ImagePullJob %s for %s", created.Name, image)
 	}
+	d.Status = WithCreateFailures(d.Status, createFailures, parent.Spec.CompletionPolicy.Type != appsv1beta1.Never, c.now())
 	if err := c.writeStatus(ctx, parent, d.Status); err != nil {
 		errs = append(errs, err)
 	}

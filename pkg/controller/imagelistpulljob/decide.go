@@ -41,10 +41,33 @@ func ChildTemplate(parent *appsv1beta1.ImageListPullJob) appsv1beta1.ImagePullJo
 	return t
 }
 
+// ChildName is the name of the child job of image: the same every time,
+// so a create retried from a stale cache meets AlreadyExists instead of
+// making a second child.
+func ChildName(parent, image string) string {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(image))
+	suffix := fmt.Sprintf("%016x", h.Sum64())[:10]
+	// Object names are at most 253 characters.
+	if len(parent) > 253-len(suffix)-1 {
+		parent = parent[:253-len(suffix)-1]
+	}
+	return parent + "-" + suffix
+}
+
+// cannotRun returns why a child job cannot run, or "": the controller
+// wrote a message into its status without ever starting it.
+func cannotRun(child *appsv1beta1.ImagePullJob) string {
+	if child.Status.StartTime == nil && child.Status.CompletionTime == nil && child.Status.Message != "" {
+		return child.Status.Message
+	}
+	return ""
+}
+
 // ChildFinished says a child has done its work: an Always child completed,
-// or every node of a Never child answered.
+// every node of a Never child answered, or it cannot run at all.
 func ChildFinished(child *appsv1beta1.ImagePullJob) bool {
-	if child.Status.CompletionTime != nil {
+	if child.Status.CompletionTime != nil || cannotRun(child) != "" {
 		return true
 	}
 	s := child.Status
@@ -90,8 +113,20 @@ func Decide(parent *appsv1beta1.ImageListPullJob, children []*appsv1beta1.ImageP
 	tmpl := ChildTemplate(parent)
 	hash := TemplateHash(&tmpl)
 	wanted := sets.New(parent.Spec.Images...)
+	// Of several children for one image the one with the deterministic
+	// name is kept, then the oldest: never the newer over the one with
+	// progress.
 	sorted := slices.Clone(children)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	sort.Slice(sorted, func(i, j int) bool {
+		a, b := sorted[i], sorted[j]
+		if ad, bd := a.Name == ChildName(parent.Name, a.Spec.Image), b.Name == ChildName(parent.Name, b.Spec.Image); ad != bd {
+			return ad
+		}
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		}
+		return a.Name < b.Name
+	})
 	current := map[string]*appsv1beta1.ImagePullJob{}
 	for _, c := range sorted {
 		switch {
@@ -102,6 +137,7 @@ func Decide(parent *appsv1beta1.ImageListPullJob, children []*appsv1beta1.ImageP
 			current[c.Spec.Image] = c
 		}
 	}
+	slices.Sort(d.Delete)
 	st.Desired = int32(len(parent.Spec.Images))
 	st.Active, st.Completed, st.Succeeded = 0, 0, 0
 	st.FailedImageStatuses = nil
@@ -117,7 +153,7 @@ func Decide(parent *appsv1beta1.ImageListPullJob, children []*appsv1beta1.ImageP
 			continue
 		}
 		st.Completed++
-		if c.Status.Failed == 0 {
+		if c.Status.Failed == 0 && cannotRun(c) == "" {
 			st.Succeeded++
 		} else {
 			st.FailedImageStatuses = append(st.FailedImageStatuses, &appsv1beta1.FailedImageStatus{
@@ -134,6 +170,32 @@ func Decide(parent *appsv1beta1.ImageListPullJob, children []*appsv1beta1.ImageP
 	return d
 }
 
+// WithCreateFailures records images whose child the apiserver refused to
+// create (an error a retry cannot fix) as finished with that failure, so
+// the list job completes and says why instead of waiting forever.
+func WithCreateFailures(st appsv1beta1.ImageListPullJobStatus, failures map[string]string, always bool, now time.Time) appsv1beta1.ImageListPullJobStatus {
+	images := make([]string, 0, len(failures))
+	for image := range failures {
+		images = append(images, image)
+	}
+	slices.Sort(images)
+	for _, image := range images {
+		st.Active--
+		st.Completed++
+		st.FailedImageStatuses = append(st.FailedImageStatuses, &appsv1beta1.FailedImageStatus{
+			Name: image, Message: "its ImagePullJob cannot be created: " + failures[image],
+		})
+	}
+	if always && len(failures) > 0 && st.Completed == st.Desired && st.CompletionTime == nil {
+		t := metav1.NewTime(now)
+		st.CompletionTime = &t
+	}
+	return st
+}
+
 func failureMessage(c *appsv1beta1.ImagePullJob) string {
+	if why := cannotRun(c); why != "" {
+		return "cannot run: " + why
+	}
 	return fmt.Sprintf("%d of %d node(s) failed (%v): %s", c.Status.Failed, c.Status.Desired, c.Status.FailedNodes, c.Status.Message)
 }

@@ -2,6 +2,7 @@ package imagelistpulljob
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,5 +97,63 @@ func TestChildFinished(t *testing.T) {
 	}
 	if ChildFinished(never(appsv1beta1.ImagePullJobStatus{})) {
 		t.Error("Never child with no nodes yet is finished")
+	}
+}
+
+func TestChildName(t *testing.T) {
+	a, b := ChildName("list", "nginx:1"), ChildName("list", "nginx:2")
+	if a == b || a != ChildName("list", "nginx:1") {
+		t.Errorf("names %q, %q: want one stable name per image", a, b)
+	}
+	long := ChildName(strings.Repeat("p", 253), "x")
+	if len(long) > 253 {
+		t.Errorf("name of %d characters", len(long))
+	}
+}
+
+// Duplicates (children made by generateName before names were stable)
+// keep the deterministic one, else the oldest, never the newer one.
+func TestDecideKeepsTheOldestDuplicate(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	parent := &appsv1beta1.ImageListPullJob{ObjectMeta: metav1.ObjectMeta{Name: "list"}, Spec: appsv1beta1.ImageListPullJobSpec{Images: []string{"a:1", "b:1"}}}
+	tmpl := ChildTemplate(parent)
+	hash := TemplateHash(&tmpl)
+	child := func(name, image string, age time.Duration) *appsv1beta1.ImagePullJob {
+		return &appsv1beta1.ImagePullJob{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{TemplateHashLabel: hash},
+			CreationTimestamp: metav1.NewTime(now.Add(-age))}, Spec: appsv1beta1.ImagePullJobSpec{Image: image, ImagePullJobTemplate: tmpl}}
+	}
+	d := Decide(parent, []*appsv1beta1.ImagePullJob{
+		child("list-aaaa", "a:1", time.Minute), // newer, sorts first by name
+		child("list-zzzz", "a:1", time.Hour),   // older: has the progress
+		child("list-bbbb", "b:1", time.Hour),
+		child(ChildName("list", "b:1"), "b:1", time.Minute),
+	}, now)
+	if !slices.Equal(d.Delete, []string{"list-aaaa", "list-bbbb"}) {
+		t.Errorf("delete %v, want the newer a:1 child and the b:1 child without the stable name", d.Delete)
+	}
+}
+
+// A child that cannot run, or whose creation the apiserver refused, shows
+// in the list job's status, which then completes.
+func TestDecideReportsChildrenThatCannotRun(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	parent := &appsv1beta1.ImageListPullJob{ObjectMeta: metav1.ObjectMeta{Name: "list"}, Spec: appsv1beta1.ImageListPullJobSpec{Images: []string{"a:1", "b:1"}}}
+	tmpl := ChildTemplate(parent)
+	stuck := &appsv1beta1.ImagePullJob{ObjectMeta: metav1.ObjectMeta{Name: ChildName("list", "a:1"), Labels: map[string]string{TemplateHashLabel: TemplateHash(&tmpl)}},
+		Spec:   appsv1beta1.ImagePullJobSpec{Image: "a:1", ImagePullJobTemplate: tmpl},
+		Status: appsv1beta1.ImagePullJobStatus{Message: "spec.image: not a reference"}}
+	d := Decide(parent, []*appsv1beta1.ImagePullJob{stuck}, now)
+	if !slices.Equal(d.Create, []string{"b:1"}) {
+		t.Fatalf("create %v", d.Create)
+	}
+	st := WithCreateFailures(d.Status, map[string]string{"b:1": "name too long"}, true, now)
+	if st.Completed != 2 || st.Active != 0 || st.Succeeded != 0 || st.CompletionTime == nil || len(st.FailedImageStatuses) != 2 {
+		t.Fatalf("status %+v", st)
+	}
+	if m := st.FailedImageStatuses[0].Message; !strings.Contains(m, "cannot run: spec.image: not a reference") {
+		t.Errorf("a:1 message %q", m)
+	}
+	if m := st.FailedImageStatuses[1].Message; !strings.Contains(m, "cannot be created: name too long") {
+		t.Errorf("b:1 message %q", m)
 	}
 }

@@ -49,6 +49,7 @@ const (
 	ReasonPullFailed       = "PullImageFailed"
 	ReasonInvalidSpec      = "InvalidSpec"
 	ReasonSecretNotFound   = "PullSecretNotFound"
+	ReasonNoMatchingNodes  = "NoMatchingNodes"
 )
 
 // Options tune the controller.
@@ -451,7 +452,11 @@ func (c *Controller) writeStatus(ctx context.Context, job *appsv1beta1.ImagePull
 	// Events only once the status that records them is written, so a
 	// retried sync does not repeat them.
 	if job.Status.StartTime == nil {
-		c.recorder.Eventf(job, corev1.EventTypeNormal, ReasonStarted, "Pulling %s on %d node(s)", job.Spec.Image, d.Status.Desired)
+		if d.Status.Desired == 0 {
+			c.recorder.Eventf(job, corev1.EventTypeWarning, ReasonNoMatchingNodes, "No node matches the job's %s: nothing to pull %s on; check it against the nodes' labels (kubectl get nodes --show-labels)", selectionField(job), job.Spec.Image)
+		} else {
+			c.recorder.Eventf(job, corev1.EventTypeNormal, ReasonStarted, "Pulling %s on %d node(s)", job.Spec.Image, d.Status.Desired)
+		}
 	}
 	if d.SecretWarning != "" && !strings.Contains(job.Status.Message, d.SecretWarning) {
 		c.recorder.Event(job, corev1.EventTypeWarning, ReasonSecretNotFound, d.SecretWarning)

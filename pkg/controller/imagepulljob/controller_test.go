@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned/fake"
@@ -73,5 +75,35 @@ func TestEditNodeImageRetriesAConflictFromAFreshRead(t *testing.T) {
 	}
 	if patches != 2 {
 		t.Errorf("%d patches, want 2 (one conflict, one retry)", patches)
+	}
+}
+
+// A job that starts with no node to pull on gets a Warning naming how it
+// selects nodes, not "Pulling ... on 0 node(s)".
+func TestStartEventWithNoMatchingNodes(t *testing.T) {
+	for _, tc := range []struct {
+		desired int32
+		want    string
+	}{
+		{0, "Warning NoMatchingNodes No node matches the job's spec.selector"},
+		{2, "Normal Started Pulling nginx:1.25 on 2 node(s)"},
+	} {
+		job := &appsv1beta1.ImagePullJob{ObjectMeta: metav1.ObjectMeta{Name: "j", Namespace: "ns", ResourceVersion: "1"},
+			Spec: appsv1beta1.ImagePullJobSpec{Image: "nginx:1.25", ImagePullJobTemplate: appsv1beta1.ImagePullJobTemplate{
+				Selector: &appsv1beta1.ImagePullJobNodeSelector{Names: []string{"x"}}}}}
+		recorder := record.NewFakeRecorder(10)
+		c := &Controller{client: fake.NewSimpleClientset(job), recorder: recorder}
+		now := metav1.Now()
+		if err := c.writeStatus(context.Background(), job, Decision{Status: appsv1beta1.ImagePullJobStatus{StartTime: &now, Desired: tc.desired}}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case e := <-recorder.Events:
+			if !strings.HasPrefix(e, tc.want) {
+				t.Errorf("desired %d: event %q, want %q...", tc.desired, e, tc.want)
+			}
+		default:
+			t.Errorf("desired %d: no event", tc.desired)
+		}
 	}
 }

@@ -64,6 +64,17 @@ func SelectTargets(job *appsv1beta1.ImagePullJob, all []*appsv1beta1.NodeImage, 
 	return out, nil
 }
 
+// selectionField names how a job picks its nodes, for messages.
+func selectionField(job *appsv1beta1.ImagePullJob) string {
+	switch {
+	case job.Spec.PodSelector != nil:
+		return "spec.podSelector"
+	case job.Spec.Selector != nil:
+		return "spec.selector"
+	}
+	return "nodes (there are none)"
+}
+
 // PodSelector returns the job's pod selector, or nil when it has none.
 func PodSelector(job *appsv1beta1.ImagePullJob) (labels.Selector, error) {
 	if job.Spec.PodSelector == nil {
@@ -269,6 +280,8 @@ func Decide(in Input) Decision {
 		d.Write = append(d.Write, newNodes...)
 		st.Active += int32(len(newNodes))
 		switch {
+		case len(in.Targets) == 0:
+			st.Message = fmt.Sprintf("no node matches the job's %s yet: it pulls on matching nodes as they appear", selectionField(job))
 		case parallelism == 0 && len(notWritten) > 0:
 			st.Message = "job is paused: spec.parallelism is 0; raise it to continue"
 		default:

@@ -154,6 +154,11 @@ func TestDecide(t *testing.T) {
 		{name: "percentage of matched nodes", mod: func(j *appsv1beta1.ImagePullJob) { j.Spec.Parallelism = ptr.To(intstr.FromString("50%")) },
 			targets: nodes("", "", "", ""),
 			write:   []string{"n0", "n1"}, status: appsv1beta1.ImagePullJobStatus{Desired: 4, Active: 2}},
+		{name: "Never job with no matching node says so", mod: func(j *appsv1beta1.ImagePullJob) {
+			j.Spec.CompletionPolicy.Type = appsv1beta1.Never
+			j.Spec.Selector = &appsv1beta1.ImagePullJobNodeSelector{Names: []string{"nope"}}
+		},
+			status: appsv1beta1.ImagePullJobStatus{Desired: 0}, message: "no node matches the job's spec.selector yet: it pulls on matching nodes as they appear"},
 		{name: "parallelism 0 pauses", mod: func(j *appsv1beta1.ImagePullJob) { j.Spec.Parallelism = ptr.To(intstr.FromInt32(0)) },
 			targets: nodes("", ""), status: appsv1beta1.ImagePullJobStatus{Desired: 2}, message: "job is paused: spec.parallelism is 0; raise it to continue"},
 		{name: "all finished completes with sorted failures", targets: nodes("Failed", "Succeeded", "Failed"),
