@@ -2,6 +2,7 @@ package nodeimage
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 
@@ -154,5 +155,41 @@ func TestSpecPatch(t *testing.T) {
 	wb, _ := json.Marshal(w)
 	if string(gb) != string(wb) {
 		t.Errorf("patch = %s\nwant    %s", gb, wb)
+	}
+}
+
+func TestSyncSecrets(t *testing.T) {
+	s1 := appsv1beta1.ReferenceObject{Namespace: "prepull-system", Name: "s1"}
+	s2 := appsv1beta1.ReferenceObject{Namespace: "prepull-system", Name: "s2"}
+	owner := func(uid string) corev1.ObjectReference { return corev1.ObjectReference{UID: types.UID(uid)} }
+	secrets := map[types.UID][]appsv1beta1.ReferenceObject{"a": {s2}, "b": {s1, s2}, "c": nil}
+	secretsOf := func(o corev1.ObjectReference) ([]appsv1beta1.ReferenceObject, bool) {
+		s, ok := secrets[o.UID]
+		return s, ok
+	}
+	cases := []struct {
+		name    string
+		tags    []appsv1beta1.ImageTagSpec
+		have    []appsv1beta1.ReferenceObject
+		want    []appsv1beta1.ReferenceObject
+		changed bool
+	}{
+		{"union of the owners' secrets, sorted", []appsv1beta1.ImageTagSpec{{Tag: "1", OwnerReferences: []corev1.ObjectReference{owner("a")}}, {Tag: "2", OwnerReferences: []corev1.ObjectReference{owner("b")}}},
+			nil, []appsv1beta1.ReferenceObject{s1, s2}, true},
+		{"a secret no owner needs leaves", []appsv1beta1.ImageTagSpec{{Tag: "1", OwnerReferences: []corev1.ObjectReference{owner("c")}}},
+			[]appsv1beta1.ReferenceObject{s1}, nil, true},
+		{"unchanged", []appsv1beta1.ImageTagSpec{{Tag: "1", OwnerReferences: []corev1.ObjectReference{owner("a")}}},
+			[]appsv1beta1.ReferenceObject{s2}, []appsv1beta1.ReferenceObject{s2}, false},
+		{"an unknown owner keeps them", []appsv1beta1.ImageTagSpec{{Tag: "1", OwnerReferences: []corev1.ObjectReference{owner("c"), owner("zzz")}}},
+			[]appsv1beta1.ReferenceObject{s1}, []appsv1beta1.ReferenceObject{s1}, false},
+		{"a hand-written tag keeps them", []appsv1beta1.ImageTagSpec{{Tag: "1"}},
+			[]appsv1beta1.ReferenceObject{s1}, []appsv1beta1.ReferenceObject{s1}, false},
+	}
+	for _, c := range cases {
+		images := map[string]appsv1beta1.ImageSpec{"img": {Tags: c.tags, PullSecrets: c.have}}
+		changed := SyncSecrets(images, "img", secretsOf)
+		if changed != c.changed || !reflect.DeepEqual(images["img"].PullSecrets, c.want) {
+			t.Errorf("%s: changed %v secrets %+v; want %v %+v", c.name, changed, images["img"].PullSecrets, c.changed, c.want)
+		}
 	}
 }

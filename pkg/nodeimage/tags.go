@@ -7,6 +7,7 @@ package nodeimage
 
 import (
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -219,5 +220,48 @@ func mapsEqual(a, b map[string]string) bool {
 			return false
 		}
 	}
+	return true
+}
+
+// SyncSecrets sets an image's pull secrets to those its tags' owners need
+// (secretsOf answers per owner; false means the owner is unknown, e.g. not
+// yet in a cache) and reports whether they changed. Secrets thus leave with
+// the last owner that needed them, so a tag is never pulled with another
+// team's secret and the list never fills up. An image with a tag that has
+// no owner (written by hand) or an unknown owner keeps its secrets as they
+// are.
+func SyncSecrets(images map[string]appsv1beta1.ImageSpec, name string, secretsOf func(corev1.ObjectReference) ([]appsv1beta1.ReferenceObject, bool)) bool {
+	img, ok := images[name]
+	if !ok {
+		return false
+	}
+	var want []appsv1beta1.ReferenceObject
+	for _, t := range img.Tags {
+		if len(t.OwnerReferences) == 0 {
+			return false
+		}
+		for _, o := range t.OwnerReferences {
+			secrets, known := secretsOf(o)
+			if !known {
+				return false
+			}
+			for _, s := range secrets {
+				if !slices.Contains(want, s) {
+					want = append(want, s)
+				}
+			}
+		}
+	}
+	slices.SortFunc(want, func(a, b appsv1beta1.ReferenceObject) int {
+		if a.Namespace != b.Namespace {
+			return strings.Compare(a.Namespace, b.Namespace)
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	if slices.Equal(img.PullSecrets, want) {
+		return false
+	}
+	img.PullSecrets = want
+	images[name] = img
 	return true
 }

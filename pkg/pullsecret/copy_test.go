@@ -73,3 +73,17 @@ func TestDesiredCopy(t *testing.T) {
 		}
 	}
 }
+
+// Copies carry Kruise's annotation keys, which tooling written for Kruise
+// looks for.
+func TestCopyUsesKruiseAnnotationKeys(t *testing.T) {
+	source := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "reg"}, Type: corev1.SecretTypeDockerConfigJson}
+	job := &appsv1beta1.ImagePullJob{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "warm"}}
+	cp := DesiredCopy(source, []*appsv1beta1.ImagePullJob{job}, "prepull-system")
+	if got := cp.Annotations["imagepulljobs.kruise.io/source-key"]; got != "team/reg" {
+		t.Errorf("source-key annotation %q, want team/reg", got)
+	}
+	if got := cp.Annotations["imagepulljobs.kruise.io/references"]; got != "team/warm" {
+		t.Errorf("references annotation %q, want team/warm", got)
+	}
+}

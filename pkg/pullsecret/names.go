@@ -23,9 +23,11 @@ func CopyName(namespace, name string) string {
 const (
 	// CopyLabel marks a secret as a copy made by prepull-controller.
 	CopyLabel = "prepull.io/pull-secret-copy"
-	// SourceAnnotation names the copied secret as namespace/name.
-	SourceAnnotation = "prepull.io/source-secret"
+	// SourceAnnotation names the copied secret as namespace/name. It is
+	// Kruise's key, so tooling written for Kruise (its e2e suite among it)
+	// finds prepull's copies.
+	SourceAnnotation = "imagepulljobs.kruise.io/source-key"
 	// ReferencedByAnnotation lists, sorted and comma-separated, the jobs
-	// (namespace/name) that reference the source.
-	ReferencedByAnnotation = "prepull.io/referenced-by"
+	// (namespace/name) that reference the source; Kruise's key too.
+	ReferencedByAnnotation = "imagepulljobs.kruise.io/references"
 )

@@ -58,6 +58,8 @@ type Options struct {
 	DaemonNamespace string
 	// RepullInterval is how often a Never job pulls again on each node.
 	RepullInterval time.Duration
+	// CompletedTagTTL is how long a completed Always job keeps its tags.
+	CompletedTagTTL time.Duration
 	// Now is the clock; tests set it.
 	Now func() time.Time
 	// SecretExists reports whether a pull secret exists; nil assumes it does.
@@ -304,7 +306,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 			}
 		}
 	}
-	d := Decide(Input{Job: job, Ref: ref, Targets: targets, Owned: owned, Now: c.opts.Now(), RepullInterval: c.opts.RepullInterval, MissingSecrets: missing})
+	d := Decide(Input{Job: job, Ref: ref, Targets: targets, Owned: owned, Now: c.opts.Now(), RepullInterval: c.opts.RepullInterval, MissingSecrets: missing, CompletedTagTTL: c.opts.CompletedTagTTL})
 
 	if d.Delete {
 		klog.FromContext(ctx).V(2).Info("Deleting job after ttlSecondsAfterFinished")
@@ -333,12 +335,12 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 			if renew.Has(node) {
 				changed = nodeimage.Renew(images, ref.Name, ref.Tag, now) || changed
 			}
-			return changed
+			return nodeimage.SyncSecrets(images, ref.Name, c.secretsOf) || changed
 		})
 	}
 	for _, node := range d.Release {
 		edit(node, func(images map[string]appsv1beta1.ImageSpec) bool {
-			return releaseJob(images, job.UID)
+			return c.releaseJob(images, job.UID)
 		})
 	}
 	if err := c.writeStatus(ctx, job, d); err != nil {
@@ -375,17 +377,33 @@ func (c *Controller) ownedNodeImages(uid types.UID) ([]*appsv1beta1.NodeImage, e
 	return out, nil
 }
 
-// releaseJob drops the job from every tag it owns on one NodeImage.
-func releaseJob(images map[string]appsv1beta1.ImageSpec, uid types.UID) bool {
+// releaseJob drops the job from every tag it owns on one NodeImage, and
+// the pull secrets only it needed.
+func (c *Controller) releaseJob(images map[string]appsv1beta1.ImageSpec, uid types.UID) bool {
 	changed := false
 	for name, img := range images {
+		released := false
 		for _, t := range img.Tags {
 			if nodeimage.OwnedBy(&t, uid) {
-				changed = nodeimage.RemoveOwner(images, name, t.Tag, uid) || changed
+				released = nodeimage.RemoveOwner(images, name, t.Tag, uid) || released
 			}
+		}
+		if released {
+			nodeimage.SyncSecrets(images, name, c.secretsOf)
+			changed = true
 		}
 	}
 	return changed
+}
+
+// secretsOf answers, for a tag owner, the pull secrets its job needs on
+// the node; an owner not in the cache is unknown.
+func (c *Controller) secretsOf(owner corev1.ObjectReference) ([]appsv1beta1.ReferenceObject, bool) {
+	jobs := c.jobsByUID(owner.UID)
+	if len(jobs) == 0 {
+		return nil, false
+	}
+	return TagTemplate(jobs[0], c.opts.DaemonNamespace).PullSecrets, true
 }
 
 // editNodeImage applies change to a copy of the cached NodeImage's images
@@ -498,7 +516,7 @@ func (c *Controller) cleanup(ctx context.Context, job *appsv1beta1.ImagePullJob)
 	var errs []error
 	for _, ni := range owned {
 		if err := c.editNodeImage(ctx, ni.Name, func(images map[string]appsv1beta1.ImageSpec) bool {
-			return releaseJob(images, job.UID)
+			return c.releaseJob(images, job.UID)
 		}); err != nil {
 			errs = append(errs, err)
 		}

@@ -107,3 +107,40 @@ func TestStartEventWithNoMatchingNodes(t *testing.T) {
 		}
 	}
 }
+
+// Two jobs share a tag, one with a pull secret: when that job lets go, its
+// secret leaves the image with it; the other job's tag stays.
+func TestReleasingAJobDropsTheSecretsOnlyItNeeded(t *testing.T) {
+	withSecret := &appsv1beta1.ImagePullJob{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "team-a", UID: "uid-a"},
+		Spec: appsv1beta1.ImagePullJobSpec{Image: "r.io/app:1", ImagePullJobTemplate: appsv1beta1.ImagePullJobTemplate{PullSecrets: []string{"reg"}}}}
+	without := &appsv1beta1.ImagePullJob{ObjectMeta: metav1.ObjectMeta{Name: "b", Namespace: "team-b", UID: "uid-b"},
+		Spec: appsv1beta1.ImagePullJobSpec{Image: "r.io/app:1"}}
+	jobIndexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{JobByUID: func(obj any) ([]string, error) {
+		return []string{string(obj.(metav1.Object).GetUID())}, nil
+	}})
+	for _, j := range []*appsv1beta1.ImagePullJob{withSecret, without} {
+		if err := jobIndexer.Add(j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &Controller{jobIndexer: jobIndexer, opts: Options{DaemonNamespace: "prepull-system"}}
+	images := map[string]appsv1beta1.ImageSpec{}
+	now := metav1.Now()
+	for _, j := range []*appsv1beta1.ImagePullJob{withSecret, without} {
+		nodeimage.AddOwner(images, "r.io/app", "1", OwnerReference(j), TagTemplate(j, "prepull-system"), now)
+		nodeimage.SyncSecrets(images, "r.io/app", c.secretsOf)
+	}
+	if n := len(images["r.io/app"].PullSecrets); n != 1 {
+		t.Fatalf("pull secrets before release: %+v", images["r.io/app"].PullSecrets)
+	}
+	if !c.releaseJob(images, withSecret.UID) {
+		t.Fatal("release changed nothing")
+	}
+	img := images["r.io/app"]
+	if len(img.PullSecrets) != 0 {
+		t.Errorf("pull secrets after the job that needed them let go: %+v", img.PullSecrets)
+	}
+	if i := nodeimage.FindTag(images, "r.io/app", "1"); i < 0 || len(img.Tags[i].OwnerReferences) != 1 {
+		t.Errorf("tag after release: %+v", img.Tags)
+	}
+}

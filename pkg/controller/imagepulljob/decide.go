@@ -146,6 +146,10 @@ type Input struct {
 	RepullInterval time.Duration
 	// MissingSecrets are the job's pull secrets that do not exist.
 	MissingSecrets []string
+	// CompletedTagTTL is how long a completed Always job keeps owning its
+	// tags; then it lets them go, so NodeImages of a cluster that keeps its
+	// jobs do not fill up to their limits.
+	CompletedTagTTL time.Duration
 }
 
 // NodeFailure is a node whose pull failed, for the job's Events.
@@ -187,13 +191,24 @@ func Decide(in Input) Decision {
 	always := job.Spec.CompletionPolicy.Type != appsv1beta1.Never
 
 	if always && st.CompletionTime != nil {
-		// A finished job only waits for its TTL.
+		// A finished job waits for its TTL and lets its tags go after
+		// CompletedTagTTL.
 		if ttl := job.Spec.CompletionPolicy.TTLSecondsAfterFinished; ttl != nil {
 			expire := st.CompletionTime.Add(time.Duration(*ttl) * time.Second)
 			if !in.Now.Before(expire) {
 				d.Delete = true
-			} else {
-				d.RequeueAfter = expire.Sub(in.Now)
+				return d
+			}
+			d.RequeueAfter = expire.Sub(in.Now)
+		}
+		if len(in.Owned) > 0 {
+			if release := st.CompletionTime.Add(in.CompletedTagTTL); !in.Now.Before(release) {
+				for _, ni := range in.Owned {
+					d.Release = append(d.Release, ni.Name)
+				}
+				slices.Sort(d.Release)
+			} else if wait := release.Sub(in.Now); d.RequeueAfter == 0 || wait < d.RequeueAfter {
+				d.RequeueAfter = wait
 			}
 		}
 		return d
@@ -304,9 +319,10 @@ func Decide(in Input) Decision {
 		}
 	}
 	if st.CompletionTime != nil {
-		// Completed now: the next thing to do is the TTL.
+		// Completed now: next come the TTL and the release of the tags.
+		d.RequeueAfter = max(in.CompletedTagTTL, time.Nanosecond)
 		if ttl := job.Spec.CompletionPolicy.TTLSecondsAfterFinished; ttl != nil {
-			d.RequeueAfter = max(time.Duration(*ttl)*time.Second, time.Nanosecond)
+			d.RequeueAfter = max(min(time.Duration(*ttl)*time.Second, d.RequeueAfter), time.Nanosecond)
 		}
 	}
 	slices.Sort(d.Write)

@@ -162,20 +162,20 @@ func TestDecide(t *testing.T) {
 		{name: "parallelism 0 pauses", mod: func(j *appsv1beta1.ImagePullJob) { j.Spec.Parallelism = ptr.To(intstr.FromInt32(0)) },
 			targets: nodes("", ""), status: appsv1beta1.ImagePullJobStatus{Desired: 2}, message: "job is paused: spec.parallelism is 0; raise it to continue"},
 		{name: "all finished completes with sorted failures", targets: nodes("Failed", "Succeeded", "Failed"),
-			write:  []string{"n0", "n1", "n2"},
+			write: []string{"n0", "n1", "n2"}, requeue: time.Hour,
 			status: appsv1beta1.ImagePullJobStatus{Desired: 3, Succeeded: 1, Failed: 2, FailedNodes: []string{"n0", "n2"}}, message: MessageCompleted, complete: true,
 			failures: []string{"n0", "n2"}},
 		{name: "completing schedules the ttl", mod: func(j *appsv1beta1.ImagePullJob) {
 			j.Spec.CompletionPolicy.TTLSecondsAfterFinished = ptr.To[int32](20)
 		}, targets: nodes("Succeeded"), write: []string{"n0"}, requeue: 20 * time.Second, complete: true, message: MessageCompleted,
 			status: appsv1beta1.ImagePullJobStatus{Desired: 1, Succeeded: 1}},
-		{name: "no targets completes at once", targets: nil,
+		{name: "no targets completes at once", targets: nil, requeue: time.Hour,
 			status: appsv1beta1.ImagePullJobStatus{Desired: 0}, message: MessageCompleted, complete: true},
 		{name: "deadline fails unfinished nodes", mod: func(j *appsv1beta1.ImagePullJob) {
 			j.Spec.CompletionPolicy.ActiveDeadlineSeconds = ptr.To[int64](600)
 			j.Status.StartTime = ago(601 * time.Second)
 		}, targets: nodes("Succeeded", "Active", ""),
-			write:  []string{"n0", "n1"},
+			write: []string{"n0", "n1"}, requeue: time.Hour,
 			status: appsv1beta1.ImagePullJobStatus{Desired: 3, Succeeded: 1, Failed: 2, FailedNodes: []string{"n1", "n2"}}, message: MessageDeadline, complete: true,
 			failures: []string{"n1", "n2"}},
 		{name: "deadline ahead is requeued", mod: func(j *appsv1beta1.ImagePullJob) {
@@ -193,8 +193,16 @@ func TestDecide(t *testing.T) {
 			j.Status = appsv1beta1.ImagePullJobStatus{StartTime: ago(time.Hour), CompletionTime: ago(10 * time.Second), Desired: 1, Succeeded: 1, Message: MessageCompleted}
 		}, targets: nodes("Succeeded"), requeue: 20 * time.Second, complete: true, message: MessageCompleted,
 			status: appsv1beta1.ImagePullJobStatus{Desired: 1, Succeeded: 1}},
+		{name: "a completed job keeps its tags for the tag TTL", mod: func(j *appsv1beta1.ImagePullJob) {
+			j.Status = appsv1beta1.ImagePullJobStatus{StartTime: ago(time.Hour), CompletionTime: ago(10 * time.Minute), Desired: 1, Succeeded: 1, Message: MessageCompleted}
+		}, targets: nodes("Succeeded"), owned: nodes("Succeeded"), requeue: 50 * time.Minute, complete: true, message: MessageCompleted,
+			status: appsv1beta1.ImagePullJobStatus{Desired: 1, Succeeded: 1}},
+		{name: "then lets them go", mod: func(j *appsv1beta1.ImagePullJob) {
+			j.Status = appsv1beta1.ImagePullJobStatus{StartTime: ago(3 * time.Hour), CompletionTime: ago(2 * time.Hour), Desired: 2, Succeeded: 2, Message: MessageCompleted}
+		}, targets: nodes("Succeeded", "Succeeded"), owned: nodes("Succeeded", "Succeeded"), release: []string{"n0", "n1"}, complete: true, message: MessageCompleted,
+			status: appsv1beta1.ImagePullJobStatus{Desired: 2, Succeeded: 2}},
 		{name: "nodes no longer targeted are released", targets: nodes("Succeeded"), owned: append(nodes("Succeeded"), node("gone", "Active", nil)),
-			write: []string{"n0"}, release: []string{"gone"}, complete: true, message: MessageCompleted,
+			write: []string{"n0"}, release: []string{"gone"}, complete: true, message: MessageCompleted, requeue: time.Hour,
 			status: appsv1beta1.ImagePullJobStatus{Desired: 1, Succeeded: 1}},
 		{name: "never job renews old pulls and never completes", mod: func(j *appsv1beta1.ImagePullJob) {
 			j.Spec.CompletionPolicy.Type = appsv1beta1.Never
@@ -209,7 +217,7 @@ func TestDecide(t *testing.T) {
 			if c.renew != nil {
 				interval = time.Minute
 			}
-			d := Decide(Input{Job: job, Ref: ref, Targets: c.targets, Owned: c.owned, Now: now, RepullInterval: interval})
+			d := Decide(Input{Job: job, Ref: ref, Targets: c.targets, Owned: c.owned, Now: now, RepullInterval: interval, CompletedTagTTL: time.Hour})
 			if !slices.Equal(d.Write, c.write) || !slices.Equal(d.Renew, c.renew) || !slices.Equal(d.Release, c.release) || d.Delete != c.delete {
 				t.Errorf("write %v renew %v release %v delete %v; want %v %v %v %v", d.Write, d.Renew, d.Release, d.Delete, c.write, c.renew, c.release, c.delete)
 			}
