@@ -275,12 +275,19 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 		BackoffLimit: defaultBackoff,
 		OnAttempt: func(attempt int) {
 			if attempt > 1 {
-				set(func(st *appsv1beta1.ImageTagStatus) {
-					st.Progress = 0
-					st.Message = fmt.Sprintf("attempt %d", attempt)
-				})
+				set(func(st *appsv1beta1.ImageTagStatus) { st.Progress = 0 })
 			}
 		},
+		// The cause of a failed attempt shows at once, while the retry waits.
+		OnRetry: func(failed int, cause error, wait time.Duration) {
+			logger.V(2).Info("Pull attempt failed, retrying", "attempt", failed, "wait", wait, "err", cause)
+			set(func(st *appsv1beta1.ImageTagStatus) {
+				st.Message = puller.Bound(fmt.Sprintf("attempt %d failed, retrying in %s: %v", failed, wait.Round(100*time.Millisecond), cause))
+			})
+		},
+		// A backoff gives the pull slot back, so a failing image never holds
+		// up healthy ones.
+		Wait: func(ctx context.Context, wait time.Duration) error { return d.pool.pause(ctx, sleep(wait)) },
 	}
 	if p := tag.PullPolicy; p != nil {
 		if p.TimeoutSeconds != nil {
@@ -320,7 +327,7 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 	if res.Err != nil {
 		pullsTotal.WithLabelValues("failed").Inc()
 		pullDuration.WithLabelValues("failed").Observe(took.Seconds())
-		msg := res.Err.Error()
+		msg := puller.Bound(res.Err.Error())
 		logger.Info("Pull failed", "attempts", res.Attempts, "message", msg)
 		set(func(st *appsv1beta1.ImageTagStatus) {
 			st.Phase, st.CompletionTime, st.Message = appsv1beta1.ImagePhaseFailed, &now, msg
@@ -429,6 +436,12 @@ func (d *Daemon) event(niRef *corev1.ObjectReference, tag appsv1beta1.ImageTagSp
 		return
 	}
 	d.opts.Recorder.Event(niRef, eventType, reason, msg)
+	if eventType != corev1.EventTypeWarning {
+		// A success is the job's news once, from the controller when the job
+		// completes; per node it stays on the NodeImage, or a 5,000-node job
+		// would make 5,000 Events.
+		return
+	}
 	for i := range tag.OwnerReferences {
 		o := tag.OwnerReferences[i]
 		d.opts.Recorder.Event(&o, eventType, reason, fmt.Sprintf("Node %s: %s", d.opts.NodeName, msg))

@@ -20,18 +20,23 @@ type task struct {
 	cancel    context.CancelFunc
 }
 
-// pool runs tasks on at most size workers, oldest createdAt first (ties in
-// submission order). A newer version of a key replaces a queued one and
-// cancels a running one.
+// pool runs tasks holding at most size slots at once, oldest createdAt
+// first (ties in submission order). A newer version of a key replaces a
+// queued one and cancels a running one. A task waiting out a retry backoff
+// gives its slot back (pause), so one failing image never holds a slot
+// that a healthy one could pull with.
 type pool struct {
 	size    int
 	mu      sync.Mutex
 	cond    *sync.Cond
 	queue   []*task
 	running map[taskKey]*task
-	seq     uint64
-	closed  bool
-	// onChange reports queue length and running count, for metrics.
+	// slots counts the tasks holding a slot: running, not paused.
+	slots  int
+	seq    uint64
+	closed bool
+	tasks  sync.WaitGroup
+	// onChange reports queue length and slots in use, for metrics.
 	onChange func(queued, running int)
 }
 
@@ -68,7 +73,7 @@ func (p *pool) submit(t *task) {
 	copy(p.queue[i+1:], p.queue[i:])
 	p.queue[i] = t
 	p.changedLocked()
-	p.cond.Signal()
+	p.cond.Broadcast()
 }
 
 func (p *pool) less(a, b *task) bool {
@@ -115,58 +120,100 @@ func (p *pool) keys() []taskKey {
 
 func (p *pool) changedLocked() {
 	if p.onChange != nil {
-		p.onChange(len(p.queue), len(p.running))
+		p.onChange(len(p.queue), p.slots)
 	}
 }
 
-// run works the queue until ctx ends, then cancels running tasks and waits
-// for every worker to return.
+// run starts queued tasks as slots free up until ctx ends, then cancels
+// running tasks and waits for every one to return.
 func (p *pool) run(ctx context.Context) {
-	var wg sync.WaitGroup
-	for i := 0; i < p.size; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.work(ctx)
-		}()
-	}
-	<-ctx.Done()
-	p.mu.Lock()
-	p.closed = true
-	for _, t := range p.running {
-		t.cancel()
-	}
-	p.cond.Broadcast()
-	p.mu.Unlock()
-	wg.Wait()
-}
-
-func (p *pool) work(ctx context.Context) {
-	for {
+	stop := context.AfterFunc(ctx, func() {
 		p.mu.Lock()
-		for len(p.queue) == 0 && !p.closed {
+		p.closed = true
+		for _, t := range p.running {
+			t.cancel()
+		}
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	defer stop()
+	p.mu.Lock()
+	for {
+		for !p.closed && (len(p.queue) == 0 || p.slots >= p.size) {
 			p.cond.Wait()
 		}
 		if p.closed {
-			p.mu.Unlock()
-			return
+			break
 		}
 		t := p.queue[0]
 		p.queue = p.queue[1:]
 		tctx, cancel := context.WithCancel(ctx)
 		t.cancel = cancel
 		p.running[t.key] = t
+		p.slots++
 		p.changedLocked()
-		p.mu.Unlock()
+		p.tasks.Add(1)
+		go p.exec(tctx, t)
+	}
+	p.mu.Unlock()
+	p.tasks.Wait()
+}
 
-		t.run(tctx)
-		cancel()
+func (p *pool) exec(ctx context.Context, t *task) {
+	defer p.tasks.Done()
+	t.run(ctx)
+	t.cancel()
+	p.mu.Lock()
+	if p.running[t.key] == t {
+		delete(p.running, t.key)
+	}
+	p.slots--
+	p.changedLocked()
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
 
+// pause gives the calling task's slot back while it waits (a retry
+// backoff): until wait returns, another task may pull. It then takes a slot
+// again, waiting for one if needed, and returns wait's error, or ctx's if
+// ctx ended first.
+func (p *pool) pause(ctx context.Context, wait func(context.Context) error) error {
+	p.mu.Lock()
+	p.slots--
+	p.changedLocked()
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	err := wait(ctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() {
 		p.mu.Lock()
-		if p.running[t.key] == t {
-			delete(p.running, t.key)
-		}
-		p.changedLocked()
+		p.cond.Broadcast()
 		p.mu.Unlock()
+	})
+	defer stop()
+	for p.slots >= p.size && ctx.Err() == nil && !p.closed {
+		p.cond.Wait()
+	}
+	// The slot is taken back even when cancelled: exec returns it.
+	p.slots++
+	p.changedLocked()
+	if err == nil {
+		err = ctx.Err()
+	}
+	return err
+}
+
+// sleep is a wait of d for pause.
+func sleep(d time.Duration) func(context.Context) error {
+	return func(ctx context.Context) error {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		}
 	}
 }

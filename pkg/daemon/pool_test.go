@@ -119,3 +119,41 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A task waiting out a backoff gives its slot back: with one slot, another
+// task pulls meanwhile, and the waiting one resumes after it.
+func TestPoolPausedTaskFreesItsSlot(t *testing.T) {
+	pool := newPool(1, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go pool.run(ctx)
+	var mu sync.Mutex
+	var events []string
+	log := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	resume, bDone, aDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	base := time.Now()
+	pool.submit(&task{key: taskKey{"failing", "v1"}, version: 1, createdAt: base, run: func(ctx context.Context) {
+		log("a: attempt 1 failed")
+		if err := pool.pause(ctx, func(context.Context) error { <-resume; return nil }); err != nil {
+			t.Errorf("pause: %v", err)
+		}
+		log("a: attempt 2")
+		close(aDone)
+	}})
+	pool.submit(&task{key: taskKey{"healthy", "v1"}, version: 1, createdAt: base.Add(time.Second), run: func(context.Context) {
+		log("b: pulled")
+		close(bDone)
+	}})
+	select {
+	case <-bDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the healthy task never ran while the failing one waited out its backoff")
+	}
+	close(resume)
+	<-aDone
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"a: attempt 1 failed", "b: pulled", "a: attempt 2"}; !slices.Equal(events, want) {
+		t.Errorf("events %v, want %v", events, want)
+	}
+}

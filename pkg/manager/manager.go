@@ -23,10 +23,8 @@ import (
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/klog/v2"
 
 	"github.com/prepull/prepull/pkg/controller/imagelistpulljob"
 	"github.com/prepull/prepull/pkg/controller/imagepulljob"
@@ -125,29 +123,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		Client:     kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
 	}
-	var runErr error
-	var wg sync.WaitGroup
-	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
-		Lock:            lock,
-		LeaseDuration:   opts.LeaseDuration,
-		RenewDeadline:   opts.RenewDeadline,
-		RetryPeriod:     opts.RetryPeriod,
-		ReleaseOnCancel: true,
-		Name:            opts.LeaderElectName,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(ctx context.Context) {
-				wg.Add(1)
-				defer wg.Done()
-				klog.FromContext(ctx).Info("Became leader", "identity", id)
-				runErr = run(ctx)
-			},
-			OnStoppedLeading: func() {
-				klog.InfoS("Stopped leading", "identity", id)
-			},
-		},
-	})
-	wg.Wait()
-	return firstError(runErr, serveErr)
+	return firstError(leadAndRun(ctx, lock, opts, run), serveErr)
 }
 
 func firstError(err error, serveErr <-chan error) error {

@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -51,6 +52,38 @@ type Request struct {
 	Deadline time.Time
 	// OnAttempt is called as each attempt starts (1-based).
 	OnAttempt func(attempt int)
+	// OnRetry is called after a failed attempt that will be retried, with
+	// the cause and the wait before the next one, so the cause shows at
+	// once, not only after the last attempt.
+	OnRetry func(failed int, cause error, wait time.Duration)
+	// Wait waits out a backoff; nil sleeps. The daemon gives its pull slot
+	// back while waiting.
+	Wait func(ctx context.Context, d time.Duration) error
+}
+
+// MaxMessageLength bounds the text of a registry's or runtime's answer that
+// goes into a status message or an Event.
+const MaxMessageLength = 1024
+
+// Bound cuts a message to MaxMessageLength bytes (on a rune boundary),
+// saying that it did.
+func Bound(msg string) string {
+	if len(msg) <= MaxMessageLength {
+		return msg
+	}
+	const cut = " ... (cut)"
+	end := MaxMessageLength - len(cut)
+	for end > 0 && !utf8.RuneStart(msg[end]) {
+		end--
+	}
+	return msg[:end] + cut
+}
+
+// RuntimeUnavailable reports a runtime that does not answer (restarting,
+// its socket gone): not the image's fault, so it does not count against
+// the tag's backoffLimit.
+func RuntimeUnavailable(err error) bool {
+	return status.Code(err) == codes.Unavailable
 }
 
 // Result is the outcome of a pull.
@@ -113,20 +146,23 @@ func (p *Puller) Pull(ctx context.Context, req Request) Result {
 		}
 	}
 	sandbox := sandboxConfig(req)
-	var last error
-	attempts := req.BackoffLimit + 1
-	for attempt := 1; attempt <= attempts; attempt++ {
-		if attempt > 1 {
-			wait := p.Backoff.Delay(attempt - 1)
-			if !req.Deadline.IsZero() && now().Add(wait).After(req.Deadline) {
-				return Result{Attempts: attempt - 1, Err: fmt.Errorf("pulling %s: stopped before attempt %d: the task's activeDeadlineSeconds would pass during the %s backoff; last error: %w", req.Image, attempt, wait.Round(time.Millisecond), last)}
-			}
+	wait := req.Wait
+	if wait == nil {
+		wait = func(ctx context.Context, d time.Duration) error {
+			t := time.NewTimer(d)
+			defer t.Stop()
 			select {
 			case <-ctx.Done():
-				return Result{Attempts: attempt - 1, Err: ctx.Err()}
-			case <-time.After(wait):
+				return ctx.Err()
+			case <-t.C:
+				return nil
 			}
 		}
+	}
+	var last error
+	attempts := req.BackoffLimit + 1
+	failed, unavailable := 0, 0
+	for attempt := 1; ; attempt++ {
 		if req.OnAttempt != nil {
 			req.OnAttempt(attempt)
 		}
@@ -141,8 +177,31 @@ func (p *Puller) Pull(ctx context.Context, req Request) Result {
 		if errors.Is(err, errDeadline) {
 			return Result{Attempts: attempt, Err: fmt.Errorf("pulling %s: %w", req.Image, err)}
 		}
+		// The runtime being down is not the image's failure: wait for it
+		// (until the deadline) without using up the backoff limit.
+		var delay time.Duration
+		if RuntimeUnavailable(err) {
+			unavailable++
+			delay = p.Backoff.Delay(unavailable)
+			last = fmt.Errorf("the container runtime is unavailable (not counted against backoffLimit): %w", err)
+		} else {
+			unavailable = 0
+			failed++
+			if failed >= attempts {
+				return Result{Attempts: attempt, Err: fmt.Errorf("pulling %s failed after %d attempt(s): %w", req.Image, failed, last)}
+			}
+			delay = p.Backoff.Delay(failed)
+		}
+		if !req.Deadline.IsZero() && now().Add(delay).After(req.Deadline) {
+			return Result{Attempts: attempt, Err: fmt.Errorf("pulling %s: stopped before attempt %d: the task's activeDeadlineSeconds would pass during the %s backoff; last error: %w", req.Image, attempt+1, delay.Round(time.Millisecond), last)}
+		}
+		if req.OnRetry != nil {
+			req.OnRetry(attempt, last, delay)
+		}
+		if err := wait(ctx, delay); err != nil {
+			return Result{Attempts: attempt, Err: err}
+		}
 	}
-	return Result{Attempts: attempts, Err: fmt.Errorf("pulling %s failed after %d attempt(s): %w", req.Image, attempts, last)}
 }
 
 var errDeadline = errors.New("the task's activeDeadlineSeconds passed")
@@ -180,11 +239,13 @@ func (p *Puller) attempt(ctx context.Context, req Request, spec *runtimeapi.Imag
 		}
 	}
 	var errs []string
+	var lastErr error
 	for i, auth := range auths {
 		resp, err := p.Images.PullImage(actx, &runtimeapi.PullImageRequest{Image: spec, Auth: auth, SandboxConfig: sandbox})
 		if err == nil {
 			return resp.ImageRef, nil
 		}
+		lastErr = err
 		msg := describe(err)
 		if ctx.Err() == nil && timedOut(actx, err) {
 			if limit < req.Timeout || req.Timeout <= 0 {
@@ -201,8 +262,18 @@ func (p *Puller) attempt(ctx context.Context, req Request, spec *runtimeapi.Imag
 			break
 		}
 	}
-	return "", errors.New(strings.Join(errs, "; "))
+	return "", &attemptError{msg: strings.Join(errs, "; "), cause: lastErr}
 }
+
+// attemptError is an attempt's message; it unwraps to the runtime's last
+// answer so its gRPC code (e.g. Unavailable) stays readable.
+type attemptError struct {
+	msg   string
+	cause error
+}
+
+func (e *attemptError) Error() string { return e.msg }
+func (e *attemptError) Unwrap() error { return e.cause }
 
 // timedOut says the attempt's own time ran out. The runtime sees the same
 // deadline and may answer a moment before the client's context notices.

@@ -2,10 +2,12 @@ package puller
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -169,5 +171,63 @@ func TestPullRereadsCredentials(t *testing.T) {
 		}})
 	if res.Err != nil || res.Attempts != 2 {
 		t.Fatalf("result %+v, want success on attempt 2 with the late secret", res)
+	}
+}
+
+// A runtime that does not answer (restarting) does not use up the tag's
+// backoff limit: with none left, the pull still succeeds once it is back.
+func TestPullWaitsForAnUnavailableRuntime(t *testing.T) {
+	var calls atomic.Int32
+	fake := critest.Start(t, func(context.Context, *runtimeapi.PullImageRequest) (string, error) {
+		if calls.Add(1) <= 3 {
+			return "", critest.Errorf(codes.Unavailable, "connection error: desc = \"transport: Error while dialing: dial unix /run/containerd/containerd.sock: connect: no such file or directory\"")
+		}
+		return "sha256:back", nil
+	})
+	var retries []string
+	res := connect(t, fake).Pull(context.Background(), Request{Image: "r.io/app:v1", Timeout: time.Second, BackoffLimit: 0,
+		OnRetry: func(n int, cause error, _ time.Duration) { retries = append(retries, cause.Error()) }})
+	if res.Err != nil || res.ImageRef != "sha256:back" {
+		t.Fatalf("result %+v, want success after the runtime came back", res)
+	}
+	if len(retries) != 3 || !strings.Contains(retries[0], "not counted against backoffLimit") {
+		t.Errorf("retries %q", retries)
+	}
+}
+
+// The cause of each failed attempt is reported as soon as it fails, and the
+// backoff goes through the request's Wait (the daemon gives its slot back).
+func TestPullReportsEachFailureAtOnce(t *testing.T) {
+	var calls atomic.Int32
+	fake := critest.Start(t, func(context.Context, *runtimeapi.PullImageRequest) (string, error) {
+		if calls.Add(1) == 1 {
+			return "", critest.Errorf(codes.Unknown, "failed to do request: dial tcp 127.0.0.1:1: connect: connection refused")
+		}
+		return "sha256:ok", nil
+	})
+	var causes []string
+	var waits []time.Duration
+	res := connect(t, fake).Pull(context.Background(), Request{Image: "r.io/app:v1", Timeout: time.Second, BackoffLimit: 3,
+		OnRetry: func(n int, cause error, _ time.Duration) { causes = append(causes, fmt.Sprintf("%d: %v", n, cause)) },
+		Wait: func(_ context.Context, d time.Duration) error {
+			waits = append(waits, d)
+			return nil
+		}})
+	if res.Err != nil || res.Attempts != 2 {
+		t.Fatalf("result %+v", res)
+	}
+	if len(causes) != 1 || !strings.Contains(causes[0], "1: ") || !strings.Contains(causes[0], "connection refused") || len(waits) != 1 {
+		t.Errorf("causes %q waits %v", causes, waits)
+	}
+}
+
+func TestBound(t *testing.T) {
+	if got := Bound("short"); got != "short" {
+		t.Errorf("Bound(short) = %q", got)
+	}
+	long := strings.Repeat("é", MaxMessageLength)
+	got := Bound(long)
+	if len(got) > MaxMessageLength || !strings.HasSuffix(got, "(cut)") || !utf8.ValidString(got) {
+		t.Errorf("Bound(long) is %d bytes, valid %v, ends %q", len(got), utf8.ValidString(got), got[len(got)-10:])
 	}
 }

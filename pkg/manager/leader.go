@@ -1,0 +1,81 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/klog/v2"
+)
+
+// ErrLostLease says the controller stopped because another replica took
+// the lease; the process exits non-zero so that it restarts clean.
+var ErrLostLease = errors.New("lost the leader lease")
+
+// leadAndRun waits for the lease and runs run while holding it. On ctx's
+// end the controllers drain first and the lease is released only after,
+// so the next leader never overlaps with syncs still in flight here. When
+// the lease is lost, run is stopped and ErrLostLease returned.
+func leadAndRun(ctx context.Context, lock resourcelock.Interface, opts Options, run func(context.Context) error) error {
+	// The elector outlives ctx until the drain is over: its cancellation
+	// is what releases the lease.
+	electCtx, stopElecting := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopElecting()
+	var leading, lost atomic.Bool
+	var runErr error
+	id := lock.Identity()
+	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   opts.LeaseDuration,
+		RenewDeadline:   opts.RenewDeadline,
+		RetryPeriod:     opts.RetryPeriod,
+		ReleaseOnCancel: true,
+		Name:            opts.LeaderElectName,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(leaseCtx context.Context) {
+				leading.Store(true)
+				klog.FromContext(ctx).Info("Became leader", "identity", id)
+				workCtx, stopWork := context.WithCancel(ctx)
+				stop := context.AfterFunc(leaseCtx, stopWork)
+				runErr = run(workCtx)
+				stop()
+				stopWork()
+				if ctx.Err() == nil {
+					lost.Store(true)
+				}
+				// Drained: now let the lease go.
+				stopElecting()
+			},
+			OnStoppedLeading: func() {
+				klog.FromContext(ctx).Info("Stopped leading", "identity", id)
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("leader election: %w", err)
+	}
+	// A standby stops electing at once when asked to stop.
+	standbyStop := context.AfterFunc(ctx, func() {
+		if !leading.Load() {
+			stopElecting()
+		}
+	})
+	defer standbyStop()
+	done := make(chan struct{})
+	go func() { elector.Run(electCtx); close(done) }()
+	<-done
+	// Run returns once renewing stops; the run callback may still drain.
+	if leading.Load() {
+		<-electCtx.Done()
+	}
+	if runErr != nil {
+		return runErr
+	}
+	if lost.Load() {
+		return ErrLostLease
+	}
+	return nil
+}
