@@ -61,7 +61,7 @@ generate: ## Regenerate v1alpha1, deepcopy, clients and CRDs from pkg/apis/apps/
 	hack/update-codegen.sh
 
 FUZZTIME ?= 10s
-FUZZ_TARGETS := FuzzParse:./pkg/imageref FuzzKeyring:./pkg/credentials FuzzCount:./pkg/nodeimage FuzzDiff:./pkg/mergepatch
+FUZZ_TARGETS := FuzzParse:./pkg/imageref FuzzKeyring:./pkg/credentials FuzzCount:./pkg/nodetags FuzzDiff:./pkg/mergepatch
 fuzz: ## Each fuzz target for FUZZTIME (default 10s), from its committed seeds; a crash fails and is saved under testdata/fuzz.
 	@for t in $(FUZZ_TARGETS); do \
 	  name=$${t%%:*}; pkg=$${t#*:}; \

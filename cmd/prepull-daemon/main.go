@@ -27,20 +27,30 @@ import (
 	"github.com/prepull/prepull/pkg/puller"
 )
 
+// options are the daemon's flags.
+type options struct {
+	kubeconfig, nodeName, endpoint, containerdAddr, daemonNS string
+	maxPulls, burst                                          int
+	statusInterval, progressInterval                         time.Duration
+	qps                                                      float64
+	metricsAddr, healthAddr                                  string
+}
+
 func main() {
+	var o options
 	fs := flag.NewFlagSet("prepull-daemon", flag.ExitOnError)
-	kubeconfig := fs.String("kubeconfig", "", "Path to a kubeconfig file. Empty: use the in-cluster service account (or $KUBECONFIG when set).")
-	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "Name of this node, whose NodeImage the daemon serves (default $NODE_NAME).")
-	endpoint := fs.String("runtime-endpoint", "", "CRI socket, e.g. unix:///run/containerd/containerd.sock. Empty: try "+strings.Join(cri.DefaultEndpoints, ", ")+" and use the first that answers CRI v1.")
-	containerdAddr := fs.String("containerd-address", "", "containerd's own API socket, for byte progress of pulls. Empty: the runtime endpoint when the runtime is containerd; \"none\" disables progress (it then jumps 0 -> 100).")
-	maxPulls := fs.Int("max-concurrent-pulls", 3, "Pulls run at once on this node; the rest wait, oldest first.")
-	daemonNS := fs.String("daemon-namespace", "prepull-system", "The only namespace whose secrets the daemon reads (prepull-controller copies jobs' pull secrets there).")
-	statusInterval := fs.Duration("status-interval", 300*time.Millisecond, "Least time between two NodeImage status writes; changes in between are coalesced into one write.")
-	progressInterval := fs.Duration("progress-interval", time.Second, "How often a running pull's byte progress is read.")
-	qps := fs.Float64("kube-api-qps", 10, "Sustained queries per second to the apiserver.")
-	burst := fs.Int("kube-api-burst", 20, "Burst of queries to the apiserver.")
-	metricsAddr := fs.String("metrics-bind-address", ":9090", "Address of the Prometheus /metrics endpoint; empty disables it.")
-	healthAddr := fs.String("health-probe-bind-address", ":9091", "Address of /healthz and /readyz; empty disables them.")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path to a kubeconfig file. Empty: use the in-cluster service account (or $KUBECONFIG when set).")
+	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "Name of this node, whose NodeImage the daemon serves (default $NODE_NAME).")
+	fs.StringVar(&o.endpoint, "runtime-endpoint", "", "CRI socket, e.g. unix:///run/containerd/containerd.sock. Empty: try "+strings.Join(cri.DefaultEndpoints, ", ")+" and use the first that answers CRI v1.")
+	fs.StringVar(&o.containerdAddr, "containerd-address", "", "containerd's own API socket, for byte progress of pulls. Empty: the runtime endpoint when the runtime is containerd; \"none\" disables progress (it then jumps 0 -> 100).")
+	fs.IntVar(&o.maxPulls, "max-concurrent-pulls", 3, "Pulls run at once on this node; the rest wait, oldest first. A pull waiting out a retry backoff does not count.")
+	fs.StringVar(&o.daemonNS, "daemon-namespace", "prepull-system", "The only namespace whose secrets the daemon reads (prepull-controller copies jobs' pull secrets there).")
+	fs.DurationVar(&o.statusInterval, "status-interval", 300*time.Millisecond, "Least time between two NodeImage status writes; changes in between are coalesced into one write.")
+	fs.DurationVar(&o.progressInterval, "progress-interval", time.Second, "How often a running pull's byte progress is read.")
+	fs.Float64Var(&o.qps, "kube-api-qps", 10, "Sustained queries per second to the apiserver.")
+	fs.IntVar(&o.burst, "kube-api-burst", 20, "Burst of queries to the apiserver.")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":9090", "Address of the Prometheus /metrics endpoint; empty disables it.")
+	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":9091", "Address of /healthz and /readyz; empty disables them.")
 	klog.InitFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: prepull-daemon [flags]\n\nPulls the images listed in this node's NodeImage through the node's CRI runtime,\nat most --max-concurrent-pulls at a time, and reports progress in its status. Flags:\n\n")
@@ -51,20 +61,20 @@ func main() {
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
-	if err := run(ctx, *kubeconfig, *nodeName, *endpoint, *containerdAddr, *maxPulls, *daemonNS, *statusInterval, *progressInterval, float32(*qps), *burst, *metricsAddr, *healthAddr); err != nil {
+	if err := run(ctx, o); err != nil {
 		klog.ErrorS(err, "prepull-daemon failed")
 		klog.Flush()
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, kubeconfig, nodeName, endpoint, containerdAddr string, maxPulls int, daemonNS string,
-	statusInterval, progressInterval time.Duration, qps float32, burst int, metricsAddr, healthAddr string) error {
-	cfg, err := restConfig(kubeconfig)
+func run(ctx context.Context, o options) error {
+	nodeName, containerdAddr := o.nodeName, o.containerdAddr
+	cfg, err := restConfig(o.kubeconfig)
 	if err != nil {
 		return fmt.Errorf("cannot reach the apiserver (set --kubeconfig or run in a cluster): %w", err)
 	}
-	cfg.QPS, cfg.Burst, cfg.UserAgent = qps, burst, "prepull-daemon/"+nodeName
+	cfg.QPS, cfg.Burst, cfg.UserAgent = float32(o.qps), o.burst, "prepull-daemon/"+nodeName
 	// The narrowest clients: the full clientsets and their schemes would
 	// cost the daemon more memory than everything else it does.
 	client, err := daemon.NewNodeImageClient(cfg)
@@ -76,8 +86,8 @@ func run(ctx context.Context, kubeconfig, nodeName, endpoint, containerdAddr str
 		return err
 	}
 	var rt *cri.Runtime
-	if endpoint != "" {
-		rt, err = cri.Connect(ctx, endpoint)
+	if o.endpoint != "" {
+		rt, err = cri.Connect(ctx, o.endpoint)
 	} else {
 		rt, err = cri.Probe(ctx, cri.DefaultEndpoints)
 	}
@@ -109,8 +119,8 @@ func run(ctx context.Context, kubeconfig, nodeName, endpoint, containerdAddr str
 	defer broadcaster.Shutdown()
 
 	d, err := daemon.New(client, core, daemon.Options{
-		NodeName: nodeName, DaemonNamespace: daemonNS, MaxConcurrent: maxPulls,
-		StatusInterval: statusInterval, ProgressInterval: progressInterval,
+		NodeName: nodeName, DaemonNamespace: o.daemonNS, MaxConcurrent: o.maxPulls,
+		StatusInterval: o.statusInterval, ProgressInterval: o.progressInterval,
 		Images: rt.Images, Backoff: puller.DefaultBackoff, Progress: prog,
 		Recorder: broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "prepull-daemon", Host: nodeName}),
 	})
@@ -120,7 +130,7 @@ func run(ctx context.Context, kubeconfig, nodeName, endpoint, containerdAddr str
 	health := &metrics.Health{}
 	health.SetReady(true)
 	go func() {
-		if err := metrics.Serve(ctx, metricsAddr, healthAddr, health); err != nil {
+		if err := metrics.Serve(ctx, o.metricsAddr, o.healthAddr, health); err != nil {
 			klog.ErrorS(err, "Metrics and health endpoints failed")
 		}
 	}()

@@ -25,7 +25,7 @@ import (
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 	"github.com/prepull/prepull/pkg/imageref"
-	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/pkg/nodetags"
 	"github.com/prepull/prepull/test/framework"
 )
 
@@ -167,7 +167,7 @@ func follow(ctx context.Context, client versioned.Interface, name, image string,
 		for _, n := range nodes {
 			phase, progress := "-", int32(0)
 			if ni, err := client.AppsV1beta1().NodeImages().Get(ctx, n, metav1.GetOptions{}); err == nil {
-				if st := nodeimage.FindStatus(&ni.Status, ref.Name, ref.Tag); st != nil {
+				if st := nodetags.FindStatus(&ni.Status, ref.Name, ref.Tag); st != nil {
 					phase, progress = string(st.Phase), st.Progress
 					if progress > 0 && !firstProgress {
 						firstProgress = true

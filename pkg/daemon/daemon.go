@@ -28,7 +28,7 @@ import (
 	"github.com/prepull/prepull/pkg/credentials"
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/imageref"
-	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/pkg/nodetags"
 	"github.com/prepull/prepull/pkg/puller"
 )
 
@@ -36,12 +36,6 @@ import (
 const (
 	ReasonPullSucceeded = "PullImageSucceeded"
 	ReasonPullFailed    = "PullImageFailed"
-)
-
-// Defaults of a tag without a pull policy.
-const (
-	defaultTimeout = 600 * time.Second
-	defaultBackoff = 3
 )
 
 // ProgressFunc reads how far a running pull of image is, in percent of
@@ -271,8 +265,8 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 		Auths:        func() []credentials.Auth { return d.credentials(ctx, ref, img, tag) },
 		Sandbox:      img.SandboxConfig,
 		PullPolicy:   tag.ImagePullPolicy,
-		Timeout:      defaultTimeout,
-		BackoffLimit: defaultBackoff,
+		Timeout:      appsv1beta1.DefaultTimeoutSeconds * time.Second,
+		BackoffLimit: appsv1beta1.DefaultBackoffLimit,
 		OnAttempt: func(attempt int) {
 			if attempt > 1 {
 				set(func(st *appsv1beta1.ImageTagStatus) { st.Progress = 0 })
@@ -293,7 +287,7 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 		if p.TimeoutSeconds != nil {
 			req.Timeout = time.Duration(*p.TimeoutSeconds) * time.Second
 		}
-		req.BackoffLimit = int(ptr.Deref(p.BackoffLimit, defaultBackoff))
+		req.BackoffLimit = int(ptr.Deref(p.BackoffLimit, appsv1beta1.DefaultBackoffLimit))
 		if p.ActiveDeadlineSeconds != nil {
 			req.Deadline = created.Add(time.Duration(*p.ActiveDeadlineSeconds) * time.Second)
 		}
@@ -462,8 +456,8 @@ func (d *Daemon) writeStatus(ctx context.Context, statuses map[string]appsv1beta
 	}
 	for attempt := 0; ; attempt++ {
 		kept := keepSpecTags(ni.Spec.Images, statuses)
-		counts := nodeimage.Count(ni.Spec.Images, kept)
-		patch, err := nodeimage.StatusPatch(ni, kept, counts, firstSync(ni, counts))
+		counts := nodetags.Count(ni.Spec.Images, kept)
+		patch, err := nodetags.StatusPatch(ni, kept, counts, firstSync(ni, counts))
 		if err != nil || patch == nil {
 			return err
 		}
@@ -486,7 +480,7 @@ func keepSpecTags(spec map[string]appsv1beta1.ImageSpec, statuses map[string]app
 	for image, s := range statuses {
 		var tags []appsv1beta1.ImageTagStatus
 		for _, t := range s.Tags {
-			if nodeimage.FindTag(spec, image, t.Tag) >= 0 {
+			if nodetags.FindTag(spec, image, t.Tag) >= 0 {
 				tags = append(tags, t)
 			}
 		}
@@ -498,7 +492,7 @@ func keepSpecTags(spec map[string]appsv1beta1.ImageSpec, statuses map[string]app
 }
 
 // firstSync records, once, when every task of a new node first finished.
-func firstSync(ni *appsv1beta1.NodeImage, c nodeimage.Counts) *appsv1beta1.SyncStatus {
+func firstSync(ni *appsv1beta1.NodeImage, c nodetags.Counts) *appsv1beta1.SyncStatus {
 	if ni.Status.FirstSyncStatus != nil || c.Desired == 0 || c.Succeeded+c.Failed != c.Desired {
 		return ni.Status.FirstSyncStatus
 	}

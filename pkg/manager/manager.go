@@ -36,7 +36,7 @@ import (
 	prepullscheme "github.com/prepull/prepull/pkg/generated/clientset/versioned/scheme"
 	"github.com/prepull/prepull/pkg/generated/informers/externalversions"
 	"github.com/prepull/prepull/pkg/metrics"
-	"github.com/prepull/prepull/pkg/pullsecret"
+	"github.com/prepull/prepull/pkg/secretcopy"
 )
 
 // Options configure the controller manager; cmd/prepull-controller
@@ -168,7 +168,7 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 		return fmt.Errorf("setting secret transform: %w", err)
 	}
 	copyFactory := kubeinformers.NewSharedInformerFactoryWithOptions(kube, 0, kubeinformers.WithNamespace(opts.DaemonNamespace),
-		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = pullsecret.CopyLabel + "=true" }))
+		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = secretcopy.CopyLabel + "=true" }))
 	copies := copyFactory.Core().V1().Secrets().Informer()
 
 	scheme := runtime.NewScheme()

@@ -20,8 +20,8 @@ import (
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/controller/imagelistpulljob"
 	"github.com/prepull/prepull/pkg/imageref"
-	"github.com/prepull/prepull/pkg/nodeimage"
-	"github.com/prepull/prepull/pkg/pullsecret"
+	"github.com/prepull/prepull/pkg/nodetags"
+	"github.com/prepull/prepull/pkg/secretcopy"
 	"github.com/prepull/prepull/test/framework"
 )
 
@@ -55,7 +55,7 @@ func TestAlwaysJobWithSecret(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		return c.Annotations[pullsecret.ReferencedByAnnotation] == e.ns+"/"+j.Name, c.Annotations[pullsecret.ReferencedByAnnotation]
+		return c.Annotations[secretcopy.ReferencedByAnnotation] == e.ns+"/"+j.Name, c.Annotations[secretcopy.ReferencedByAnnotation]
 	})
 	done := e.waitJob(j.Name, 60*time.Second, "to complete", completed)
 	if done.Status.Succeeded != 3 || done.Status.Failed != 0 {
@@ -91,7 +91,7 @@ func TestWrongPasswordFailsNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := nodeimage.FindStatus(&ni.Status, reg.Host+"/e2e/tools", "v1")
+	st := nodetags.FindStatus(&ni.Status, reg.Host+"/e2e/tools", "v1")
 	if st == nil || st.Phase != appsv1beta1.ImagePhaseFailed || !strings.Contains(st.Message, "401") {
 		t.Fatalf("node status %+v, want Failed with the registry's 401", st)
 	}
@@ -116,7 +116,7 @@ func TestPercentageParallelism(t *testing.T) {
 			if err != nil {
 				continue
 			}
-			if st := nodeimage.FindStatus(&ni.Status, reg.Host+"/e2e/big", "v1"); st != nil && st.Phase == appsv1beta1.ImagePhasePulling {
+			if st := nodetags.FindStatus(&ni.Status, reg.Host+"/e2e/big", "v1"); st != nil && st.Phase == appsv1beta1.ImagePhasePulling {
 				pulling++
 			}
 		}
@@ -143,7 +143,7 @@ func TestDigestReference(t *testing.T) {
 		t.Fatalf("status %+v: %s", done.Status, e.explain(done))
 	}
 	ni, _ := e.client.AppsV1beta1().NodeImages().Get(context.Background(), nodes[0], metav1.GetOptions{})
-	st := nodeimage.FindStatus(&ni.Status, reg.Host+"/e2e/app", d)
+	st := nodetags.FindStatus(&ni.Status, reg.Host+"/e2e/app", d)
 	if st == nil || st.Phase != appsv1beta1.ImagePhaseSucceeded || !strings.HasPrefix(st.ImageID, reg.Host+"/e2e/app@sha256:") {
 		t.Fatalf("digest tag status %+v", st)
 	}
@@ -268,7 +268,7 @@ func TestEditMidRun(t *testing.T) {
 		t.Fatalf("status %+v", done.Status)
 	}
 	ni, _ := e.client.AppsV1beta1().NodeImages().Get(context.Background(), nodes[2], metav1.GetOptions{})
-	i := nodeimage.FindTag(ni.Spec.Images, reg.Host+"/e2e/app", "v2")
+	i := nodetags.FindTag(ni.Spec.Images, reg.Host+"/e2e/app", "v2")
 	if i < 0 || ptr.Deref(ni.Spec.Images[reg.Host+"/e2e/app"].Tags[i].PullPolicy.TimeoutSeconds, 0) != 77 {
 		t.Fatalf("tag after the edit: %+v", ni.Spec.Images[reg.Host+"/e2e/app"])
 	}

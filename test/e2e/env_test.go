@@ -16,8 +16,8 @@ import (
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 	"github.com/prepull/prepull/pkg/imageref"
-	"github.com/prepull/prepull/pkg/nodeimage"
-	"github.com/prepull/prepull/pkg/pullsecret"
+	"github.com/prepull/prepull/pkg/nodetags"
+	"github.com/prepull/prepull/pkg/secretcopy"
 	"github.com/prepull/prepull/test/framework"
 )
 
@@ -104,7 +104,7 @@ func (e *env) tagOwned(node, name, tag string, uid string) bool {
 	if err != nil {
 		return false
 	}
-	i := nodeimage.FindTag(ni.Spec.Images, name, tag)
+	i := nodetags.FindTag(ni.Spec.Images, name, tag)
 	if i < 0 {
 		return false
 	}
@@ -117,7 +117,7 @@ func (e *env) tagOwned(node, name, tag string, uid string) bool {
 }
 
 func (e *env) secretCopy(source string) (*corev1.Secret, error) {
-	return e.kube.CoreV1().Secrets(daemonNS).Get(context.Background(), pullsecret.CopyName(e.ns, source), metav1.GetOptions{})
+	return e.kube.CoreV1().Secrets(daemonNS).Get(context.Background(), secretcopy.CopyName(e.ns, source), metav1.GetOptions{})
 }
 
 // explain lists the messages of a job's failed nodes, for a failure report.
@@ -132,7 +132,7 @@ func (e *env) explain(j *appsv1beta1.ImagePullJob) string {
 		if err != nil {
 			continue
 		}
-		if st := nodeimage.FindStatus(&ni.Status, ref.Name, ref.Tag); st != nil {
+		if st := nodetags.FindStatus(&ni.Status, ref.Name, ref.Tag); st != nil {
 			out = append(out, n+": "+st.Message)
 		}
 	}

@@ -16,7 +16,7 @@ import (
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/controller/imagelistpulljob"
 	"github.com/prepull/prepull/pkg/imageref"
-	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 // Kruise e2e 2: without a TTL the job completes and stays, its tag stays
@@ -194,12 +194,12 @@ func (e *env) failFakeNodeImage(img string) {
 		if err != nil {
 			return false, err.Error()
 		}
-		i := nodeimage.FindTag(ni.Spec.Images, ref.Name, ref.Tag)
+		i := nodetags.FindTag(ni.Spec.Images, ref.Name, ref.Tag)
 		if i < 0 {
 			return false, "tag not written yet"
 		}
 		version := ni.Spec.Images[ref.Name].Tags[i].Version
-		if st := nodeimage.FindStatus(&ni.Status, ref.Name, ref.Tag); st != nil && st.Version == version && st.Phase == appsv1beta1.ImagePhaseFailed {
+		if st := nodetags.FindStatus(&ni.Status, ref.Name, ref.Tag); st != nil && st.Version == version && st.Phase == appsv1beta1.ImagePhaseFailed {
 			return true, ""
 		}
 		now := metav1.Now()
@@ -208,7 +208,7 @@ func (e *env) failFakeNodeImage(img string) {
 			statuses[k] = *v.DeepCopy()
 		}
 		statuses[ref.Name] = appsv1beta1.ImageStatus{Tags: []appsv1beta1.ImageTagStatus{{Tag: ref.Tag, Phase: appsv1beta1.ImagePhaseFailed, Version: version, CompletionTime: &now, Message: "failed by the e2e test"}}}
-		patch, err := nodeimage.StatusPatch(ni, statuses, nodeimage.Count(ni.Spec.Images, statuses), nil)
+		patch, err := nodetags.StatusPatch(ni, statuses, nodetags.Count(ni.Spec.Images, statuses), nil)
 		if err != nil || patch == nil {
 			return false, "no patch"
 		}

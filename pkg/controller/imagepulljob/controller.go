@@ -31,7 +31,7 @@ import (
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/imageref"
 	"github.com/prepull/prepull/pkg/mergepatch"
-	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 // JobByUID indexes ImagePullJobs by UID, to map a tag's owner reference to
@@ -209,7 +209,7 @@ func (c *Controller) jobsByUID(uid types.UID) []*appsv1beta1.ImagePullJob {
 // tagChanged reports whether name:tag differs between two versions of a
 // NodeImage, in spec or in status.
 func tagChanged(ni, other *appsv1beta1.NodeImage, name string, t *appsv1beta1.ImageTagSpec) bool {
-	i := nodeimage.FindTag(other.Spec.Images, name, t.Tag)
+	i := nodetags.FindTag(other.Spec.Images, name, t.Tag)
 	if i < 0 {
 		return true
 	}
@@ -217,7 +217,7 @@ func tagChanged(ni, other *appsv1beta1.NodeImage, name string, t *appsv1beta1.Im
 	if o.Version != t.Version || len(o.OwnerReferences) != len(t.OwnerReferences) {
 		return true
 	}
-	a, b := nodeimage.FindStatus(&ni.Status, name, t.Tag), nodeimage.FindStatus(&other.Status, name, t.Tag)
+	a, b := nodetags.FindStatus(&ni.Status, name, t.Tag), nodetags.FindStatus(&other.Status, name, t.Tag)
 	if a == nil || b == nil {
 		return a != b
 	}
@@ -331,11 +331,11 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	renew := sets.New(d.Renew...)
 	for _, node := range d.Write {
 		edit(node, func(images map[string]appsv1beta1.ImageSpec) bool {
-			changed := nodeimage.AddOwner(images, ref.Name, ref.Tag, owner, tmpl, now)
+			changed := nodetags.AddOwner(images, ref.Name, ref.Tag, owner, tmpl, now)
 			if renew.Has(node) {
-				changed = nodeimage.Renew(images, ref.Name, ref.Tag, now) || changed
+				changed = nodetags.Renew(images, ref.Name, ref.Tag, now) || changed
 			}
-			return nodeimage.SyncSecrets(images, ref.Name, c.secretsOf) || changed
+			return nodetags.SyncSecrets(images, ref.Name, c.secretsOf) || changed
 		})
 	}
 	for _, node := range d.Release {
@@ -384,12 +384,12 @@ func (c *Controller) releaseJob(images map[string]appsv1beta1.ImageSpec, uid typ
 	for name, img := range images {
 		released := false
 		for _, t := range img.Tags {
-			if nodeimage.OwnedBy(&t, uid) {
-				released = nodeimage.RemoveOwner(images, name, t.Tag, uid) || released
+			if nodetags.OwnedBy(&t, uid) {
+				released = nodetags.RemoveOwner(images, name, t.Tag, uid) || released
 			}
 		}
 		if released {
-			nodeimage.SyncSecrets(images, name, c.secretsOf)
+			nodetags.SyncSecrets(images, name, c.secretsOf)
 			changed = true
 		}
 	}
@@ -420,11 +420,11 @@ func (c *Controller) editNodeImage(ctx context.Context, name string, change func
 		return err
 	}
 	for attempt := 1; ; attempt++ {
-		images := nodeimage.CopyImages(ni.Spec.Images)
+		images := nodetags.CopyImages(ni.Spec.Images)
 		if !change(images) {
 			return nil
 		}
-		patch, err := nodeimage.SpecPatch(ni, images)
+		patch, err := nodetags.SpecPatch(ni, images)
 		if err != nil || patch == nil {
 			return err
 		}

@@ -18,7 +18,7 @@ import (
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned/fake"
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
-	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 // A cache one write behind the server makes the first patch conflict; the
@@ -55,7 +55,7 @@ func TestEditNodeImageRetriesAConflictFromAFreshRead(t *testing.T) {
 	c := &Controller{client: client, nodeImages: appslisters.NewNodeImageLister(indexer)}
 	owner := corev1.ObjectReference{Name: "job", Namespace: "ns", UID: "uid-1"}
 	err := c.editNodeImage(context.Background(), "n1", func(images map[string]appsv1beta1.ImageSpec) bool {
-		return nodeimage.AddOwner(images, "nginx", "1.25", owner, nodeimage.TagTemplate{}, metav1.Now())
+		return nodetags.AddOwner(images, "nginx", "1.25", owner, nodetags.TagTemplate{}, metav1.Now())
 	})
 	if err != nil {
 		t.Fatalf("editNodeImage: %v", err)
@@ -64,7 +64,7 @@ func TestEditNodeImageRetriesAConflictFromAFreshRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if nodeimage.FindTag(got.Spec.Images, "nginx", "1.25") < 0 || nodeimage.FindTag(got.Spec.Images, "busybox", "1.36") < 0 {
+	if nodetags.FindTag(got.Spec.Images, "nginx", "1.25") < 0 || nodetags.FindTag(got.Spec.Images, "busybox", "1.36") < 0 {
 		t.Errorf("images after the retried write = %+v, want both nginx:1.25 and busybox:1.36", got.Spec.Images)
 	}
 	patches := 0
@@ -127,8 +127,8 @@ func TestReleasingAJobDropsTheSecretsOnlyItNeeded(t *testing.T) {
 	images := map[string]appsv1beta1.ImageSpec{}
 	now := metav1.Now()
 	for _, j := range []*appsv1beta1.ImagePullJob{withSecret, without} {
-		nodeimage.AddOwner(images, "r.io/app", "1", OwnerReference(j), TagTemplate(j, "prepull-system"), now)
-		nodeimage.SyncSecrets(images, "r.io/app", c.secretsOf)
+		nodetags.AddOwner(images, "r.io/app", "1", OwnerReference(j), TagTemplate(j, "prepull-system"), now)
+		nodetags.SyncSecrets(images, "r.io/app", c.secretsOf)
 	}
 	if n := len(images["r.io/app"].PullSecrets); n != 1 {
 		t.Fatalf("pull secrets before release: %+v", images["r.io/app"].PullSecrets)
@@ -140,7 +140,7 @@ func TestReleasingAJobDropsTheSecretsOnlyItNeeded(t *testing.T) {
 	if len(img.PullSecrets) != 0 {
 		t.Errorf("pull secrets after the job that needed them let go: %+v", img.PullSecrets)
 	}
-	if i := nodeimage.FindTag(images, "r.io/app", "1"); i < 0 || len(img.Tags[i].OwnerReferences) != 1 {
+	if i := nodetags.FindTag(images, "r.io/app", "1"); i < 0 || len(img.Tags[i].OwnerReferences) != 1 {
 		t.Errorf("tag after release: %+v", img.Tags)
 	}
 }

@@ -16,15 +16,8 @@ import (
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/imageref"
-	"github.com/prepull/prepull/pkg/nodeimage"
-	"github.com/prepull/prepull/pkg/pullsecret"
-)
-
-// Defaults the CRD fills in; repeated here for objects written before the
-// CRD had them or through a path that skipped defaulting.
-const (
-	DefaultTimeoutSeconds = 600
-	DefaultBackoffLimit   = 3
+	"github.com/prepull/prepull/pkg/nodetags"
+	"github.com/prepull/prepull/pkg/secretcopy"
 )
 
 // Messages of the job status; Kruise's clients match on the first two.
@@ -101,8 +94,8 @@ func Parallelism(p *intstr.IntOrString, targets int) (int, error) {
 }
 
 // TagTemplate is what the job asks of its tag on every node.
-func TagTemplate(job *appsv1beta1.ImagePullJob, daemonNamespace string) nodeimage.TagTemplate {
-	timeout, backoff := int32(DefaultTimeoutSeconds), int32(DefaultBackoffLimit)
+func TagTemplate(job *appsv1beta1.ImagePullJob, daemonNamespace string) nodetags.TagTemplate {
+	timeout, backoff := int32(appsv1beta1.DefaultTimeoutSeconds), int32(appsv1beta1.DefaultBackoffLimit)
 	if pp := job.Spec.PullPolicy; pp != nil {
 		timeout = ptr.Deref(pp.TimeoutSeconds, timeout)
 		backoff = ptr.Deref(pp.BackoffLimit, backoff)
@@ -117,9 +110,9 @@ func TagTemplate(job *appsv1beta1.ImagePullJob, daemonNamespace string) nodeimag
 	}
 	var secrets []appsv1beta1.ReferenceObject
 	for _, s := range job.Spec.PullSecrets {
-		secrets = append(secrets, appsv1beta1.ReferenceObject{Namespace: daemonNamespace, Name: pullsecret.CopyName(job.Namespace, s)})
+		secrets = append(secrets, appsv1beta1.ReferenceObject{Namespace: daemonNamespace, Name: secretcopy.CopyName(job.Namespace, s)})
 	}
-	return nodeimage.TagTemplate{PullPolicy: policy, ImagePullPolicy: pullPolicy, PullSecrets: secrets, SandboxConfig: job.Spec.SandboxConfig}
+	return nodetags.TagTemplate{PullPolicy: policy, ImagePullPolicy: pullPolicy, PullSecrets: secrets, SandboxConfig: job.Spec.SandboxConfig}
 }
 
 // OwnerReference is how a job is named in the tags it owns.
@@ -221,22 +214,22 @@ func Decide(in Input) Decision {
 	failMessages := map[string]string{}
 	for _, ni := range in.Targets {
 		targets.Insert(ni.Name)
-		state, status := nodeimage.OwnerState(ni, in.Ref.Name, in.Ref.Tag, job.UID)
+		state, status := nodetags.OwnerState(ni, in.Ref.Name, in.Ref.Tag, job.UID)
 		switch state {
-		case nodeimage.NotWritten:
+		case nodetags.NotWritten:
 			notWritten = append(notWritten, ni.Name)
 			continue
-		case nodeimage.Active:
+		case nodetags.Active:
 			active = append(active, ni.Name)
-		case nodeimage.Succeeded:
+		case nodetags.Succeeded:
 			succeeded++
-		case nodeimage.Failed:
+		case nodetags.Failed:
 			failedNodes = append(failedNodes, ni.Name)
 			failMessages[ni.Name] = status.Message
 		}
 		// Owned tags are refreshed so spec edits reach them.
 		d.Write = append(d.Write, ni.Name)
-		if !always && (state == nodeimage.Succeeded || state == nodeimage.Failed) && status.CompletionTime != nil {
+		if !always && (state == nodetags.Succeeded || state == nodetags.Failed) && status.CompletionTime != nil {
 			at := status.CompletionTime.Add(in.RepullInterval)
 			if !in.Now.Before(at) {
 				d.Renew = append(d.Renew, ni.Name)

@@ -23,7 +23,7 @@ import (
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 	appsinformers "github.com/prepull/prepull/pkg/generated/informers/externalversions/apps/v1beta1"
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
-	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 // ReasonTaskFailed is the Event reason for a task the controller failed.
@@ -172,7 +172,7 @@ func (c *Controller) create(ctx context.Context, node *corev1.Node) (time.Durati
 
 func (c *Controller) housekeep(ctx context.Context, ni *appsv1beta1.NodeImage) (time.Duration, error) {
 	r := Housekeep(Input{NodeImage: ni, OwnerExists: c.ownerExists, Now: c.opts.Now(), UnansweredTimeout: c.opts.UnansweredTimeout})
-	patch, err := nodeimage.SpecPatch(ni, r.Images)
+	patch, err := nodetags.SpecPatch(ni, r.Images)
 	if err != nil {
 		return 0, err
 	}
@@ -187,7 +187,7 @@ func (c *Controller) housekeep(ctx context.Context, ni *appsv1beta1.NodeImage) (
 	if !r.StatusChanged {
 		return r.RequeueAfter, nil
 	}
-	patch, err = nodeimage.StatusPatch(ni, r.Statuses, r.Counts, nil)
+	patch, err = nodetags.StatusPatch(ni, r.Statuses, r.Counts, nil)
 	if err != nil {
 		return 0, err
 	}

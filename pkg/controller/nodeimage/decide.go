@@ -8,7 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
-	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 // Input is what one housekeeping pass over a NodeImage decides from.
@@ -32,7 +32,7 @@ type TagFailure struct {
 type Result struct {
 	Images   map[string]appsv1beta1.ImageSpec
 	Statuses map[string]appsv1beta1.ImageStatus
-	Counts   nodeimage.Counts
+	Counts   nodetags.Counts
 	Failures []TagFailure
 	// StatusChanged says the controller itself changed a status entry
 	// (failed a task or dropped the status of a removed tag). Counters
@@ -49,7 +49,7 @@ type Result struct {
 // recomputes the counters.
 func Housekeep(in Input) Result {
 	ni := in.NodeImage
-	r := Result{Images: nodeimage.CopyImages(ni.Spec.Images), Statuses: copyStatuses(ni.Status.ImageStatuses)}
+	r := Result{Images: nodetags.CopyImages(ni.Spec.Images), Statuses: copyStatuses(ni.Status.ImageStatuses)}
 	next := func(at time.Time) {
 		if d := at.Sub(in.Now); d > 0 && (r.RequeueAfter == 0 || d < r.RequeueAfter) {
 			r.RequeueAfter = d
@@ -57,7 +57,7 @@ func Housekeep(in Input) Result {
 	}
 	for name, img := range ni.Spec.Images {
 		for _, tag := range img.Tags {
-			if nodeimage.KeepOwners(r.Images, name, tag.Tag, in.OwnerExists) && nodeimage.FindTag(r.Images, name, tag.Tag) < 0 {
+			if nodetags.KeepOwners(r.Images, name, tag.Tag, in.OwnerExists) && nodetags.FindTag(r.Images, name, tag.Tag) < 0 {
 				continue
 			}
 			st := findStatus(r.Statuses, name, tag.Tag)
@@ -72,7 +72,7 @@ func Housekeep(in Input) Result {
 				if policy.TTLSecondsAfterFinished != nil && st.CompletionTime != nil {
 					at := st.CompletionTime.Add(time.Duration(*policy.TTLSecondsAfterFinished) * time.Second)
 					if !in.Now.Before(at) {
-						nodeimage.RemoveTag(r.Images, name, tag.Tag)
+						nodetags.RemoveTag(r.Images, name, tag.Tag)
 					} else {
 						next(at)
 					}
@@ -102,7 +102,7 @@ func Housekeep(in Input) Result {
 	for name, img := range r.Statuses {
 		var keep []appsv1beta1.ImageTagStatus
 		for _, t := range img.Tags {
-			if nodeimage.FindTag(r.Images, name, t.Tag) >= 0 {
+			if nodetags.FindTag(r.Images, name, t.Tag) >= 0 {
 				keep = append(keep, t)
 			}
 		}
@@ -115,7 +115,7 @@ func Housekeep(in Input) Result {
 			r.Statuses[name] = appsv1beta1.ImageStatus{Tags: keep}
 		}
 	}
-	r.Counts = nodeimage.Count(r.Images, r.Statuses)
+	r.Counts = nodetags.Count(r.Images, r.Statuses)
 	return r
 }
 
@@ -137,7 +137,7 @@ func copyStatuses(in map[string]appsv1beta1.ImageStatus) map[string]appsv1beta1.
 }
 
 func findStatus(statuses map[string]appsv1beta1.ImageStatus, name, tag string) *appsv1beta1.ImageTagStatus {
-	return nodeimage.FindStatus(&appsv1beta1.NodeImageStatus{ImageStatuses: statuses}, name, tag)
+	return nodetags.FindStatus(&appsv1beta1.NodeImageStatus{ImageStatuses: statuses}, name, tag)
 }
 
 func setStatus(statuses map[string]appsv1beta1.ImageStatus, name string, st appsv1beta1.ImageTagStatus) {

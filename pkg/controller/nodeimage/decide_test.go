@@ -10,7 +10,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
-	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 func TestHousekeep(t *testing.T) {
@@ -63,12 +63,12 @@ func TestHousekeep(t *testing.T) {
 		t.Errorf("shared tag owners = %v, want only the live job", o)
 	}
 	for tg, want := range map[string]string{"silent": "no answer from prepull-daemon on node node-1", "overrun": "activeDeadlineSeconds (60s)"} {
-		st := nodeimage.FindStatus(&appsv1beta1.NodeImageStatus{ImageStatuses: r.Statuses}, "app", tg)
+		st := nodetags.FindStatus(&appsv1beta1.NodeImageStatus{ImageStatuses: r.Statuses}, "app", tg)
 		if st == nil || st.Phase != appsv1beta1.ImagePhaseFailed || !strings.Contains(st.Message, want) || st.Version != 1 {
 			t.Errorf("%s status = %+v, want Failed mentioning %q", tg, st, want)
 		}
 	}
-	if st := nodeimage.FindStatus(&appsv1beta1.NodeImageStatus{ImageStatuses: r.Statuses}, "app", "removed-from-spec"); st != nil {
+	if st := nodetags.FindStatus(&appsv1beta1.NodeImageStatus{ImageStatuses: r.Statuses}, "app", "removed-from-spec"); st != nil {
 		t.Errorf("status of a tag gone from spec kept: %+v", st)
 	}
 	if !r.StatusChanged {
@@ -82,7 +82,7 @@ func TestHousekeep(t *testing.T) {
 	if r.RequeueAfter != 8*time.Minute {
 		t.Errorf("requeue after %v, want 8m (ttl-ahead)", r.RequeueAfter)
 	}
-	if r.Counts != (nodeimage.Counts{Desired: 5, Waiting: 2, Failed: 3}) {
+	if r.Counts != (nodetags.Counts{Desired: 5, Waiting: 2, Failed: 3}) {
 		t.Errorf("counts = %+v", r.Counts)
 	}
 }

@@ -20,7 +20,7 @@ import (
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/controller/reconcile"
 	appsinformers "github.com/prepull/prepull/pkg/generated/informers/externalversions/apps/v1beta1"
-	"github.com/prepull/prepull/pkg/pullsecret"
+	"github.com/prepull/prepull/pkg/secretcopy"
 )
 
 // JobsBySecret indexes ImagePullJobs by the source secrets they reference.
@@ -33,7 +33,7 @@ func AddIndex(jobs cache.SharedIndexInformer) error {
 		if !ok {
 			return nil, nil
 		}
-		return pullsecret.JobKeys(job), nil
+		return secretcopy.JobKeys(job), nil
 	}})
 }
 
@@ -65,7 +65,7 @@ func New(kube kubernetes.Interface, jobs appsinformers.ImagePullJobInformer, sou
 	c.queue = reconcile.New("pullsecret", c.sync)
 	jobChanged := func(obj any) {
 		if job, ok := reconcile.Unwrap(obj).(*appsv1beta1.ImagePullJob); ok {
-			for _, k := range pullsecret.JobKeys(job) {
+			for _, k := range secretcopy.JobKeys(job) {
 				c.queue.Add(k)
 			}
 		}
@@ -74,7 +74,7 @@ func New(kube kubernetes.Interface, jobs appsinformers.ImagePullJobInformer, sou
 		AddFunc: jobChanged,
 		UpdateFunc: func(old, cur any) {
 			o, n := old.(*appsv1beta1.ImagePullJob), cur.(*appsv1beta1.ImagePullJob)
-			if pullsecret.NeedsSecrets(o) != pullsecret.NeedsSecrets(n) {
+			if secretcopy.NeedsSecrets(o) != secretcopy.NeedsSecrets(n) {
 				jobChanged(cur)
 			}
 		},
@@ -98,8 +98,8 @@ func New(kube kubernetes.Interface, jobs appsinformers.ImagePullJobInformer, sou
 		return nil, fmt.Errorf("watching secrets: %w", err)
 	}
 	copyChanged := func(obj any) {
-		if s, ok := reconcile.Unwrap(obj).(*corev1.Secret); ok && s.Annotations[pullsecret.SourceAnnotation] != "" {
-			c.queue.Add(s.Annotations[pullsecret.SourceAnnotation])
+		if s, ok := reconcile.Unwrap(obj).(*corev1.Secret); ok && s.Annotations[secretcopy.SourceAnnotation] != "" {
+			c.queue.Add(s.Annotations[secretcopy.SourceAnnotation])
 		}
 	}
 	if _, err := copies.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -113,7 +113,7 @@ func New(kube kubernetes.Interface, jobs appsinformers.ImagePullJobInformer, sou
 // SourceExists answers from the metadata cache whether a job's secret
 // exists, for the job controller's warnings.
 func (c *Controller) SourceExists(namespace, name string) bool {
-	_, exists, err := c.sources.GetByKey(pullsecret.Key(namespace, name))
+	_, exists, err := c.sources.GetByKey(secretcopy.Key(namespace, name))
 	return err != nil || exists
 }
 
@@ -147,8 +147,8 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 			return 0, fmt.Errorf("reading pull secret %s: %w", key, err)
 		}
 	}
-	desired := pullsecret.DesiredCopy(source, jobs, c.namespace)
-	copyName := pullsecret.CopyName(ns, name)
+	desired := secretcopy.DesiredCopy(source, jobs, c.namespace)
+	copyName := secretcopy.CopyName(ns, name)
 	existing, err := c.copies.Secrets(c.namespace).Get(copyName)
 	if apierrors.IsNotFound(err) {
 		existing, err = nil, nil
@@ -182,7 +182,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	case existing.Type != desired.Type:
 		// A secret's type is immutable: replace the copy.
 		return 0, secrets.Delete(ctx, copyName, metav1.DeleteOptions{})
-	case pullsecret.CopyUpToDate(existing, desired):
+	case secretcopy.CopyUpToDate(existing, desired):
 		return 0, nil
 	}
 	updated := existing.DeepCopy()
@@ -193,7 +193,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	if updated.Annotations == nil {
 		updated.Annotations = map[string]string{}
 	}
-	updated.Labels[pullsecret.CopyLabel] = "true"
+	updated.Labels[secretcopy.CopyLabel] = "true"
 	for k, v := range desired.Annotations {
 		updated.Annotations[k] = v
 	}

@@ -13,7 +13,7 @@ import (
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/generated/informers/externalversions"
-	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 // answer is what the stand-in daemon reports for a task; Silent never
@@ -88,7 +88,7 @@ func (d *fakeDaemon) observe(ctx context.Context, ni *appsv1beta1.NodeImage) {
 			d.open[name] = open
 		}
 		for _, t := range img.Tags {
-			st := nodeimage.FindStatus(&ni.Status, name, t.Tag)
+			st := nodetags.FindStatus(&ni.Status, name, t.Tag)
 			finished := st != nil && st.Version == t.Version && (st.Phase == appsv1beta1.ImagePhaseSucceeded || st.Phase == appsv1beta1.ImagePhaseFailed)
 			task := ni.Name + "/" + t.Tag
 			if finished {
@@ -122,7 +122,7 @@ func (d *fakeDaemon) report(ctx context.Context, node, image, tag string, versio
 		if err != nil {
 			return
 		}
-		i := nodeimage.FindTag(ni.Spec.Images, image, tag)
+		i := nodetags.FindTag(ni.Spec.Images, image, tag)
 		if i < 0 || ni.Spec.Images[image].Tags[i].Version != version {
 			return
 		}
@@ -146,7 +146,7 @@ func (d *fakeDaemon) report(ctx context.Context, node, image, tag string, versio
 			img.Tags = append(img.Tags, entry)
 		}
 		statuses[image] = img
-		patch, err := nodeimage.StatusPatch(ni, statuses, nodeimage.Count(ni.Spec.Images, statuses), nil)
+		patch, err := nodetags.StatusPatch(ni, statuses, nodetags.Count(ni.Spec.Images, statuses), nil)
 		if err != nil || patch == nil {
 			return
 		}

@@ -14,7 +14,7 @@ import (
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/controller/imagelistpulljob"
-	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 func (e *env) createList(l *appsv1beta1.ImageListPullJob) *appsv1beta1.ImageListPullJob {
@@ -170,7 +170,7 @@ func TestImageListPullJobEdits(t *testing.T) {
 	})
 	e.eventually(10*time.Second, "redis's tag to leave the node", func() (bool, string) {
 		ni, err := e.nodeImage(a)
-		return err == nil && nodeimage.FindTag(ni.Spec.Images, "redis", "7") < 0, ""
+		return err == nil && nodetags.FindTag(ni.Spec.Images, "redis", "7") < 0, ""
 	})
 	if err := e.client.AppsV1beta1().ImageListPullJobs(e.ns).Delete(context.Background(), l.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)

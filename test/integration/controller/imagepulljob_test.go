@@ -17,7 +17,7 @@ import (
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/controller/imagepulljob"
 	"github.com/prepull/prepull/pkg/manager"
-	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 func newJob(name, image string, mod func(*appsv1beta1.ImagePullJob)) *appsv1beta1.ImagePullJob {
@@ -36,7 +36,7 @@ func (e *env) tagOwners(node, image, tag string) []types.UID {
 	if err != nil {
 		return nil
 	}
-	i := nodeimage.FindTag(ni.Spec.Images, image, tag)
+	i := nodetags.FindTag(ni.Spec.Images, image, tag)
 	if i < 0 {
 		return nil
 	}
@@ -170,7 +170,7 @@ func TestUnansweredTaskFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := nodeimage.FindStatus(&ni.Status, "nginx", "1.25")
+	st := nodetags.FindStatus(&ni.Status, "nginx", "1.25")
 	if st == nil || st.Phase != appsv1beta1.ImagePhaseFailed || !strings.Contains(st.Message, "no answer from prepull-daemon on node "+n) {
 		t.Fatalf("tag status %+v, want Failed with a message naming the node", st)
 	}
@@ -202,7 +202,7 @@ func TestSharedTagAcrossJobs(t *testing.T) {
 	e.waitJob(two.Name, 30*time.Second, "to succeed", func(j *appsv1beta1.ImagePullJob) bool { return j.Status.Succeeded == 1 })
 	e.waitJob(one.Name, 30*time.Second, "to stay succeeded", func(j *appsv1beta1.ImagePullJob) bool { return j.Status.Succeeded == 1 })
 	ni, _ := e.nodeImage(a)
-	tag := ni.Spec.Images["nginx"].Tags[nodeimage.FindTag(ni.Spec.Images, "nginx", "1.25")]
+	tag := ni.Spec.Images["nginx"].Tags[nodetags.FindTag(ni.Spec.Images, "nginx", "1.25")]
 	if tag.Version != 2 || len(tag.OwnerReferences) != 2 {
 		t.Fatalf("shared tag %+v, want version 2 and two owners", tag)
 	}
@@ -287,7 +287,7 @@ func TestSpecEditsTakeEffect(t *testing.T) {
 		if err != nil || e.tagOwners(b, "nginx", "1.25") != nil {
 			return false, "b still owned"
 		}
-		i := nodeimage.FindTag(ni.Spec.Images, "nginx", "1.25")
+		i := nodetags.FindTag(ni.Spec.Images, "nginx", "1.25")
 		if i < 0 {
 			return false, "a lost its tag"
 		}
@@ -376,7 +376,7 @@ func TestNeverJobRepulls(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		st := nodeimage.FindStatus(&ni.Status, "nginx", "1.25")
+		st := nodetags.FindStatus(&ni.Status, "nginx", "1.25")
 		return st != nil && st.Version >= 3 && st.Phase == appsv1beta1.ImagePhaseSucceeded, ""
 	})
 	if j := e.job(job.Name); j.Status.CompletionTime != nil {

@@ -14,7 +14,7 @@ import (
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/controller/imagepulljob"
-	"github.com/prepull/prepull/pkg/pullsecret"
+	"github.com/prepull/prepull/pkg/secretcopy"
 )
 
 const daemonNS = "prepull-system"
@@ -41,7 +41,7 @@ func (e *env) createDockerSecret(name, auth string) {
 
 // secretCopy reads the copy of a source secret in the daemon namespace.
 func (e *env) secretCopy(source string) (*corev1.Secret, error) {
-	return e.kube.CoreV1().Secrets(daemonNS).Get(context.Background(), pullsecret.CopyName(e.ns, source), metav1.GetOptions{})
+	return e.kube.CoreV1().Secrets(daemonNS).Get(context.Background(), secretcopy.CopyName(e.ns, source), metav1.GetOptions{})
 }
 
 func (e *env) waitCopyGone(source string, timeout time.Duration) {
@@ -79,9 +79,9 @@ func TestPullSecretCopiedForRunningJobs(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		return c.Annotations[pullsecret.ReferencedByAnnotation] == e.ns+"/"+job.Name &&
+		return c.Annotations[secretcopy.ReferencedByAnnotation] == e.ns+"/"+job.Name &&
 			strings.Contains(string(c.Data[corev1.DockerConfigJsonKey]), "dXNlcjpwYXNz") &&
-			c.Annotations["kubectl.kubernetes.io/last-applied-configuration"] == "", c.Annotations[pullsecret.ReferencedByAnnotation]
+			c.Annotations["kubectl.kubernetes.io/last-applied-configuration"] == "", c.Annotations[secretcopy.ReferencedByAnnotation]
 	})
 	e.eventually(10*time.Second, "the NodeImage to reference the copy", func() (bool, string) {
 		ni, err := e.nodeImage(a)
@@ -89,7 +89,7 @@ func TestPullSecretCopiedForRunningJobs(t *testing.T) {
 			return false, err.Error()
 		}
 		refs := ni.Spec.Images["registry.example.com/team/app"].PullSecrets
-		return len(refs) == 1 && refs[0].Namespace == daemonNS && refs[0].Name == pullsecret.CopyName(e.ns, "creds"), ""
+		return len(refs) == 1 && refs[0].Namespace == daemonNS && refs[0].Name == secretcopy.CopyName(e.ns, "creds"), ""
 	})
 	close(release)
 	done := e.waitJob(job.Name, 30*time.Second, "to complete", completed)

@@ -13,7 +13,7 @@ import (
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/manager"
-	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 // A controller stopped mid-job and started again rebuilds its state from
@@ -45,7 +45,7 @@ func TestControllerRestartMidJob(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if v := ni.Spec.Images["nginx"].Tags[nodeimage.FindTag(ni.Spec.Images, "nginx", "1.25")].Version; v != 1 {
+		if v := ni.Spec.Images["nginx"].Tags[nodetags.FindTag(ni.Spec.Images, "nginx", "1.25")].Version; v != 1 {
 			t.Errorf("node %s tag version %d after restart, want 1 (no duplicate pull)", n, v)
 		}
 	}

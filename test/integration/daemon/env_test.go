@@ -22,7 +22,7 @@ import (
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
-	"github.com/prepull/prepull/pkg/nodeimage"
+	"github.com/prepull/prepull/pkg/nodetags"
 	"github.com/prepull/prepull/test/framework"
 )
 
@@ -162,7 +162,7 @@ func (e *env) setTag(image, tag string, secrets []appsv1beta1.ReferenceObject, o
 		if err != nil {
 			return false, nil
 		}
-		images := nodeimage.CopyImages(ni.Spec.Images)
+		images := nodetags.CopyImages(ni.Spec.Images)
 		img := images[image]
 		img.PullSecrets = secrets
 		now := metav1.Now()
@@ -170,14 +170,14 @@ func (e *env) setTag(image, tag string, secrets []appsv1beta1.ReferenceObject, o
 		for _, o := range opts {
 			o(&spec)
 		}
-		if i := nodeimage.FindTag(images, image, tag); i >= 0 {
+		if i := nodetags.FindTag(images, image, tag); i >= 0 {
 			spec.Version = img.Tags[i].Version + 1
 			img.Tags[i] = spec
 		} else {
 			img.Tags = append(img.Tags, spec)
 		}
 		images[image] = img
-		patch, err := nodeimage.SpecPatch(ni, images)
+		patch, err := nodetags.SpecPatch(ni, images)
 		if err != nil || patch == nil {
 			return false, err
 		}
@@ -197,7 +197,7 @@ func (e *env) tagStatus(image, tag string) (*appsv1beta1.ImageTagStatus, *appsv1
 	if err != nil {
 		return nil, nil
 	}
-	return nodeimage.FindStatus(&ni.Status, image, tag), ni
+	return nodetags.FindStatus(&ni.Status, image, tag), ni
 }
 
 // waitFinal waits for the given version of a tag to reach a final phase

@@ -42,6 +42,14 @@ type SandboxConfig struct {
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
+// Defaults of a pull, for objects the apiserver did not default (written
+// before the CRD had them). The CRD's +kubebuilder:default markers must say
+// the same; TestDefaultsMatchTheCRD in package apps checks it.
+const (
+	DefaultTimeoutSeconds = 600
+	DefaultBackoffLimit   = 3
+)
+
 // PullPolicy bounds each pull of a job.
 type PullPolicy struct {
 	// TimeoutSeconds bounds one pull attempt. Defaults to 600.

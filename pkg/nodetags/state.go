@@ -1,4 +1,4 @@
-package nodeimage
+package nodetags
 
 import (
 	"k8s.io/apimachinery/pkg/types"

@@ -1,4 +1,4 @@
-package nodeimage
+package nodetags
 
 import (
 	"encoding/json"

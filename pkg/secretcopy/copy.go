@@ -1,4 +1,4 @@
-package pullsecret
+package secretcopy
 
 import (
 	"maps"

@@ -1,9 +1,9 @@
-// Package nodeimage holds every rule for reading and writing NodeImage
+// Package nodetags holds every rule for reading and writing NodeImage
 // tags: who owns a tag, when it is pulled again, how a job's progress on one
 // node is read from it, the status counters, and the patches that write
 // only the images that changed. Controllers and the daemon decide with
 // these functions and keep their own code to I/O.
-package nodeimage
+package nodetags
 
 import (
 	"slices"

@@ -1,6 +1,6 @@
-// Package pullsecret names and tracks the copies of jobs' pull secrets in
+// Package secretcopy names and tracks the copies of jobs' pull secrets in
 // the daemon's namespace, the only secrets a daemon may read.
-package pullsecret
+package secretcopy
 
 import (
 	"crypto/sha256"
