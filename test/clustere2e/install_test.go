@@ -70,6 +70,16 @@ func TestInstallOnRealCluster(t *testing.T) {
 		return d.Status.AvailableReplicas == 2 && ds.Status.NumberReady == int32(len(c.Nodes)), seen
 	})
 	t.Logf("prepull Ready on %d nodes %s after kubectl apply", len(c.Nodes), time.Since(start).Round(time.Millisecond))
+	// A job only targets nodes that have a NodeImage: the controller makes
+	// them once it runs. (An Always job created before would complete at
+	// once with nothing to pull, as Kruise's does.)
+	framework.Eventually(t, time.Minute, "a NodeImage for every node", func() (bool, string) {
+		list, err := kruise.AppsV1beta1().NodeImages().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(list.Items) == len(c.Nodes), fmt.Sprintf("%d NodeImages", len(list.Items))
+	})
 
 	// 3. A job for a private image, with a pull secret.
 	app, err := c.PushBinaryImage(ctx, "./test/realcluster/pause", "private/app:1")
