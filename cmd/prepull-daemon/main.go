@@ -20,6 +20,7 @@ import (
 	"k8s.io/klog/v2"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/credprovider"
 	"github.com/prepull/prepull/pkg/cri"
 	"github.com/prepull/prepull/pkg/daemon"
 	"github.com/prepull/prepull/pkg/metrics"
@@ -34,6 +35,7 @@ type options struct {
 	statusInterval, progressInterval                         time.Duration
 	qps                                                      float64
 	metricsAddr, healthAddr                                  string
+	credProviderConfig, credProviderBinDir                   string
 }
 
 func main() {
@@ -51,6 +53,8 @@ func main() {
 	fs.IntVar(&o.burst, "kube-api-burst", 20, "Burst of queries to the apiserver.")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":9090", "Address of the Prometheus /metrics endpoint; empty disables it.")
 	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":9091", "Address of /healthz and /readyz; empty disables them.")
+	fs.StringVar(&o.credProviderConfig, "image-credential-provider-config", "", "The kubelet's CredentialProviderConfig file (kubelet.config.k8s.io/v1), to pull from cloud registries (ECR, Artifact Registry, ACR) without pull secrets as the kubelet does. Same format and flag name as the kubelet's; needs --image-credential-provider-bin-dir.")
+	fs.StringVar(&o.credProviderBinDir, "image-credential-provider-bin-dir", "", "Directory holding the credential provider plugins named in --image-credential-provider-config (the kubelet's flag of the same name).")
 	klog.InitFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: prepull-daemon [flags]\n\nPulls the images listed in this node's NodeImage through the node's CRI runtime,\nat most --max-concurrent-pulls at a time, and reports progress in its status. Flags:\n\n")
@@ -97,6 +101,17 @@ func run(ctx context.Context, o options) error {
 	defer rt.Close()
 	klog.InfoS("Connected to the container runtime", "endpoint", rt.Endpoint, "runtime", rt.Name, "version", rt.Version)
 
+	var providers *credprovider.Providers
+	switch {
+	case o.credProviderConfig != "" && o.credProviderBinDir != "":
+		if providers, err = credprovider.Load(o.credProviderConfig, o.credProviderBinDir); err != nil {
+			return err
+		}
+		klog.InfoS("Credential provider plugins loaded", "config", o.credProviderConfig, "binDir", o.credProviderBinDir)
+	case o.credProviderConfig != "" || o.credProviderBinDir != "":
+		return fmt.Errorf("--image-credential-provider-config and --image-credential-provider-bin-dir go together: set both or neither")
+	}
+
 	var prog daemon.ProgressFunc
 	if containerdAddr == "" && rt.Name == "containerd" {
 		containerdAddr = rt.Endpoint
@@ -121,7 +136,7 @@ func run(ctx context.Context, o options) error {
 	d, err := daemon.New(client, core, daemon.Options{
 		NodeName: nodeName, DaemonNamespace: o.daemonNS, MaxConcurrent: o.maxPulls,
 		StatusInterval: o.statusInterval, ProgressInterval: o.progressInterval,
-		Images: rt.Images, Backoff: puller.DefaultBackoff, Progress: prog,
+		Images: rt.Images, Backoff: puller.DefaultBackoff, Progress: prog, Providers: providers,
 		Recorder: broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "prepull-daemon", Host: nodeName}),
 	})
 	if err != nil {

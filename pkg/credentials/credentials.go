@@ -160,3 +160,17 @@ func splitPort(host string) (string, string) {
 	}
 	return host, ""
 }
+
+// Matches reports whether image falls under a registry pattern such as
+// *.dkr.ecr.*.amazonaws.com or registry.io:8080/path, by the kubelet's rules
+// (also those of a credential provider's matchImages).
+func Matches(pattern, image string) bool {
+	return match(normalizeRegistry(pattern), registryPath(image))
+}
+
+// AddAuth adds one credential for a registry pattern (as a credential
+// provider answers them).
+func (k *Keyring) AddAuth(pattern string, a Auth) {
+	k.entries = append(k.entries, entry{pattern: normalizeRegistry(pattern), auth: a})
+	sort.SliceStable(k.entries, func(i, j int) bool { return k.entries[i].pattern > k.entries[j].pattern })
+}

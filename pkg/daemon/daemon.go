@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/credentials"
+	"github.com/prepull/prepull/pkg/credprovider"
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/imageref"
 	"github.com/prepull/prepull/pkg/nodetags"
@@ -56,6 +58,8 @@ type Options struct {
 	Backoff          puller.Backoff
 	Progress         ProgressFunc
 	Recorder         record.EventRecorder
+	// Providers are the kubelet credential provider plugins, or nil.
+	Providers *credprovider.Providers
 }
 
 // Daemon pulls the images of one node's NodeImage.
@@ -262,7 +266,7 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 
 	req := puller.Request{
 		Image:        ref,
-		Auths:        func() []credentials.Auth { return d.credentials(ctx, ref, img, tag) },
+		Auths:        func() ([]credentials.Auth, error) { return d.credentials(ctx, ref, img, tag) },
 		Sandbox:      img.SandboxConfig,
 		PullPolicy:   tag.ImagePullPolicy,
 		Timeout:      appsv1beta1.DefaultTimeoutSeconds * time.Second,
@@ -375,7 +379,9 @@ func (d *Daemon) followProgress(ctx context.Context, ref string, since time.Time
 
 // credentials reads the tag's and image's secrets, which must be in the
 // daemon namespace, and returns those matching ref.
-func (d *Daemon) credentials(ctx context.Context, ref string, img appsv1beta1.ImageSpec, tag appsv1beta1.ImageTagSpec) []credentials.Auth {
+// credentials are the pull secrets' credentials for ref, then the
+// credential providers', in the kubelet's order.
+func (d *Daemon) credentials(ctx context.Context, ref string, img appsv1beta1.ImageSpec, tag appsv1beta1.ImageTagSpec) ([]credentials.Auth, error) {
 	var k credentials.Keyring
 	for _, s := range append(append([]appsv1beta1.ReferenceObject{}, img.PullSecrets...), tag.PullSecrets...) {
 		key := s.Namespace + "/" + s.Name
@@ -389,7 +395,25 @@ func (d *Daemon) credentials(ctx context.Context, ref string, img appsv1beta1.Im
 		}
 		d.logSecretOnce(ctx, key, problem)
 	}
-	return k.Lookup(ref)
+	auths := k.Lookup(ref)
+	if d.opts.Providers == nil {
+		return auths, nil
+	}
+	fromPlugins, err := d.opts.Providers.Lookup(ctx, ref)
+	problem := ""
+	if err != nil {
+		problem = err.Error()
+	}
+	d.logSecretOnce(ctx, "credential providers for "+ref, problem)
+	for _, a := range fromPlugins {
+		// Each distinct credential once per attempt.
+		if !slices.ContainsFunc(auths, func(b credentials.Auth) bool {
+			return a.Username == b.Username && a.Password == b.Password && a.IdentityToken == b.IdentityToken && a.RegistryToken == b.RegistryToken
+		}) {
+			auths = append(auths, a)
+		}
+	}
+	return auths, err
 }
 
 // secretGrace is how long a pull waits for a referenced secret to reach the

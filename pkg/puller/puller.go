@@ -40,8 +40,9 @@ type Request struct {
 	Image string
 	// Auths are the credentials to try, read again at every attempt, so a
 	// secret that arrives (or is fixed) after the first attempt is used by
-	// the next. Nil means anonymous.
-	Auths      func() []credentials.Auth
+	// the next. Nil means anonymous. Its error (e.g. a credential provider
+	// that failed) goes into the attempt's message when the pull fails.
+	Auths      func() ([]credentials.Auth, error)
 	Sandbox    *appsv1beta1.SandboxConfig
 	PullPolicy appsv1beta1.ImagePullPolicy
 	// Timeout bounds one attempt.
@@ -228,8 +229,9 @@ func (p *Puller) attempt(ctx context.Context, req Request, spec *runtimeapi.Imag
 	auths := []*runtimeapi.AuthConfig{nil}
 	var sources []string
 	var creds []credentials.Auth
+	var credErr error
 	if req.Auths != nil {
-		creds = req.Auths()
+		creds, credErr = req.Auths()
 	}
 	if len(creds) > 0 {
 		auths = auths[:0]
@@ -261,6 +263,9 @@ func (p *Puller) attempt(ctx context.Context, req Request, spec *runtimeapi.Imag
 		if !authFailure(err) {
 			break
 		}
+	}
+	if credErr != nil {
+		errs = append([]string{credErr.Error()}, errs...)
 	}
 	return "", &attemptError{msg: strings.Join(errs, "; "), cause: lastErr}
 }

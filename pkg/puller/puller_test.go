@@ -148,8 +148,8 @@ func TestPullCancelled(t *testing.T) {
 	}
 }
 
-func fixed(auths ...credentials.Auth) func() []credentials.Auth {
-	return func() []credentials.Auth { return auths }
+func fixed(auths ...credentials.Auth) func() ([]credentials.Auth, error) {
+	return func() ([]credentials.Auth, error) { return auths, nil }
 }
 
 // Credentials are read at every attempt: a secret that arrives after the
@@ -163,11 +163,11 @@ func TestPullRereadsCredentials(t *testing.T) {
 	})
 	var calls atomic.Int32
 	res := connect(t, fake).Pull(context.Background(), Request{Image: "r.io/app:v1", Timeout: time.Second, BackoffLimit: 2,
-		Auths: func() []credentials.Auth {
+		Auths: func() ([]credentials.Auth, error) {
 			if calls.Add(1) == 1 {
-				return nil // the secret copy has not reached the daemon yet
+				return nil, nil // the secret copy has not reached the daemon yet
 			}
-			return []credentials.Auth{{Source: "ns/late:r.io", Password: "p"}}
+			return []credentials.Auth{{Source: "ns/late:r.io", Password: "p"}}, nil
 		}})
 	if res.Err != nil || res.Attempts != 2 {
 		t.Fatalf("result %+v, want success on attempt 2 with the late secret", res)

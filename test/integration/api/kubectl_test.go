@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -95,10 +96,16 @@ func TestDeployManifests(t *testing.T) {
 		dir, socketDir string
 		dryRun         bool
 		extraKinds     []string
+		// credential provider overlays: the plugin config file, the bin
+		// dir and the CA bundle, read-only
+		extraHostPaths []string
 	}{
 		{dir: ".", socketDir: "/run/containerd", dryRun: true},
 		{dir: "overlays/cri-o", socketDir: "/run/crio", dryRun: true},
 		{dir: "overlays/monitoring", socketDir: "/run/containerd", extraKinds: []string{"Service", "ServiceMonitor"}},
+		{dir: "overlays/eks", socketDir: "/run/containerd", dryRun: true, extraHostPaths: []string{"/etc/eks/image-credential-provider/config.json", "/etc/eks/image-credential-provider", "/etc/ssl/certs"}},
+		{dir: "overlays/gke", socketDir: "/run/containerd", dryRun: true, extraHostPaths: []string{"/etc/srv/kubernetes/cri_auth_config.yaml", "/home/kubernetes/bin", "/etc/ssl/certs"}},
+		{dir: "overlays/aks", socketDir: "/run/containerd", dryRun: true, extraHostPaths: []string{"/var/lib/kubelet/credential-provider-config.yaml", "/var/lib/kubelet/credential-provider", "/etc/ssl/certs"}},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			dir := filepath.Join(artifacts, tc.dir)
@@ -122,7 +129,7 @@ func TestDeployManifests(t *testing.T) {
 					t.Errorf("rendered manifests lack a %s", kind)
 				}
 			}
-			checkHardening(t, objects, tc.socketDir)
+			checkHardening(t, objects, tc.socketDir, tc.extraHostPaths)
 			if tc.dryRun {
 				out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "--dry-run=server", "-k", dir).CombinedOutput()
 				if err != nil {
@@ -134,7 +141,7 @@ func TestDeployManifests(t *testing.T) {
 }
 
 // checkHardening holds the rules the deploy manifests promise in the README.
-func checkHardening(t *testing.T, objects map[string]map[string]any, socketDir string) {
+func checkHardening(t *testing.T, objects map[string]map[string]any, socketDir string, extraHostPaths []string) {
 	t.Helper()
 	if got := lookup(objects["Namespace/prepull-system"], "metadata", "labels", "pod-security.kubernetes.io/enforce"); got == nil {
 		t.Errorf("namespace prepull-system has no Pod Security enforce label")
@@ -184,10 +191,12 @@ func checkHardening(t *testing.T, objects map[string]map[string]any, socketDir s
 	}
 	// Only the runtime's socket directory, mounted at a path of its own.
 	mounts := map[string]string{}
+	readOnly := map[string]bool{}
 	for _, c := range daemon["containers"].([]any) {
 		for _, m := range lookup(c.(map[string]any), "volumeMounts").([]any) {
 			m := m.(map[string]any)
 			mounts[m["name"].(string)] = m["mountPath"].(string)
+			readOnly[m["name"].(string)] = m["readOnly"] == true
 		}
 	}
 	for _, v := range daemon["volumes"].([]any) {
@@ -196,10 +205,14 @@ func checkHardening(t *testing.T, objects map[string]map[string]any, socketDir s
 		if !ok {
 			continue
 		}
-		if path != socketDir {
-			t.Errorf("daemon mounts host path %s, want only %s", path, socketDir)
+		if !readOnly[v["name"].(string)] {
+			t.Errorf("daemon mounts host path %s writable", path)
 		}
-		if mp := mounts[v["name"].(string)]; !strings.HasPrefix(mp, "/host/") {
+		if path != socketDir && !slices.Contains(extraHostPaths, path) {
+			t.Errorf("daemon mounts host path %s, want only %s and %v", path, socketDir, extraHostPaths)
+			continue
+		}
+		if mp := mounts[v["name"].(string)]; !strings.HasPrefix(mp, "/host/") && mp != "/etc/ssl/certs" {
 			t.Errorf("daemon mounts %s at %s: keep host paths under /host, away from /run and /var/run", path, mp)
 		}
 	}
