@@ -5,7 +5,7 @@ GO ?= go
 export GOFLAGS := -mod=vendor
 BIN_DIR ?= bin
 
-.PHONY: help demo demo-stop build images cluster-e2e fuzz test test-unit test-integration e2e verify verify-fresh generate controlplane containerd bench clean
+.PHONY: help demo demo-stop build images cluster-e2e fuzz alert-rules test test-unit test-integration e2e verify verify-fresh generate controlplane containerd bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -18,11 +18,13 @@ demo: controlplane containerd ## Run prepull locally (control plane, registry, 3
 demo-stop: ## Stop a demo running in another terminal.
 	@hack/demo-stop.sh
 
-build: ## Build every package (and binaries under cmd/ into bin/).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+build: ## Build every package (and binaries under cmd/ into bin/, stamped with VERSION and REVISION).
 	$(GO) build ./...
-	@if [ -d cmd ]; then $(GO) build -o $(BIN_DIR)/ ./cmd/...; fi
+	$(GO) build -ldflags "-X github.com/prepull/prepull/pkg/version.Version=$(VERSION) -X github.com/prepull/prepull/pkg/version.Revision=$(REVISION)" -o $(BIN_DIR)/ ./cmd/...
 
-test: verify verify-fresh test-unit fuzz test-integration e2e cluster-e2e ## The full check CI runs: verify, a fresh-cache check, unit, integration and end-to-end tests.
+test: verify verify-fresh test-unit fuzz test-integration alert-rules e2e cluster-e2e ## The full check CI runs: verify, a fresh-cache check, unit, integration and end-to-end tests.
 
 test-unit: ## Unit tests (no servers).
 	$(GO) test -count=1 ./pkg/... $(if $(wildcard cmd),./cmd/...)
@@ -41,6 +43,10 @@ cluster-e2e: controlplane ## Install prepull with kubectl apply -k on a real 2-n
 	@hack/build-controlplane.sh node >/dev/null
 	@hack/install-containerd.sh node
 	$(GO) test -count=1 -timeout 25m ./test/clustere2e/...
+
+alert-rules: ## Check the monitoring overlay's alerting rules with promtool and run their unit tests.
+	@hack/install-containerd.sh promtool
+	$(GO) test -count=1 ./test/monitoring/...
 
 controlplane: ## Build (or find cached) etcd, kube-apiserver and kubectl.
 	@hack/build-controlplane.sh >/dev/null

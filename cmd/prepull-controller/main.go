@@ -9,13 +9,16 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/prepull/prepull/pkg/logging"
 	"github.com/prepull/prepull/pkg/manager"
+	"github.com/prepull/prepull/pkg/version"
 )
 
 func main() {
@@ -23,6 +26,8 @@ func main() {
 	fs := flag.NewFlagSet("prepull-controller", flag.ExitOnError)
 	kubeconfig := fs.String("kubeconfig", "", "Path to a kubeconfig file. Empty: use the in-cluster service account (or $KUBECONFIG when set).")
 	bindFlags(fs, &opts)
+	logFormat := logging.AddFlags(fs)
+	showVersion := fs.Bool("version", false, "Print the version and exit.")
 	klog.InitFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: prepull-controller [flags]\n\n"+
@@ -31,7 +36,16 @@ func main() {
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:])
+	if *showVersion {
+		fmt.Printf("prepull-controller %s (revision %s, %s)\n", version.Version, version.Revision, runtime.Version())
+		return
+	}
+	if err := logging.Setup(*logFormat); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	defer klog.Flush()
+	klog.InfoS("Starting", "version", version.Version, "revision", version.Revision)
 
 	cfg, err := restConfig(*kubeconfig)
 	if err != nil {

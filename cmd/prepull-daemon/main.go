@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	goruntime "runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -23,9 +24,11 @@ import (
 	"github.com/prepull/prepull/pkg/credprovider"
 	"github.com/prepull/prepull/pkg/cri"
 	"github.com/prepull/prepull/pkg/daemon"
+	"github.com/prepull/prepull/pkg/logging"
 	"github.com/prepull/prepull/pkg/metrics"
 	"github.com/prepull/prepull/pkg/progress"
 	"github.com/prepull/prepull/pkg/puller"
+	"github.com/prepull/prepull/pkg/version"
 )
 
 // options are the daemon's flags.
@@ -55,13 +58,24 @@ func main() {
 	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":9091", "Address of /healthz and /readyz; empty disables them.")
 	fs.StringVar(&o.credProviderConfig, "image-credential-provider-config", "", "The kubelet's CredentialProviderConfig file (kubelet.config.k8s.io/v1), to pull from cloud registries (ECR, Artifact Registry, ACR) without pull secrets as the kubelet does. Same format and flag name as the kubelet's; needs --image-credential-provider-bin-dir.")
 	fs.StringVar(&o.credProviderBinDir, "image-credential-provider-bin-dir", "", "Directory holding the credential provider plugins named in --image-credential-provider-config (the kubelet's flag of the same name).")
+	logFormat := logging.AddFlags(fs)
+	showVersion := fs.Bool("version", false, "Print the version and exit.")
 	klog.InitFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: prepull-daemon [flags]\n\nPulls the images listed in this node's NodeImage through the node's CRI runtime,\nat most --max-concurrent-pulls at a time, and reports progress in its status. Flags:\n\n")
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:])
+	if *showVersion {
+		fmt.Printf("prepull-daemon %s (revision %s, %s)\n", version.Version, version.Revision, goruntime.Version())
+		return
+	}
+	if err := logging.Setup(*logFormat); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	defer klog.Flush()
+	klog.InfoS("Starting", "version", version.Version, "revision", version.Revision)
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()

@@ -30,6 +30,7 @@ import (
 	"github.com/prepull/prepull/pkg/credprovider"
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/imageref"
+	"github.com/prepull/prepull/pkg/metrics"
 	"github.com/prepull/prepull/pkg/nodetags"
 	"github.com/prepull/prepull/pkg/puller"
 )
@@ -486,6 +487,7 @@ func (d *Daemon) writeStatus(ctx context.Context, statuses map[string]appsv1beta
 			return err
 		}
 		err = d.client.PatchStatus(ctx, ni.Name, patch)
+		metrics.NodeImageWrites.WithLabelValues("daemon", metrics.WriteResult(err)).Inc()
 		if err == nil {
 			statusWrites.Inc()
 			return nil

@@ -50,6 +50,8 @@ func leadAndRun(ctx context.Context, lock resourcelock.Interface, opts Options, 
 				stopElecting()
 			},
 			OnStoppedLeading: func() {
+				// client-go leaves its gauge at 1 after a release.
+				leaderStatus.WithLabelValues(opts.LeaderElectName).Set(0)
 				klog.FromContext(ctx).Info("Stopped leading", "identity", id)
 			},
 		},

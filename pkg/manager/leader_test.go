@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -93,6 +94,9 @@ func TestLeaseReleasedOnlyAfterTheDrain(t *testing.T) {
 		})
 	}()
 	<-started
+	if v := testutil.ToFloat64(leaderStatus.WithLabelValues("prepull-controller")); v != 1 {
+		t.Errorf("leader_election_master_status while leading = %v, want 1", v)
+	}
 	cancel()
 	<-draining
 	// While the drain lasts, nobody else may take over: the lease stays ours.
@@ -112,6 +116,9 @@ func TestLeaseReleasedOnlyAfterTheDrain(t *testing.T) {
 	}
 	if h := lease.holder(); h != "" {
 		t.Errorf("lease holder %q after shutdown, want it released", h)
+	}
+	if v := testutil.ToFloat64(leaderStatus.WithLabelValues("prepull-controller")); v != 0 {
+		t.Errorf("leader_election_master_status after shutdown = %v, want 0", v)
 	}
 }
 

@@ -204,6 +204,10 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 		return err
 	}
 
+	registerState(&stateCollector{
+		jobs: jobs.Lister(), lists: factory.Apps().V1beta1().ImageListPullJobs().Lister(), nodeImages: nodeImages.Lister(), now: time.Now,
+	})
+
 	for _, f := range []interface {
 		Start(<-chan struct{})
 		Shutdown()

@@ -3,9 +3,13 @@ package framework
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -54,8 +58,12 @@ type Cluster struct {
 	Nodes    []string
 	// Digests of the pushed images, by repo:tag.
 	Digests map[string]string
-	procs   []*Process
-	stops   []func()
+	// ControllerMetrics and DaemonMetrics (by node) are the host:port of
+	// each process's /metrics.
+	ControllerMetrics string
+	DaemonMetrics     map[string]string
+	procs             []*Process
+	stops             []func()
 }
 
 // Process is a binary of this repository running with its log in a file.
@@ -180,9 +188,17 @@ func StartCluster(ctx context.Context, cp *ControlPlane, opts ClusterOptions) (_
 		if err := ctd.TrustRegistry(c.Registry.Host); err != nil {
 			return nil, err
 		}
+		ports, err := freePorts(1)
+		if err != nil {
+			return nil, err
+		}
+		if c.DaemonMetrics == nil {
+			c.DaemonMetrics = map[string]string{}
+		}
+		c.DaemonMetrics[name] = "127.0.0.1:" + strconv.Itoa(ports[0])
 		d, err := StartProcess(dir, "daemon-"+name, daemonBin,
 			"--kubeconfig", cp.Kubeconfig, "--node-name", name, "--runtime-endpoint", ctd.Endpoint,
-			"--daemon-namespace", DaemonNamespace, "--metrics-bind-address", "", "--health-probe-bind-address", "",
+			"--daemon-namespace", DaemonNamespace, "--metrics-bind-address", c.DaemonMetrics[name], "--health-probe-bind-address", "",
 			"--status-interval", "200ms", "--progress-interval", "200ms", "-v", "2")
 		if err != nil {
 			return nil, err
@@ -201,8 +217,13 @@ func StartCluster(ctx context.Context, cp *ControlPlane, opts ClusterOptions) (_
 			return nil, err
 		}
 	}
+	ports, err := freePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	c.ControllerMetrics = "127.0.0.1:" + strconv.Itoa(ports[0])
 	args := append([]string{"--kubeconfig", cp.Kubeconfig, "--leader-elect=false", "--daemon-namespace", DaemonNamespace,
-		"--metrics-bind-address", "", "--health-probe-bind-address", "", "-v", "2"}, opts.ControllerArgs...)
+		"--metrics-bind-address", c.ControllerMetrics, "--health-probe-bind-address", "", "-v", "2"}, opts.ControllerArgs...)
 	ctl, err := StartProcess(dir, "controller", controllerBin, args...)
 	if err != nil {
 		return nil, err
@@ -243,4 +264,35 @@ func (c *Cluster) Stop() {
 		c.stops[i]()
 	}
 	c.stops = nil
+}
+
+// Scrape reads a /metrics endpoint into samples: each line's name with its
+// labels as written (e.g. `prepull_jobs{kind="ImagePullJob",phase="Running"}`)
+// mapped to its value.
+func Scrape(addr string) (map[string]float64, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[line[:i]] = v
+	}
+	return out, nil
 }

@@ -28,6 +28,7 @@ import (
 	appsinformers "github.com/prepull/prepull/pkg/generated/informers/externalversions/apps/v1beta1"
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/mergepatch"
+	"github.com/prepull/prepull/pkg/metrics"
 )
 
 // Controller is the ImageListPullJob controller.
@@ -191,6 +192,7 @@ func (c *Controller) writeStatus(ctx context.Context, parent *appsv1beta1.ImageL
 		return fmt.Errorf("writing status: %w", err)
 	}
 	if parent.Status.CompletionTime == nil && st.CompletionTime != nil {
+		metrics.JobDuration.WithLabelValues("ImageListPullJob").Observe(st.CompletionTime.Sub(parent.CreationTimestamp.Time).Seconds())
 		c.recorder.Eventf(parent, corev1.EventTypeNormal, imagepulljob.ReasonCompleted, "All %d image(s) finished: %d succeeded everywhere, %d with failures", st.Desired, st.Succeeded, len(st.FailedImageStatuses))
 	}
 	return nil

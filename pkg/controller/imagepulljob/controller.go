@@ -31,6 +31,7 @@ import (
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/imageref"
 	"github.com/prepull/prepull/pkg/mergepatch"
+	"github.com/prepull/prepull/pkg/metrics"
 	"github.com/prepull/prepull/pkg/nodetags"
 )
 
@@ -429,6 +430,7 @@ func (c *Controller) editNodeImage(ctx context.Context, name string, change func
 			return err
 		}
 		_, err = c.client.AppsV1beta1().NodeImages().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+		metrics.NodeImageWrites.WithLabelValues("imagepulljob", metrics.WriteResult(err)).Inc()
 		switch {
 		case err == nil, apierrors.IsNotFound(err):
 			return nil
@@ -483,6 +485,7 @@ func (c *Controller) writeStatus(ctx context.Context, job *appsv1beta1.ImagePull
 		c.recorder.Eventf(job, corev1.EventTypeWarning, ReasonPullFailed, "Node %s failed to pull %s: %s", f.Node, job.Spec.Image, f.Message)
 	}
 	if job.Status.CompletionTime == nil && d.Status.CompletionTime != nil {
+		metrics.JobDuration.WithLabelValues("ImagePullJob").Observe(d.Status.CompletionTime.Sub(job.CreationTimestamp.Time).Seconds())
 		if d.Status.Message == MessageDeadline {
 			c.recorder.Eventf(job, corev1.EventTypeWarning, ReasonDeadlineExceeded, "Job exceeded activeDeadlineSeconds: %d of %d node(s) succeeded", d.Status.Succeeded, d.Status.Desired)
 		} else {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,6 +19,7 @@ import (
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned/fake"
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/metrics"
 	"github.com/prepull/prepull/pkg/nodetags"
 )
 
@@ -53,6 +55,8 @@ func TestEditNodeImageRetriesAConflictFromAFreshRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &Controller{client: client, nodeImages: appslisters.NewNodeImageLister(indexer)}
+	conflicts := testutil.ToFloat64(metrics.NodeImageWrites.WithLabelValues("imagepulljob", "conflict"))
+	oks := testutil.ToFloat64(metrics.NodeImageWrites.WithLabelValues("imagepulljob", "ok"))
 	owner := corev1.ObjectReference{Name: "job", Namespace: "ns", UID: "uid-1"}
 	err := c.editNodeImage(context.Background(), "n1", func(images map[string]appsv1beta1.ImageSpec) bool {
 		return nodetags.AddOwner(images, "nginx", "1.25", owner, nodetags.TagTemplate{}, metav1.Now())
@@ -75,6 +79,12 @@ func TestEditNodeImageRetriesAConflictFromAFreshRead(t *testing.T) {
 	}
 	if patches != 2 {
 		t.Errorf("%d patches, want 2 (one conflict, one retry)", patches)
+	}
+	if d := testutil.ToFloat64(metrics.NodeImageWrites.WithLabelValues("imagepulljob", "conflict")) - conflicts; d != 1 {
+		t.Errorf("conflict writes counted %v, want 1", d)
+	}
+	if d := testutil.ToFloat64(metrics.NodeImageWrites.WithLabelValues("imagepulljob", "ok")) - oks; d != 1 {
+		t.Errorf("ok writes counted %v, want 1", d)
 	}
 }
 

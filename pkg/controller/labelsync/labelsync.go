@@ -20,6 +20,7 @@ import (
 	appsinformers "github.com/prepull/prepull/pkg/generated/informers/externalversions/apps/v1beta1"
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/mergepatch"
+	"github.com/prepull/prepull/pkg/metrics"
 )
 
 // Controller is the label-sync controller.
@@ -96,6 +97,7 @@ func (c *Controller) sync(ctx context.Context, name string) (time.Duration, erro
 		return 0, err
 	}
 	_, err = c.client.AppsV1beta1().NodeImages().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	metrics.NodeImageWrites.WithLabelValues("labelsync", metrics.WriteResult(err)).Inc()
 	if apierrors.IsNotFound(err) {
 		return 0, nil
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 	appsinformers "github.com/prepull/prepull/pkg/generated/informers/externalversions/apps/v1beta1"
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/metrics"
 	"github.com/prepull/prepull/pkg/nodetags"
 )
 
@@ -178,6 +179,7 @@ func (c *Controller) housekeep(ctx context.Context, ni *appsv1beta1.NodeImage) (
 	}
 	if patch != nil {
 		updated, err := c.client.AppsV1beta1().NodeImages().Patch(ctx, ni.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+		metrics.NodeImageWrites.WithLabelValues("nodeimage", metrics.WriteResult(err)).Inc()
 		if err != nil {
 			return 0, fmt.Errorf("housekeeping NodeImage spec: %w", err)
 		}
@@ -192,7 +194,9 @@ func (c *Controller) housekeep(ctx context.Context, ni *appsv1beta1.NodeImage) (
 		return 0, err
 	}
 	if patch != nil {
-		if _, err := c.client.AppsV1beta1().NodeImages().Patch(ctx, ni.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+		_, err := c.client.AppsV1beta1().NodeImages().Patch(ctx, ni.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+		metrics.NodeImageWrites.WithLabelValues("nodeimage", metrics.WriteResult(err)).Inc()
+		if err != nil {
 			return 0, fmt.Errorf("housekeeping NodeImage status: %w", err)
 		}
 	}

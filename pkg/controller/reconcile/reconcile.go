@@ -63,6 +63,11 @@ type Queue struct {
 
 // New makes a queue; its metrics carry name.
 func New(name string, sync SyncFunc) *Queue {
+	// Series exist from the start, at 0, so rates and alerts see them.
+	Panics.WithLabelValues(name)
+	for _, r := range []string{"success", "conflict", "error", "panic"} {
+		metrics.Syncs.WithLabelValues(name, r)
+	}
 	limiter := workqueue.NewTypedItemExponentialFailureRateLimiter[string](baseDelay, maxDelay)
 	return &Queue{
 		name:    name,
@@ -137,6 +142,7 @@ func (q *Queue) processNext(ctx context.Context) bool {
 	switch {
 	case err != nil && asPanic(err, &p):
 		Panics.WithLabelValues(q.name).Inc()
+		metrics.Syncs.WithLabelValues(q.name, "panic").Inc()
 		retries := q.queue.NumRequeues(key)
 		logger.Error(err, "Sync panicked", "retries", retries, "stack", string(p.stack))
 		if retries+1 >= maxPanics {
@@ -146,14 +152,17 @@ func (q *Queue) processNext(ctx context.Context) bool {
 		}
 		q.queue.AddRateLimited(key)
 	case err != nil && apierrors.IsConflict(err):
+		metrics.Syncs.WithLabelValues(q.name, "conflict").Inc()
 		// Another writer (or our own cache lagging our last write) was
 		// first: routine under contention, retried from fresh state.
 		logger.V(4).Info("Sync hit a write conflict, will retry", "err", err, "retries", q.queue.NumRequeues(key))
 		q.queue.AddRateLimited(key)
 	case err != nil:
+		metrics.Syncs.WithLabelValues(q.name, "error").Inc()
 		logger.Error(err, "Sync failed, will retry", "retries", q.queue.NumRequeues(key))
 		q.queue.AddRateLimited(key)
 	default:
+		metrics.Syncs.WithLabelValues(q.name, "success").Inc()
 		q.queue.Forget(key)
 		if after > 0 {
 			q.queue.AddAfter(key, after)

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,5 +77,23 @@ providers:
 	logs, _ := os.ReadFile(d.Log)
 	if strings.Contains(string(logs), registryPass) || strings.Contains(st.Message, registryPass) {
 		t.Errorf("the plugin's password appears in the daemon's log or status")
+	}
+}
+
+// --logging-format=json: every line the daemon writes is one JSON object.
+func TestJSONLogs(t *testing.T) {
+	e := newEnv(t)
+	d := e.startDaemon("--logging-format=json")
+	var lines []string
+	framework.Eventually(t, 30*time.Second, "the daemon to log its runtime connection", func() (bool, string) {
+		data, _ := os.ReadFile(d.Log)
+		lines = strings.Split(strings.TrimSpace(string(data)), "\n")
+		return strings.Contains(string(data), `"msg":"Connected to the container runtime"`), string(data)
+	})
+	for _, l := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil || rec["msg"] == nil || rec["ts"] == nil {
+			t.Errorf("not a JSON log record: %s", l)
+		}
 	}
 }
