@@ -57,7 +57,8 @@ func TestMetricsFollowAFailedPull(t *testing.T) {
 	for _, n := range nodes {
 		daemonBefore += sum(scrape(t, cluster.DaemonMetrics[n]), "prepull_daemon_pulls_total", `result="failed"`)
 	}
-	j := e.createJob(job("metrics-fail", image("e2e/tools:v1"), func(j *appsv1beta1.ImagePullJob) {
+	// An image no other test pulls, so no node has it already.
+	j := e.createJob(job("metrics-fail", image("e2e/metrics-only:v1"), func(j *appsv1beta1.ImagePullJob) {
 		j.Spec.PullSecrets = []string{"metrics-wrong"}
 		j.Spec.PullPolicy = &appsv1beta1.PullPolicy{BackoffLimit: ptr.To[int32](0)}
 	}))
