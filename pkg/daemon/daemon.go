@@ -37,8 +37,7 @@ import (
 
 // Event reasons, as Kruise's daemon uses them.
 const (
-	ReasonPullSucceeded = "PullImageSucceeded"
-	ReasonPullFailed    = "PullImageFailed"
+	ReasonPullFailed = "PullImageFailed"
 )
 
 // ProgressFunc reads how far a running pull of image is, in percent of
@@ -353,7 +352,8 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 		st.Phase, st.CompletionTime, st.Progress, st.Message = appsv1beta1.ImagePhaseSucceeded, &now, 100, msg
 		st.ImageID = name + "@" + res.ImageRef
 	})
-	d.event(niRef, tag, corev1.EventTypeNormal, ReasonPullSucceeded, fmt.Sprintf("Image %s %s", ref, msg))
+	// No Event: a success is news once per job (the controller's Completed
+	// Event), not once per node; the status and metrics have it.
 }
 
 // followProgress reports the pull's byte progress until ctx ends (the

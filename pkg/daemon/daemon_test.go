@@ -16,7 +16,7 @@ func TestEventsOnOwnersOnlyForFailures(t *testing.T) {
 	d := &Daemon{opts: Options{Recorder: rec, NodeName: "n1"}}
 	ni := &corev1.ObjectReference{Kind: "NodeImage", Name: "n1"}
 	tag := appsv1beta1.ImageTagSpec{Tag: "1", OwnerReferences: []corev1.ObjectReference{{Kind: "ImagePullJob", Name: "a"}, {Kind: "ImagePullJob", Name: "b"}}}
-	d.event(ni, tag, corev1.EventTypeNormal, ReasonPullSucceeded, "pulled")
+	d.event(ni, tag, corev1.EventTypeNormal, "Pulled", "pulled")
 	if n := len(rec.Events); n != 1 {
 		t.Errorf("a success made %d events, want 1 (on the NodeImage)", n)
 	}

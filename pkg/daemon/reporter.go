@@ -13,9 +13,12 @@ import (
 )
 
 // reporter holds the node's task statuses and writes them to the API,
-// coalescing bursts: every change wakes the writer at once, but writes are
-// at least minInterval apart, so a burst of pulls costs few writes and the
-// latest state always reaches the API.
+// coalescing: a change that only says how a pull goes (started, progress,
+// a retry) waits minInterval from when it happened and from the last
+// write; a change a person waits for (a pull finished) goes out at once,
+// batched with others within urgentGap. A pull that finishes within
+// minInterval thus costs one write, as finished, and the latest state
+// always reaches the API.
 type reporter struct {
 	minInterval time.Duration
 	write       func(ctx context.Context, statuses map[string]appsv1beta1.ImageStatus) error
@@ -23,7 +26,14 @@ type reporter struct {
 	mu       sync.Mutex
 	statuses map[string]map[string]appsv1beta1.ImageTagStatus
 	changed  chan struct{}
+	// dirtySince is when the first unwritten change happened; urgent says
+	// one of the unwritten changes finished a task.
+	dirtySince time.Time
+	urgent     bool
 }
+
+// urgentGap batches finished tasks that end together into one write.
+const urgentGap = 20 * time.Millisecond
 
 func newReporter(minInterval time.Duration, write func(context.Context, map[string]appsv1beta1.ImageStatus) error) *reporter {
 	return &reporter{minInterval: minInterval, write: write, statuses: map[string]map[string]appsv1beta1.ImageTagStatus{}, changed: make(chan struct{}, 1)}
@@ -58,9 +68,16 @@ func (r *reporter) update(image, tag string, change func(*appsv1beta1.ImageTagSt
 		r.statuses[image] = map[string]appsv1beta1.ImageTagStatus{}
 	}
 	st := r.statuses[image][tag]
+	before := st.Phase
 	st.Tag = tag
 	change(&st)
 	r.statuses[image][tag] = st
+	if r.dirtySince.IsZero() {
+		r.dirtySince = time.Now()
+	}
+	if st.Phase != before && (finished(st.Phase) || st.Phase == appsv1beta1.ImagePhaseWaiting) {
+		r.urgent = true
+	}
 	r.mu.Unlock()
 	r.notify()
 }
@@ -71,6 +88,13 @@ func (r *reporter) drop(image, tag string) {
 	delete(r.statuses[image], tag)
 	if len(r.statuses[image]) == 0 {
 		delete(r.statuses, image)
+	}
+	if ok {
+		// A tag that left the spec: its entry leaves the status promptly.
+		r.urgent = true
+		if r.dirtySince.IsZero() {
+			r.dirtySince = time.Now()
+		}
 	}
 	r.mu.Unlock()
 	if ok {
@@ -129,23 +153,66 @@ func (r *reporter) run(ctx context.Context) {
 			return
 		case <-r.changed:
 		}
-		if wait := max(r.minInterval-time.Since(last), retry); wait > 0 {
+		// Wait as long as the pending changes allow; a change that arrives
+		// meanwhile (a finish) may shorten the wait.
+		for {
+			wait := r.wait(last, retry)
+			if wait <= 0 {
+				break
+			}
+			timer := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
+				timer.Stop()
 				r.notify()
+			case <-r.changed:
+				timer.Stop()
 				continue
-			case <-time.After(wait):
+			case <-timer.C:
 			}
+			break
+		}
+		if ctx.Err() != nil {
+			continue
+		}
+		r.mu.Lock()
+		urgent, since := r.urgent, r.dirtySince
+		r.urgent, r.dirtySince = false, time.Time{}
+		r.mu.Unlock()
+		if since.IsZero() && retry == 0 {
+			// Woken for changes an earlier write already carried.
+			continue
 		}
 		last = time.Now()
 		if err := r.write(ctx, r.snapshot()); err != nil {
 			if ctx.Err() == nil {
 				logger.Error(err, "Writing NodeImage status failed, will retry")
 			}
+			r.mu.Lock()
+			r.urgent = r.urgent || urgent
+			if r.dirtySince.IsZero() {
+				r.dirtySince = since
+			}
+			r.mu.Unlock()
 			retry = min(max(2*retry, 100*time.Millisecond), 10*time.Second)
 			r.notify()
 			continue
 		}
 		retry = 0
 	}
+}
+
+// wait is how long the pending changes may wait before their write.
+func (r *reporter) wait(last time.Time, retry time.Duration) time.Duration {
+	r.mu.Lock()
+	urgent, since := r.urgent, r.dirtySince
+	r.mu.Unlock()
+	if since.IsZero() {
+		// Nothing pending: the caller skips the write.
+		return retry
+	}
+	if urgent {
+		return max(retry, urgentGap-time.Since(last))
+	}
+	return max(retry, r.minInterval-time.Since(since), r.minInterval-time.Since(last))
 }

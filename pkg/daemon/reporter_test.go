@@ -85,3 +85,46 @@ func TestReporterRetries(t *testing.T) {
 	r.update("img", "t", func(st *appsv1beta1.ImageTagStatus) { st.Phase = appsv1beta1.ImagePhaseFailed })
 	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return wrote })
 }
+
+// A pull that finishes within the interval costs one write, carrying the
+// finished state (how soon it goes out is a benchmark's business).
+func TestReporterWritesFinishesAtOnce(t *testing.T) {
+	// Long, so that the pull below surely ends within it.
+	const interval = 5 * time.Second
+	type write struct {
+		at    time.Duration
+		phase appsv1beta1.ImagePullPhase
+	}
+	var mu sync.Mutex
+	var writes []write
+	start := time.Now()
+	r := newReporter(interval, func(_ context.Context, s map[string]appsv1beta1.ImageStatus) error {
+		mu.Lock()
+		defer mu.Unlock()
+		writes = append(writes, write{time.Since(start), s["img"].Tags[0].Phase})
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.run(ctx)
+	snapshot := func() []write {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]write(nil), writes...)
+	}
+	// Fast: Pulling, then Succeeded before the interval is over.
+	r.update("img", "fast", func(st *appsv1beta1.ImageTagStatus) { st.Phase = appsv1beta1.ImagePhasePulling })
+	// The pull itself: long enough for a writer that writes "Pulling" at
+	// once (as this one did before) to have done so.
+	time.Sleep(100 * time.Millisecond)
+	r.update("img", "fast", func(st *appsv1beta1.ImageTagStatus) { st.Phase = appsv1beta1.ImagePhaseSucceeded })
+	waitFor(t, func() bool { return len(snapshot()) == 1 })
+	if w := snapshot()[0]; w.phase != appsv1beta1.ImagePhaseSucceeded {
+		t.Errorf("fast pull: first write %+v, want it to carry Succeeded (no separate Pulling write)", w)
+	}
+	// Nothing else follows.
+	cancel()
+	if n := len(snapshot()); n > 2 { // the shutdown write may add one
+		t.Errorf("%d writes for one fast pull", n)
+	}
+}

@@ -66,6 +66,9 @@ type Options struct {
 	RepullInterval    time.Duration
 	// CompletedTagTTL is how long a completed Always job keeps its tags.
 	CompletedTagTTL time.Duration
+	// NodeImageWriteConcurrency bounds one job sync's NodeImage writes in
+	// flight.
+	NodeImageWriteConcurrency int
 
 	MetricsAddr string
 	HealthAddr  string
@@ -80,7 +83,7 @@ func Defaults() Options {
 		LeaderElect:     true, LeaderElectNamespace: "prepull-system", LeaderElectName: "prepull-controller",
 		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
 		ImagePullJobWorkers: 4, ImageListPullJobWorkers: 2, PullSecretWorkers: 2, NodeImageWorkers: 4, LabelSyncWorkers: 2,
-		UnansweredTimeout: 10 * time.Minute, RepullInterval: 24 * time.Hour, CompletedTagTTL: 10 * time.Minute,
+		UnansweredTimeout: 10 * time.Minute, RepullInterval: 24 * time.Hour, CompletedTagTTL: 10 * time.Minute, NodeImageWriteConcurrency: 16,
 		MetricsAddr: ":8080", HealthAddr: ":8081",
 	}
 }
@@ -184,7 +187,7 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 		return err
 	}
 	jobCtl, err := imagepulljob.New(client, jobs, nodeImages, pods, recorder, imagepulljob.Options{
-		DaemonNamespace: opts.DaemonNamespace, RepullInterval: opts.RepullInterval, CompletedTagTTL: opts.CompletedTagTTL, SecretExists: secretCtl.SourceExists,
+		DaemonNamespace: opts.DaemonNamespace, RepullInterval: opts.RepullInterval, CompletedTagTTL: opts.CompletedTagTTL, WriteConcurrency: opts.NodeImageWriteConcurrency, SecretExists: secretCtl.SourceExists,
 	})
 	if err != nil {
 		return err

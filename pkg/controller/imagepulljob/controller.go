@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -61,6 +63,8 @@ type Options struct {
 	RepullInterval time.Duration
 	// CompletedTagTTL is how long a completed Always job keeps its tags.
 	CompletedTagTTL time.Duration
+	// WriteConcurrency bounds the NodeImage writes of one sync in flight.
+	WriteConcurrency int
 	// Now is the clock; tests set it.
 	Now func() time.Time
 	// SecretExists reports whether a pull secret exists; nil assumes it does.
@@ -79,6 +83,9 @@ type Controller struct {
 	opts       Options
 	queue      *reconcile.Queue
 	synced     []cache.InformerSynced
+	// written holds, per NodeImage, what our last write returned, until the
+	// informer has caught up with it.
+	written sync.Map
 }
 
 // New wires the controller to its informers. The NodeImage informer must
@@ -318,16 +325,35 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 		return 0, err
 	}
 
-	// Tags first, so the status never reports a write that did not happen
-	// for longer than one sync.
+	// A job's first sync says at once that it started and on how many
+	// nodes, before a fan-out over thousands of nodes; the status after the
+	// writes below corrects it within the same sync if a write failed.
+	if job.Status.StartTime == nil && len(d.Write) > 0 {
+		if job, err = c.writeStatus(ctx, job, d); err != nil {
+			return 0, err
+		}
+	}
+	// The writes go out in parallel, bounded, started in name order; which
+	// nodes get a new tag was decided above, so parallelism holds.
+	var mu sync.Mutex
 	var errs []error
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, max(1, c.opts.WriteConcurrency))
 	tmpl := TagTemplate(job, c.opts.DaemonNamespace)
 	owner := OwnerReference(job)
 	now := metav1.NewTime(c.opts.Now())
 	edit := func(node string, change func(map[string]appsv1beta1.ImageSpec) bool) {
-		if err := c.editNodeImage(ctx, node, change); err != nil {
-			errs = append(errs, err)
-		}
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			if err := c.editNodeImage(ctx, node, change); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
 	}
 	renew := sets.New(d.Renew...)
 	for _, node := range d.Write {
@@ -344,7 +370,8 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 			return c.releaseJob(images, job.UID)
 		})
 	}
-	if err := c.writeStatus(ctx, job, d); err != nil {
+	wg.Wait()
+	if _, err := c.writeStatus(ctx, job, d); err != nil {
 		errs = append(errs, err)
 	}
 	return d.RequeueAfter, errors.Join(errs...)
@@ -413,7 +440,7 @@ func (c *Controller) secretsOf(owner corev1.ObjectReference) ([]appsv1beta1.Refe
 // not caught up with our own last write) it retries this one NodeImage from
 // a fresh read, a few times, instead of failing the whole job sync.
 func (c *Controller) editNodeImage(ctx context.Context, name string, change func(map[string]appsv1beta1.ImageSpec) bool) error {
-	ni, err := c.nodeImages.Get(name)
+	ni, err := c.freshest(name)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
@@ -429,10 +456,13 @@ func (c *Controller) editNodeImage(ctx context.Context, name string, change func
 		if err != nil || patch == nil {
 			return err
 		}
-		_, err = c.client.AppsV1beta1().NodeImages().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+		updated, err := c.client.AppsV1beta1().NodeImages().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
 		metrics.NodeImageWrites.WithLabelValues("imagepulljob", metrics.WriteResult(err)).Inc()
 		switch {
-		case err == nil, apierrors.IsNotFound(err):
+		case err == nil:
+			c.written.Store(name, updated)
+			return nil
+		case apierrors.IsNotFound(err):
 			return nil
 		case apierrors.IsConflict(err) && attempt < maxWriteAttempts:
 			klog.FromContext(ctx).V(4).Info("NodeImage changed under us, retrying from a fresh read", "nodeImage", name, "attempt", attempt)
@@ -448,14 +478,38 @@ func (c *Controller) editNodeImage(ctx context.Context, name string, change func
 	}
 }
 
+// freshest is the newest NodeImage we know: the informer's copy, or the
+// one our own last write returned when the informer has not caught up
+// with it yet (writing from the older copy would only conflict with
+// ourselves). resourceVersions are compared as the integers etcd makes
+// them; anything else falls back to the informer.
+func (c *Controller) freshest(name string) (*appsv1beta1.NodeImage, error) {
+	ni, err := c.nodeImages.Get(name)
+	v, ok := c.written.Load(name)
+	if !ok || err != nil {
+		return ni, err
+	}
+	mine := v.(*appsv1beta1.NodeImage)
+	a, errA := strconv.ParseUint(mine.ResourceVersion, 10, 64)
+	b, errB := strconv.ParseUint(ni.ResourceVersion, 10, 64)
+	if errA == nil && errB == nil && a > b {
+		return mine, nil
+	}
+	c.written.CompareAndDelete(name, v)
+	return ni, nil
+}
+
 // maxWriteAttempts bounds the fresh-read retries of one NodeImage write.
 const maxWriteAttempts = 3
 
-func (c *Controller) writeStatus(ctx context.Context, job *appsv1beta1.ImagePullJob, d Decision) error {
+// writeStatus patches what changed of the status and returns the job as
+// written (or as given when nothing changed).
+func (c *Controller) writeStatus(ctx context.Context, job *appsv1beta1.ImagePullJob, d Decision) (*appsv1beta1.ImagePullJob, error) {
 	changes, err := mergepatch.Diff(job.Status, d.Status)
 	if err != nil {
-		return err
+		return job, err
 	}
+	written := job
 	if len(changes) > 0 {
 		// Counters go out whole, zeros included: the schema requires desired,
 		// and Kruise's clients read every counter without defaults.
@@ -463,10 +517,10 @@ func (c *Controller) writeStatus(ctx context.Context, job *appsv1beta1.ImagePull
 			d.Status.Desired, d.Status.Active, d.Status.Succeeded, d.Status.Failed
 		patch, err := mergepatch.WithResourceVersion(job.ResourceVersion, map[string]any{"status": changes})
 		if err != nil {
-			return err
+			return job, err
 		}
-		if _, err := c.client.AppsV1beta1().ImagePullJobs(job.Namespace).Patch(ctx, job.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
-			return fmt.Errorf("writing status: %w", err)
+		if written, err = c.client.AppsV1beta1().ImagePullJobs(job.Namespace).Patch(ctx, job.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+			return job, fmt.Errorf("writing status: %w", err)
 		}
 	}
 	// Events only once the status that records them is written, so a
@@ -492,7 +546,7 @@ func (c *Controller) writeStatus(ctx context.Context, job *appsv1beta1.ImagePull
 			c.recorder.Eventf(job, corev1.EventTypeNormal, ReasonCompleted, "Job completed: %d of %d node(s) succeeded, %d failed", d.Status.Succeeded, d.Status.Desired, d.Status.Failed)
 		}
 	}
-	return nil
+	return written, nil
 }
 
 // invalid records a spec problem the apiserver could not catch in the
@@ -505,7 +559,8 @@ func (c *Controller) invalid(ctx context.Context, job *appsv1beta1.ImagePullJob,
 	c.recorder.Event(job, corev1.EventTypeWarning, ReasonInvalidSpec, msg)
 	st := job.Status.DeepCopy()
 	st.Message = msg
-	return c.writeStatus(ctx, job, Decision{Status: *st})
+	_, err := c.writeStatus(ctx, job, Decision{Status: *st})
+	return err
 }
 
 func (c *Controller) cleanup(ctx context.Context, job *appsv1beta1.ImagePullJob) error {

@@ -5,18 +5,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/ptr"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/controller/indexes"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned/fake"
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/metrics"
@@ -104,7 +109,7 @@ func TestStartEventWithNoMatchingNodes(t *testing.T) {
 		recorder := record.NewFakeRecorder(10)
 		c := &Controller{client: fake.NewSimpleClientset(job), recorder: recorder}
 		now := metav1.Now()
-		if err := c.writeStatus(context.Background(), job, Decision{Status: appsv1beta1.ImagePullJobStatus{StartTime: &now, Desired: tc.desired}}); err != nil {
+		if _, err := c.writeStatus(context.Background(), job, Decision{Status: appsv1beta1.ImagePullJobStatus{StartTime: &now, Desired: tc.desired}}); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -152,5 +157,68 @@ func TestReleasingAJobDropsTheSecretsOnlyItNeeded(t *testing.T) {
 	}
 	if i := nodetags.FindTag(images, "r.io/app", "1"); i < 0 || len(img.Tags[i].OwnerReferences) != 1 {
 		t.Errorf("tag after release: %+v", img.Tags)
+	}
+}
+
+// One sync writes every tag and says the job started before the fan-out
+// (the bound on writes in flight is measured against the real apiserver in
+// test/integration/controller: the fake clientset serialises calls).
+func TestFanOutStatusFirst(t *testing.T) {
+	const nodes, limit = 40, 8
+	job := &appsv1beta1.ImagePullJob{ObjectMeta: metav1.ObjectMeta{Name: "j", Namespace: "ns", UID: "uid-j", ResourceVersion: "1", Finalizers: []string{Finalizer}},
+		Spec: appsv1beta1.ImagePullJobSpec{Image: "nginx:1.25", ImagePullJobTemplate: appsv1beta1.ImagePullJobTemplate{Parallelism: ptr.To(intstr.FromInt32(nodes))}}}
+	objects := []runtime.Object{job}
+	niIndexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for i := 0; i < nodes; i++ {
+		ni := &appsv1beta1.NodeImage{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("n%02d", i), ResourceVersion: "1"}}
+		objects = append(objects, ni)
+		if err := niIndexer.Add(ni); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jobIndexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{JobByUID: func(obj any) ([]string, error) {
+		return []string{string(obj.(metav1.Object).GetUID())}, nil
+	}})
+	if err := jobIndexer.Add(job); err != nil {
+		t.Fatal(err)
+	}
+	if err := niIndexer.AddIndexers(cache.Indexers{indexes.NodeImageByOwner: func(any) ([]string, error) { return nil, nil }}); err != nil {
+		t.Fatal(err)
+	}
+	client := fake.NewSimpleClientset(objects...)
+	var patches atomic.Int32
+	client.PrependReactor("patch", "nodeimages", func(clienttesting.Action) (bool, runtime.Object, error) {
+		patches.Add(1)
+		return false, nil, nil
+	})
+	c := &Controller{client: client, jobs: appslisters.NewImagePullJobLister(jobIndexer), jobIndexer: jobIndexer,
+		nodeImages: appslisters.NewNodeImageLister(niIndexer), niIndexer: niIndexer, recorder: record.NewFakeRecorder(100),
+		opts: Options{Now: time.Now, WriteConcurrency: limit, DaemonNamespace: "prepull-system"}}
+	if _, err := c.sync(context.Background(), "ns/j"); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	if n := patches.Load(); n != nodes {
+		t.Errorf("%d tag writes, want %d", n, nodes)
+	}
+	// The status went out before the first tag and after the last.
+	var statusWrites int
+	firstStatus, firstTag := -1, -1
+	for i, a := range client.Actions() {
+		if a.GetVerb() == "patch" && a.GetSubresource() == "status" {
+			statusWrites++
+			if firstStatus < 0 {
+				firstStatus = i
+			}
+		}
+		if a.GetVerb() == "patch" && a.GetResource().Resource == "nodeimages" && firstTag < 0 {
+			firstTag = i
+		}
+	}
+	if firstStatus < 0 || firstStatus > firstTag {
+		t.Errorf("the job's status was not written before the fan-out (status at %d, first tag at %d)", firstStatus, firstTag)
+	}
+	got, _ := client.AppsV1beta1().ImagePullJobs("ns").Get(context.Background(), "j", metav1.GetOptions{})
+	if got.Status.StartTime == nil || got.Status.Active != nodes {
+		t.Errorf("status after the sync: %+v", got.Status)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/manager"
 )
 
 // countingTransport counts the controller's own requests by verb and
@@ -24,6 +25,8 @@ type countingTransport struct {
 	next   http.RoundTripper
 	mu     sync.Mutex
 	counts map[string]int
+	// tag writes in flight now, and the most ever
+	inFlight, mostInFlight int
 }
 
 func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -32,10 +35,21 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.URL.Query().Get("watch") == "true" {
 		key = "WATCH " + resourceOf(r.URL.Path)
 	}
+	tagWrite := key == "PATCH nodeimages"
 	c.mu.Lock()
 	c.counts[key]++
+	if tagWrite {
+		c.inFlight++
+		c.mostInFlight = max(c.mostInFlight, c.inFlight)
+	}
 	c.mu.Unlock()
-	return c.next.RoundTrip(r)
+	resp, err := c.next.RoundTrip(r)
+	if tagWrite {
+		c.mu.Lock()
+		c.inFlight--
+		c.mu.Unlock()
+	}
+	return resp, err
 }
 
 func resourceOf(path string) string {
@@ -136,6 +150,11 @@ func TestAPIRequestsPerNode(t *testing.T) {
 	apiTotal := after - before
 	t.Logf("100-node job: controller made %d requests (%.2f per node): %s", controllerTotal, float64(controllerTotal)/n, strings.Join(lines, " "))
 	t.Logf("100-node job: apiserver_request_total on apps.kruise.io grew by %.0f (%.2f per node), stand-in daemon writes included", apiTotal, apiTotal/n)
+	// The fan-out is parallel and bounded (manager default 16 in flight).
+	t.Logf("100-node job: at most %d tag writes in flight", counter.mostInFlight)
+	if counter.mostInFlight < 2 || counter.mostInFlight > manager.Defaults().NodeImageWriteConcurrency {
+		t.Errorf("at most %d tag writes in flight, want between 2 and %d", counter.mostInFlight, manager.Defaults().NodeImageWriteConcurrency)
+	}
 	if per := float64(controllerTotal) / n; per > 4 {
 		t.Errorf("controller made %.2f requests per node, want at most 4: a reconcile storm", per)
 	}

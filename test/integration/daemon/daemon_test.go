@@ -72,7 +72,6 @@ func TestPullMultiLayerWithProgress(t *testing.T) {
 	if n, err := d.metric("prepull_daemon_pulled_image_bytes_total"); err != nil || n < 9<<20 {
 		t.Errorf("pulled image bytes = %v (%v), want the 3 x 3 MiB layers", n, err)
 	}
-	e.expectEvent(daemonReasonSucceeded)
 }
 
 // The right password pulls; a wrong one fails with the registry's 401 in
@@ -94,6 +93,9 @@ func TestCredentialsAndErrors(t *testing.T) {
 	if st.Phase != appsv1beta1.ImagePhaseFailed || !strings.Contains(st.Message, "401") {
 		t.Errorf("wrong password: %+v, want Failed with the registry's 401", st)
 	}
+	// Failures are Events on the NodeImage (successes are not: a job
+	// reports its success once).
+	e.expectEvent(daemonReasonFailed)
 	st = e.waitFinal(missing, "v1", v3, time.Minute, nil)
 	if st.Phase != appsv1beta1.ImagePhaseFailed || !strings.Contains(strings.ToLower(st.Message), "not found") {
 		t.Errorf("missing image: %+v, want Failed with not found", st)

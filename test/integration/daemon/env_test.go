@@ -222,7 +222,7 @@ func (e *env) waitFinal(image, tag string, version int64, timeout time.Duration,
 	return last
 }
 
-const daemonReasonSucceeded = "PullImageSucceeded"
+const daemonReasonFailed = "PullImageFailed"
 
 // expectEvent waits for an Event with reason on the test's NodeImage.
 func (e *env) expectEvent(reason string) {
