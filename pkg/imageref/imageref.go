@@ -11,7 +11,6 @@ package imageref
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -32,13 +31,6 @@ const MaxNameLength = reference.NameTotalLengthMax
 const Pattern = `^(([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)([.][a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?` +
 	`[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*)*` +
 	`(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$`
-
-var (
-	patternRE = regexp.MustCompile(Pattern)
-	// imageID is what admission refuses besides Pattern: a bare 64-hex
-	// string reads as an image ID, not a name.
-	imageID = regexp.MustCompile(`^[a-f0-9]{64}$`)
-)
 
 // Reference is an image split for a NodeImage.
 type Reference struct {
@@ -76,21 +68,6 @@ func Parse(ref string) (Reference, error) {
 		r.Tag = digested.Digest().String()
 	}
 	return r, nil
-}
-
-// Admissible reports whether the CRDs' rules accept ref as an image.
-func Admissible(ref string) bool {
-	if !patternRE.MatchString(ref) || imageID.MatchString(ref) {
-		return false
-	}
-	name := ref
-	if i := strings.IndexByte(name, '@'); i >= 0 {
-		name = name[:i]
-	}
-	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
-		name = name[:i]
-	}
-	return len(name) <= MaxNameLength
 }
 
 // IsDigest reports whether a NodeImage tag is a digest.
