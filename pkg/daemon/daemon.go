@@ -285,7 +285,9 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 		},
 		// A backoff gives the pull slot back, so a failing image never holds
 		// up healthy ones.
-		Wait: func(ctx context.Context, wait time.Duration) error { return d.pool.pause(ctx, sleep(wait)) },
+		Wait: func(ctx context.Context, wait time.Duration) error {
+			return d.pool.pause(ctx, func(ctx context.Context) error { return puller.Sleep(ctx, wait) })
+		},
 	}
 	if p := tag.PullPolicy; p != nil {
 		if p.TimeoutSeconds != nil {

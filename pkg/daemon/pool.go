@@ -203,17 +203,3 @@ func (p *pool) pause(ctx context.Context, wait func(context.Context) error) erro
 	}
 	return err
 }
-
-// sleep is a wait of d for pause.
-func sleep(d time.Duration) func(context.Context) error {
-	return func(ctx context.Context) error {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-			return nil
-		}
-	}
-}

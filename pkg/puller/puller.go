@@ -62,6 +62,18 @@ type Request struct {
 	Wait func(ctx context.Context, d time.Duration) error
 }
 
+// Sleep waits d, or until ctx ends (then it returns ctx's error).
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 // MaxMessageLength bounds the text of a registry's or runtime's answer that
 // goes into a status message or an Event.
 const MaxMessageLength = 1024
@@ -149,16 +161,7 @@ func (p *Puller) Pull(ctx context.Context, req Request) Result {
 	sandbox := sandboxConfig(req)
 	wait := req.Wait
 	if wait == nil {
-		wait = func(ctx context.Context, d time.Duration) error {
-			t := time.NewTimer(d)
-			defer t.Stop()
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-t.C:
-				return nil
-			}
-		}
+		wait = Sleep
 	}
 	var last error
 	attempts := req.BackoffLimit + 1

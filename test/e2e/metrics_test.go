@@ -24,22 +24,26 @@ func scrape(t *testing.T, addr string) map[string]float64 {
 	return m
 }
 
-// sum adds the samples of a metric whose labels include every given
-// name="value" pair.
+// matches says a sample key (name{labels}) is of the metric name and has
+// every given label fragment (e.g. `result="failed"`).
+func matches(key, name string, labels ...string) bool {
+	n, rest, _ := strings.Cut(key, "{")
+	if n != name {
+		return false
+	}
+	for _, l := range labels {
+		if !strings.Contains(rest, l) {
+			return false
+		}
+	}
+	return true
+}
+
+// sum adds the samples of a metric that have every given label fragment.
 func sum(samples map[string]float64, name string, labels ...string) float64 {
 	total := 0.0
 	for k, v := range samples {
-		n, rest, _ := strings.Cut(k, "{")
-		if n != name {
-			continue
-		}
-		ok := true
-		for _, l := range labels {
-			if !strings.Contains(rest, l) {
-				ok = false
-			}
-		}
-		if ok {
+		if matches(k, name, labels...) {
 			total += v
 		}
 	}
@@ -103,15 +107,7 @@ func TestMetricsFollowAFailedPull(t *testing.T) {
 
 func findSample(samples map[string]float64, name string, labels ...string) (float64, bool) {
 	for k, v := range samples {
-		n, rest, _ := strings.Cut(k, "{")
-		if n != name {
-			continue
-		}
-		ok := true
-		for _, l := range labels {
-			ok = ok && strings.Contains(rest, l)
-		}
-		if ok {
+		if matches(k, name, labels...) {
 			return v, true
 		}
 	}
