@@ -131,6 +131,7 @@ func New(client versioned.Interface, jobs appsinformers.ImagePullJobInformer, no
 		UpdateFunc: func(old, cur any) { c.nodeImageChanged(old.(*appsv1beta1.NodeImage), cur.(*appsv1beta1.NodeImage)) },
 		DeleteFunc: func(obj any) {
 			if ni, ok := reconcile.Unwrap(obj).(*appsv1beta1.NodeImage); ok {
+				c.written.Delete(ni.Name)
 				c.nodeImageChanged(ni, nil)
 			}
 		},
