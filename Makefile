@@ -5,7 +5,7 @@ GO ?= go
 export GOFLAGS := -mod=vendor
 BIN_DIR ?= bin
 
-.PHONY: help demo demo-stop build images cluster-e2e fuzz alert-rules test test-unit test-integration e2e verify verify-fresh generate controlplane containerd bench clean
+.PHONY: help demo demo-stop build dist images cluster-e2e fuzz alert-rules test test-unit test-integration e2e verify verify-fresh generate controlplane containerd bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ cluster-e2e: controlplane ## Install prepull with kubectl apply -k on a real 2-n
 alert-rules: ## Check the monitoring overlay's alerting rules with promtool and run their unit tests.
 	@hack/install-containerd.sh promtool
 	$(GO) test -count=1 ./test/monitoring/...
+
+dist: ## kubectl-prepull archives for krew (linux/darwin, amd64/arm64) and the rendered krew manifest, in bin/dist.
+	@hack/dist.sh
 
 controlplane: ## Build (or find cached) etcd, kube-apiserver and kubectl.
 	@hack/build-controlplane.sh >/dev/null

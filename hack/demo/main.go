@@ -8,24 +8,22 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"golang.org/x/term"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
-	"github.com/prepull/prepull/pkg/imageref"
-	"github.com/prepull/prepull/pkg/nodetags"
+	"github.com/prepull/prepull/pkg/kubectlplugin"
 	"github.com/prepull/prepull/test/framework"
 )
 
@@ -119,9 +117,13 @@ func run() error {
 	}
 	step(fmt.Sprintf("applied %s (image %s)", filepath.Base(example), image))
 
-	if err := follow(ctx, client, job.Name, image, cluster.Nodes, start); err != nil {
-		return err
+	// The progress display is the kubectl plugin's live view.
+	step("following it with: kubectl prepull status " + job.Name)
+	view := kubectlplugin.IO{Out: os.Stdout, Err: os.Stderr, Terminal: term.IsTerminal(int(os.Stdout.Fd())), Interval: 300 * time.Millisecond}
+	if code := kubectlplugin.Run(ctx, []string{"status", job.Name, "-n", "default", "--kubeconfig", kubeconfig}, view); code != kubectlplugin.ExitOK {
+		return fmt.Errorf("the demo job did not succeed everywhere (exit %d)", code)
 	}
+	step("job completed")
 	kubectl := filepath.Join(framework.BinDir(), "kubectl")
 	fmt.Printf(`
 prepull is running. Try:
@@ -137,65 +139,4 @@ Stop with Ctrl-C here, or run `+"`make demo-stop`"+` in another terminal.
 	<-ctx.Done()
 	fmt.Println("\nstopping the controller, daemons, containerd, registry and control plane")
 	return nil
-}
-
-// follow prints the job's counters and each node's phase and progress
-// whenever they change, until the job completes.
-func follow(ctx context.Context, client versioned.Interface, name, image string, nodes []string, start time.Time) error {
-	ref, err := imageref.Parse(image)
-	if err != nil {
-		return err
-	}
-	sort.Strings(nodes)
-	var last string
-	firstProgress := false
-	tick := time.NewTicker(300 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return errors.New("interrupted")
-		case <-tick.C:
-		}
-		job, err := client.AppsV1beta1().ImagePullJobs("default").Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			continue
-		}
-		s := job.Status
-		var rows strings.Builder
-		pulling, bytesPercent := 0, 0
-		for _, n := range nodes {
-			phase, progress := "-", int32(0)
-			if ni, err := client.AppsV1beta1().NodeImages().Get(ctx, n, metav1.GetOptions{}); err == nil {
-				if st := nodetags.FindStatus(&ni.Status, ref.Name, ref.Tag); st != nil {
-					phase, progress = string(st.Phase), st.Progress
-					if progress > 0 && !firstProgress {
-						firstProgress = true
-						fmt.Printf("[%5.1fs] first progress reported\n", time.Since(start).Seconds())
-					}
-				}
-			}
-			if phase == string(appsv1beta1.ImagePhasePulling) {
-				pulling++
-			}
-			bytesPercent += int(progress)
-			fmt.Fprintf(&rows, "    %-12s %-10s %3d%% %s\n", n, phase, progress, bar(progress))
-		}
-		// The job's own message counts finished nodes only; say what a
-		// person sees in the bars too, so 0% done does not read as stuck.
-		out := fmt.Sprintf("job %s: %d/%d nodes done (%d succeeded, %d failed), %d pulling, %d%% of bytes — %s\n%s",
-			name, s.Succeeded+s.Failed, s.Desired, s.Succeeded, s.Failed, pulling, bytesPercent/max(len(nodes), 1), s.Message, rows.String())
-		if out != last {
-			fmt.Printf("[%5.1fs] %s", time.Since(start).Seconds(), out)
-			last = out
-		}
-		if s.CompletionTime != nil {
-			return nil
-		}
-	}
-}
-
-func bar(p int32) string {
-	n := int(p) / 5
-	return "[" + strings.Repeat("#", n) + strings.Repeat(".", 20-n) + "]"
 }
