@@ -13,7 +13,8 @@ DIST_URL=${DIST_URL:-https://github.com/prepull/prepull/releases/download/$VERSI
 out=bin/dist
 rm -rf "$out"
 mkdir -p "$out"
-manifest=$(cat artifacts/krew/prepull.yaml)
+# The template's own comments do not go into the rendered manifest.
+manifest=$(grep -v '^#' artifacts/krew/prepull.yaml)
 manifest=${manifest//@VERSION@/$VERSION}
 for platform in linux/amd64 linux/arm64 darwin/amd64 darwin/arm64; do
   os=${platform%/*} arch=${platform#*/}
