@@ -20,13 +20,13 @@ import (
 func main() {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	io := kubectlplugin.IO{Out: os.Stdout, Err: os.Stderr, Terminal: term.IsTerminal(int(os.Stdout.Fd()))}
+	std := kubectlplugin.IO{Out: os.Stdout, Err: os.Stderr, Terminal: term.IsTerminal(int(os.Stdout.Fd()))}
 	args := os.Args[1:]
 	switch {
 	case strings.HasPrefix(filepath.Base(os.Args[0]), "kubectl_complete-"):
-		os.Exit(kubectlplugin.Complete(ctx, args, io))
+		os.Exit(kubectlplugin.Complete(ctx, args, std))
 	case len(args) > 0 && args[0] == "__complete":
-		os.Exit(kubectlplugin.Complete(ctx, args[1:], io))
+		os.Exit(kubectlplugin.Complete(ctx, args[1:], std))
 	}
-	os.Exit(kubectlplugin.Run(ctx, args, io))
+	os.Exit(kubectlplugin.Run(ctx, args, std))
 }

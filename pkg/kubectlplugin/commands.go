@@ -55,9 +55,9 @@ Run "kubectl prepull COMMAND --help" for a command's flags and examples.
 
 // Run runs one command line (the words after "kubectl prepull") and
 // returns the exit code.
-func Run(ctx context.Context, args []string, io IO) int {
+func Run(ctx context.Context, args []string, std IO) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(io.Out, usage)
+		fmt.Fprint(std.Out, usage)
 		if len(args) == 0 {
 			return ExitUsage
 		}
@@ -68,10 +68,10 @@ func Run(ctx context.Context, args []string, io IO) int {
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
-		fmt.Fprintf(io.Err, "kubectl prepull: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(std.Err, "kubectl prepull: unknown command %q\n\n%s", args[0], usage)
 		return ExitUsage
 	}
-	err := cmd(ctx, args[1:], io)
+	err := cmd(ctx, args[1:], std)
 	var ue usageError
 	var jf jobFailed
 	switch {
@@ -80,24 +80,24 @@ func Run(ctx context.Context, args []string, io IO) int {
 	case errors.Is(err, pflag.ErrHelp):
 		return ExitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(io.Err, "kubectl prepull %s: %v\n", args[0], err)
+		fmt.Fprintf(std.Err, "kubectl prepull %s: %v\n", args[0], err)
 		return ExitUsage
 	case errors.As(err, &jf):
-		fmt.Fprintf(io.Err, "kubectl prepull %s: %v\n", args[0], err)
+		fmt.Fprintf(std.Err, "kubectl prepull %s: %v\n", args[0], err)
 		return ExitFailed
 	}
-	fmt.Fprintf(io.Err, "kubectl prepull %s: %v\n", args[0], err)
+	fmt.Fprintf(std.Err, "kubectl prepull %s: %v\n", args[0], err)
 	return ExitProblem
 }
 
 type jobFailed struct{ error }
 
-func flags(name, use, examples string, io IO, g *globals) *pflag.FlagSet {
+func flags(name, use, examples string, std IO, g *globals) *pflag.FlagSet {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
-	fs.SetOutput(io.Err)
+	fs.SetOutput(std.Err)
 	g.bind(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(io.Out, "Usage: kubectl prepull %s\n\nExamples:\n%s\nFlags:\n%s", use, examples, fs.FlagUsages())
+		fmt.Fprintf(std.Out, "Usage: kubectl prepull %s\n\nExamples:\n%s\nFlags:\n%s", use, examples, fs.FlagUsages())
 	}
 	return fs
 }
@@ -113,7 +113,7 @@ func parse(fs *pflag.FlagSet, args []string) error {
 }
 
 // warm creates an ImagePullJob (one image) or an ImageListPullJob.
-func warm(ctx context.Context, args []string, io IO) error {
+func warm(ctx context.Context, args []string, std IO) error {
 	var g globals
 	var nodesFlag []string
 	var selector, podSelector, parallelism, name string
@@ -122,7 +122,7 @@ func warm(ctx context.Context, args []string, io IO) error {
 	fs := flags("warm", "warm IMAGE... [flags]", `  kubectl prepull warm nginx:1.25 --wait
   kubectl prepull warm registry.example.com/ml/model:v3 --selector gpu=true --parallelism 25% --secret regcred --wait
   kubectl prepull warm redis:7 busybox:1.36 --nodes node-1,node-2
-`, io, &g)
+`, std, &g)
 	fs.StringSliceVar(&nodesFlag, "nodes", nil, "Pull on these nodes only (comma-separated names).")
 	fs.StringVarP(&selector, "selector", "l", "", "Pull on the nodes with these labels, e.g. zone=a,gpu!=false.")
 	fs.StringVar(&podSelector, "pod-selector", "", "Pull on the nodes that run pods of the namespace with these labels.")
@@ -188,9 +188,9 @@ func warm(ctx context.Context, args []string, io IO) error {
 		if err != nil {
 			return fmt.Errorf("creating the ImageListPullJob: %w", err)
 		}
-		fmt.Fprintf(io.Out, "imagelistpulljob.apps.kruise.io/%s created (%d images)\n", list.Name, len(images))
+		fmt.Fprintf(std.Out, "imagelistpulljob.apps.kruise.io/%s created (%d images)\n", list.Name, len(images))
 		if wait {
-			return waitList(ctx, c, list.Name, io)
+			return waitList(ctx, c, list.Name, std)
 		}
 		return nil
 	}
@@ -200,25 +200,25 @@ func warm(ctx context.Context, args []string, io IO) error {
 	if err != nil {
 		return fmt.Errorf("creating the ImagePullJob: %w", err)
 	}
-	fmt.Fprintf(io.Out, "imagepulljob.apps.kruise.io/%s created\n", job.Name)
+	fmt.Fprintf(std.Out, "imagepulljob.apps.kruise.io/%s created\n", job.Name)
 	if wait {
-		return follow(ctx, c, job.Namespace, job.Name, io)
+		return follow(ctx, c, job.Namespace, job.Name, std)
 	}
 	return nil
 }
 
 // waitList follows each child of a list job in turn.
-func waitList(ctx context.Context, c *clients, name string, io IO) error {
+func waitList(ctx context.Context, c *clients, name string, std IO) error {
 	for {
 		l, err := c.prepull.AppsV1beta1().ImageListPullJobs(c.namespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
 		if l.Status.CompletionTime != nil {
-			fmt.Fprintf(io.Out, "%s: %d of %d images pulled everywhere\n", name, l.Status.Succeeded, l.Status.Desired)
+			fmt.Fprintf(std.Out, "%s: %d of %d images pulled everywhere\n", name, l.Status.Succeeded, l.Status.Desired)
 			if len(l.Status.FailedImageStatuses) > 0 {
 				for _, f := range l.Status.FailedImageStatuses {
-					fmt.Fprintf(io.Out, "  %s: %s\n", f.Name, f.Message)
+					fmt.Fprintf(std.Out, "  %s: %s\n", f.Name, f.Message)
 				}
 				return jobFailed{fmt.Errorf("%d image(s) failed on some nodes", len(l.Status.FailedImageStatuses))}
 			}
@@ -227,25 +227,25 @@ func waitList(ctx context.Context, c *clients, name string, io IO) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(interval(io)):
+		case <-time.After(interval(std)):
 		}
 	}
 }
 
-func interval(io IO) time.Duration {
-	if io.Interval > 0 {
-		return io.Interval
+func interval(std IO) time.Duration {
+	if std.Interval > 0 {
+		return std.Interval
 	}
 	return 500 * time.Millisecond
 }
 
 // status lists jobs, or follows one live.
-func status(ctx context.Context, args []string, io IO) error {
+func status(ctx context.Context, args []string, std IO) error {
 	var g globals
 	fs := flags("status", "status [JOB] [flags]", `  kubectl prepull status              # every job of the namespace
   kubectl prepull status warm-x7k2p    # one job, live, until it finishes
   kubectl prepull status warm-x7k2p -o json
-`, io, &g)
+`, std, &g)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -263,11 +263,11 @@ func status(ctx context.Context, args []string, io IO) error {
 			return err
 		}
 		if g.output != "" {
-			return printObject(io.Out, g.output, jobs)
+			return printObject(std.Out, g.output, jobs)
 		}
-		fmt.Fprintf(io.Out, "%-40s %-6s %-6s %-9s %-6s %s\n", "JOB", "TOTAL", "ACTIVE", "SUCCEEDED", "FAILED", "MESSAGE")
+		fmt.Fprintf(std.Out, "%-40s %-6s %-6s %-9s %-6s %s\n", "JOB", "TOTAL", "ACTIVE", "SUCCEEDED", "FAILED", "MESSAGE")
 		for _, j := range jobs.Items {
-			fmt.Fprintf(io.Out, "%-40s %-6d %-6d %-9d %-6d %s\n", j.Namespace+"/"+j.Name, j.Status.Desired, j.Status.Active, j.Status.Succeeded, j.Status.Failed, j.Status.Message)
+			fmt.Fprintf(std.Out, "%-40s %-6d %-6d %-9d %-6d %s\n", j.Namespace+"/"+j.Name, j.Status.Desired, j.Status.Active, j.Status.Succeeded, j.Status.Failed, j.Status.Message)
 		}
 		return nil
 	}
@@ -277,9 +277,9 @@ func status(ctx context.Context, args []string, io IO) error {
 		if err != nil {
 			return err
 		}
-		return printObject(io.Out, g.output, map[string]any{"job": job.Name, "namespace": job.Namespace, "image": job.Spec.Image, "status": job.Status, "nodes": rows})
+		return printObject(std.Out, g.output, map[string]any{"job": job.Name, "namespace": job.Namespace, "image": job.Spec.Image, "status": job.Status, "nodes": rows})
 	}
-	return follow(ctx, c, c.namespace, name, io)
+	return follow(ctx, c, c.namespace, name, std)
 }
 
 func snapshot(ctx context.Context, c *clients, ns, name string) (*appsv1beta1.ImagePullJob, []NodeRow, error) {
@@ -305,7 +305,7 @@ func snapshot(ctx context.Context, c *clients, ns, name string) (*appsv1beta1.Im
 // follow draws a job until it finishes or ctx ends: redrawn in place on a
 // terminal, as changed lines otherwise. The exit says whether every node
 // succeeded.
-func follow(ctx context.Context, c *clients, ns, name string, io IO) error {
+func follow(ctx context.Context, c *clients, ns, name string, std IO) error {
 	var sp speeds
 	var drawn int
 	var last string
@@ -317,7 +317,7 @@ func follow(ctx context.Context, c *clients, ns, name string, io IO) error {
 		lines := Render(job, rows, &sp, time.Now())
 		text := strings.Join(lines, "\n")
 		switch {
-		case io.Terminal:
+		case std.Terminal:
 			var b strings.Builder
 			if drawn > 0 {
 				fmt.Fprintf(&b, "\x1b[%dA", drawn)
@@ -330,9 +330,9 @@ func follow(ctx context.Context, c *clients, ns, name string, io IO) error {
 				b.WriteString("\x1b[2K\n")
 			}
 			drawn = max(drawn, len(lines))
-			fmt.Fprint(io.Out, b.String())
+			fmt.Fprint(std.Out, b.String())
 		case text != last:
-			fmt.Fprintln(io.Out, text)
+			fmt.Fprintln(std.Out, text)
 		}
 		last = text
 		if Finished(job) {
@@ -344,17 +344,17 @@ func follow(ctx context.Context, c *clients, ns, name string, io IO) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(interval(io)):
+		case <-time.After(interval(std)):
 		}
 	}
 }
 
 // nodes shows which nodes have which images.
-func nodes(ctx context.Context, args []string, io IO) error {
+func nodes(ctx context.Context, args []string, std IO) error {
 	var g globals
 	fs := flags("nodes", "nodes [IMAGE] [flags]", `  kubectl prepull nodes               # every image on every node
   kubectl prepull nodes nginx:1.25    # where nginx:1.25 is
-`, io, &g)
+`, std, &g)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -404,30 +404,30 @@ func nodes(ctx context.Context, args []string, io IO) error {
 		return entries[i].Image < entries[j].Image
 	})
 	if g.output == "json" || g.output == "yaml" {
-		return printObject(io.Out, g.output, entries)
+		return printObject(std.Out, g.output, entries)
 	}
-	fmt.Fprintf(io.Out, "%-24s %-60s %s\n", "NODE", "IMAGE", "STATE")
+	fmt.Fprintf(std.Out, "%-24s %-60s %s\n", "NODE", "IMAGE", "STATE")
 	for _, e := range entries {
 		line := fmt.Sprintf("%-24s %-60s %s", e.Node, e.Image, e.Phase)
 		if g.output == "wide" && e.Message != "" {
 			line += "  " + e.Message
 		}
-		fmt.Fprintln(io.Out, line)
+		fmt.Fprintln(std.Out, line)
 	}
 	withTags := map[string]bool{}
 	for _, e := range entries {
 		withTags[e.Node] = true
 	}
-	fmt.Fprintf(io.Out, "%d node(s), %d image tag(s): %d pulled, %d pulling, %d waiting, %d failed\n", len(withTags), len(entries),
+	fmt.Fprintf(std.Out, "%d node(s), %d image tag(s): %d pulled, %d pulling, %d waiting, %d failed\n", len(withTags), len(entries),
 		counts["Succeeded"], counts["Pulling"], counts["Waiting"], counts["Failed"])
 	return nil
 }
 
 // why explains a job's failed and stuck nodes.
-func why(ctx context.Context, args []string, io IO) error {
+func why(ctx context.Context, args []string, std IO) error {
 	var g globals
 	fs := flags("why", "why JOB [flags]", `  kubectl prepull why warm-x7k2p
-`, io, &g)
+`, std, &g)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -454,23 +454,23 @@ func why(ctx context.Context, args []string, io IO) error {
 	}
 	sort.Slice(events.Items, func(i, j int) bool { return eventTime(events.Items[i]).Before(eventTime(events.Items[j])) })
 	if g.output == "json" || g.output == "yaml" {
-		return printObject(io.Out, g.output, map[string]any{"job": job.Name, "message": job.Status.Message, "nodes": bad})
+		return printObject(std.Out, g.output, map[string]any{"job": job.Name, "message": job.Status.Message, "nodes": bad})
 	}
-	fmt.Fprintf(io.Out, "%s/%s (%s): %s\n", job.Namespace, job.Name, job.Spec.Image, job.Status.Message)
+	fmt.Fprintf(std.Out, "%s/%s (%s): %s\n", job.Namespace, job.Name, job.Spec.Image, job.Status.Message)
 	if len(bad) == 0 {
-		fmt.Fprintln(io.Out, "every node that answered has the image; nothing failed or waits")
+		fmt.Fprintln(std.Out, "every node that answered has the image; nothing failed or waits")
 	}
 	for _, r := range bad {
 		msg := r.Message
 		if msg == "" {
 			msg = "(no message from the node's daemon yet)"
 		}
-		fmt.Fprintf(io.Out, "  %-20s %-9s %s\n", r.Node, r.Phase, msg)
+		fmt.Fprintf(std.Out, "  %-20s %-9s %s\n", r.Node, r.Phase, msg)
 	}
 	if len(events.Items) > 0 {
-		fmt.Fprintln(io.Out, "Events:")
+		fmt.Fprintln(std.Out, "Events:")
 		for _, e := range events.Items {
-			fmt.Fprintf(io.Out, "  %-7s %-20s %s\n", e.Type, e.Reason, e.Message)
+			fmt.Fprintf(std.Out, "  %-7s %-20s %s\n", e.Type, e.Reason, e.Message)
 		}
 	}
 	return nil

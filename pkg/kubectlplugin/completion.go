@@ -15,7 +15,7 @@ var subcommands = []string{"warm", "status", "nodes", "why", "completion"}
 // one being completed): subcommands, then job names for status and why.
 // It prints one candidate per line and cobra's directive ":4" (no file
 // completion).
-func Complete(ctx context.Context, words []string, io IO) int {
+func Complete(ctx context.Context, words []string, std IO) int {
 	if len(words) == 0 {
 		words = []string{""}
 	}
@@ -48,15 +48,15 @@ func Complete(ctx context.Context, words []string, io IO) int {
 		}
 	}
 	for _, o := range out {
-		fmt.Fprintln(io.Out, o)
+		fmt.Fprintln(std.Out, o)
 	}
-	fmt.Fprintln(io.Out, ":4")
+	fmt.Fprintln(std.Out, ":4")
 	return ExitOK
 }
 
 // completion prints a shell completion script for the kubectl-prepull
 // binary called directly; through kubectl, kubectl_complete-prepull does it.
-func completion(_ context.Context, args []string, io IO) error {
+func completion(_ context.Context, args []string, std IO) error {
 	if len(args) != 1 || (args[0] != "bash" && args[0] != "zsh") {
 		return usageError{fmt.Errorf("name a shell: kubectl prepull completion bash|zsh")}
 	}
@@ -69,7 +69,7 @@ complete -F _kubectl_prepull kubectl-prepull
 	if args[0] == "zsh" {
 		script = "autoload -U +X bashcompinit && bashcompinit\n" + script
 	}
-	fmt.Fprint(io.Out, script)
+	fmt.Fprint(std.Out, script)
 	return nil
 }
 
