@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 // The daemon talks to the API through plain REST clients on purpose:
@@ -86,9 +87,12 @@ func (c *NodeImageClient) Get(ctx context.Context, name string) (*appsv1beta1.No
 	return out, err
 }
 
-// PatchStatus applies a merge patch to a NodeImage's status subresource.
-func (c *NodeImageClient) PatchStatus(ctx context.Context, name string, patch []byte) error {
-	return c.rest.Patch(types.MergePatchType).Resource("nodeimages").Name(name).SubResource("status").Body(patch).Do(ctx).Error()
+// PatchStatus applies a patch to a NodeImage's status subresource and
+// returns the NodeImage as written.
+func (c *NodeImageClient) PatchStatus(ctx context.Context, name string, patch *nodetags.Patch) (*appsv1beta1.NodeImage, error) {
+	out := &appsv1beta1.NodeImage{}
+	err := c.rest.Patch(patch.Type).Resource("nodeimages").Name(name).SubResource("status").Body(patch.Data).Do(ctx).Into(out)
+	return out, err
 }
 
 // ListSecrets lists the secrets of a namespace.

@@ -32,6 +32,7 @@ import (
 	"github.com/prepull/prepull/pkg/imageref"
 	"github.com/prepull/prepull/pkg/metrics"
 	"github.com/prepull/prepull/pkg/nodetags"
+	"github.com/prepull/prepull/pkg/ownwrites"
 	"github.com/prepull/prepull/pkg/puller"
 )
 
@@ -77,6 +78,9 @@ type Daemon struct {
 	// stopping is closed when the daemon shuts down, so tasks cut short
 	// by the shutdown record that rather than a failure.
 	stopping chan struct{}
+	// written is the NodeImage as our last status write returned it;
+	// only the reporter's goroutine (writeStatus) uses it.
+	written  *appsv1beta1.NodeImage
 	secretMu sync.Mutex
 	// secretErrs remembers the last problem logged per secret, so a
 	// missing or broken secret is logged once, not at every pull.
@@ -132,6 +136,17 @@ func New(client *NodeImageClient, core *CoreClient, opts Options) (*Daemon, erro
 		return nil, fmt.Errorf("watching NodeImage: %w", err)
 	}
 	return d, nil
+}
+
+// HasSynced reports whether the daemon has read its NodeImage and secrets,
+// i.e. it will see every tag written from now on.
+func (d *Daemon) HasSynced() bool {
+	for _, inf := range d.informers {
+		if !inf.HasSynced() {
+			return false
+		}
+	}
+	return true
 }
 
 func (d *Daemon) kick() {
@@ -471,8 +486,8 @@ func (d *Daemon) event(niRef *corev1.ObjectReference, tag appsv1beta1.ImageTagSp
 
 // writeStatus patches the NodeImage status with the reporter's snapshot:
 // only entries of tags still in spec, the counters, and the first-sync
-// record, with a resourceVersion precondition; a conflict re-reads the
-// NodeImage from the API and tries again.
+// record; a stale write re-reads the NodeImage from the API and tries
+// again.
 func (d *Daemon) writeStatus(ctx context.Context, statuses map[string]appsv1beta1.ImageStatus) error {
 	ni, err := d.ni.Get(d.opts.NodeName)
 	if apierrors.IsNotFound(err) {
@@ -481,17 +496,31 @@ func (d *Daemon) writeStatus(ctx context.Context, statuses map[string]appsv1beta
 	if err != nil {
 		return err
 	}
+	// Writes follow each other faster than the watch brings our own last
+	// one back; patching from the older copy would fail its test.
+	if d.written != nil && ownwrites.Newer(ni, d.written) {
+		ni = d.written
+	}
 	for attempt := 0; ; attempt++ {
 		kept := keepSpecTags(ni.Spec.Images, statuses)
 		counts := nodetags.Count(ni.Spec.Images, kept)
-		patch, err := nodetags.StatusPatch(ni, kept, counts, firstSync(ni, counts))
+		// Only the entries and counters written are preconditions, so
+		// the controller's tag writes do not conflict with this; after
+		// a stale fresh read, the whole object is (see nodetags.Whole).
+		pre := nodetags.Entries
+		if attempt >= 2 {
+			pre = nodetags.Whole
+		}
+		patch, err := nodetags.StatusPatch(ni, kept, counts, firstSync(ni, counts), pre)
 		if err != nil || patch == nil {
 			return err
 		}
-		err = d.client.PatchStatus(ctx, ni.Name, patch)
+		written, err := d.client.PatchStatus(ctx, ni.Name, patch)
+		err = nodetags.AsConflict(err, ni.Name)
 		metrics.NodeImageWrites.WithLabelValues("daemon", metrics.WriteResult(err)).Inc()
 		if err == nil {
 			statusWrites.Inc()
+			d.written = written
 			return nil
 		}
 		if !apierrors.IsConflict(err) || attempt >= 5 {

@@ -31,8 +31,10 @@ func FuzzCount(f *testing.F) {
 				}
 			}
 		}
-		if _, err := StatusPatch(&ni, ni.Status.ImageStatuses, c, nil); err != nil {
-			t.Fatalf("StatusPatch: %v", err)
+		for _, pre := range []Precondition{Entries, Whole} {
+			if _, err := StatusPatch(&ni, ni.Status.ImageStatuses, c, nil, pre); err != nil {
+				t.Fatalf("StatusPatch: %v", err)
+			}
 		}
 	})
 }

@@ -132,7 +132,7 @@ func TestSpecPatch(t *testing.T) {
 		"gone": {Tags: []appsv1beta1.ImageTagSpec{{Tag: "1"}}},
 	}}}
 	images := CopyImages(old.Spec.Images)
-	if p, err := SpecPatch(old, images); err != nil || p != nil {
+	if p, err := SpecPatch(old, images, Whole); err != nil || p != nil {
 		t.Fatalf("unchanged images: patch %s, %v; want none", p, err)
 	}
 	delete(images, "gone")
@@ -140,12 +140,15 @@ func TestSpecPatch(t *testing.T) {
 	edit.SandboxConfig = nil
 	edit.Tags = append(edit.Tags, appsv1beta1.ImageTagSpec{Tag: "2"})
 	images["edit"] = edit
-	p, err := SpecPatch(old, images)
+	p, err := SpecPatch(old, images, Whole)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if p.Type != types.MergePatchType {
+		t.Errorf("patch type %s, want a merge patch", p.Type)
+	}
 	var got map[string]any
-	if err := json.Unmarshal(p, &got); err != nil {
+	if err := json.Unmarshal(p.Data, &got); err != nil {
 		t.Fatal(err)
 	}
 	want := `{"metadata":{"resourceVersion":"7"},"spec":{"images":{"edit":{"sandboxConfig":null,"tags":[{"tag":"1"},{"tag":"2"}]},"gone":null}}}`

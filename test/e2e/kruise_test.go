@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
@@ -208,11 +207,11 @@ func (e *env) failFakeNodeImage(img string) {
 			statuses[k] = *v.DeepCopy()
 		}
 		statuses[ref.Name] = appsv1beta1.ImageStatus{Tags: []appsv1beta1.ImageTagStatus{{Tag: ref.Tag, Phase: appsv1beta1.ImagePhaseFailed, Version: version, CompletionTime: &now, Message: "failed by the e2e test"}}}
-		patch, err := nodetags.StatusPatch(ni, statuses, nodetags.Count(ni.Spec.Images, statuses), nil)
+		patch, err := nodetags.StatusPatch(ni, statuses, nodetags.Count(ni.Spec.Images, statuses), nil, nodetags.Whole)
 		if err != nil || patch == nil {
 			return false, "no patch"
 		}
-		_, err = e.client.AppsV1beta1().NodeImages().Patch(context.Background(), fakeNode, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+		_, err = e.client.AppsV1beta1().NodeImages().Patch(context.Background(), fakeNode, patch.Type, patch.Data, metav1.PatchOptions{}, "status")
 		return false, "patched: " + errString(err)
 	})
 }

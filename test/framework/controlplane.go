@@ -318,6 +318,27 @@ func waitFor(timeout time.Duration, p *process, ready func() bool) error {
 	}
 }
 
+// Pid is the process ID of the running server named name ("etcd" or
+// "kube-apiserver"), or 0 when none runs.
+func (cp *ControlPlane) Pid(name string) int {
+	for i := len(cp.procs) - 1; i >= 0; i-- {
+		p := cp.procs[i]
+		if strings.HasPrefix(p.name, name+"-") && !exited(p) {
+			return p.cmd.Process.Pid
+		}
+	}
+	return 0
+}
+
+func exited(p *process) bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Logs returns the tail of every process log, for failure reports.
 func (cp *ControlPlane) Logs() string {
 	var out string
@@ -360,6 +381,16 @@ func (cp *ControlPlane) Stop() {
 		cp.stopProcesses()
 		_ = os.RemoveAll(cp.Dir)
 	})
+}
+
+// FreeAddress is a 127.0.0.1 address with a port free right now, for a
+// process's metrics or health endpoint.
+func FreeAddress() (string, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return "", err
+	}
+	return "127.0.0.1:" + strconv.Itoa(ports[0]), nil
 }
 
 func freePorts(n int) ([]int, error) {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +34,7 @@ import (
 	"github.com/prepull/prepull/pkg/mergepatch"
 	"github.com/prepull/prepull/pkg/metrics"
 	"github.com/prepull/prepull/pkg/nodetags"
+	"github.com/prepull/prepull/pkg/ownwrites"
 )
 
 // JobByUID indexes ImagePullJobs by UID, to map a tag's owner reference to
@@ -84,8 +84,10 @@ type Controller struct {
 	queue      *reconcile.Queue
 	synced     []cache.InformerSynced
 	// written holds, per NodeImage, what our last write returned, until the
-	// informer has caught up with it.
-	written sync.Map
+	// informer has caught up with it; writtenJobs the same per job key
+	// (status writes follow each other faster than the watch brings them).
+	written     ownwrites.Cache[*appsv1beta1.NodeImage]
+	writtenJobs ownwrites.Cache[*appsv1beta1.ImagePullJob]
 }
 
 // New wires the controller to its informers. The NodeImage informer must
@@ -131,7 +133,7 @@ func New(client versioned.Interface, jobs appsinformers.ImagePullJobInformer, no
 		UpdateFunc: func(old, cur any) { c.nodeImageChanged(old.(*appsv1beta1.NodeImage), cur.(*appsv1beta1.NodeImage)) },
 		DeleteFunc: func(obj any) {
 			if ni, ok := reconcile.Unwrap(obj).(*appsv1beta1.NodeImage); ok {
-				c.written.Delete(ni.Name)
+				c.written.Forget(ni.Name)
 				c.nodeImageChanged(ni, nil)
 			}
 		},
@@ -272,11 +274,13 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	}
 	job, err := c.jobs.ImagePullJobs(ns).Get(name)
 	if apierrors.IsNotFound(err) {
+		c.writtenJobs.Forget(key)
 		return 0, nil
 	}
 	if err != nil {
 		return 0, err
 	}
+	job = c.writtenJobs.Freshest(key, job)
 	if job.DeletionTimestamp != nil {
 		return 0, c.cleanup(ctx, job)
 	}
@@ -453,15 +457,23 @@ func (c *Controller) editNodeImage(ctx context.Context, name string, change func
 		if !change(images) {
 			return nil
 		}
-		patch, err := nodetags.SpecPatch(ni, images)
+		// Entry preconditions let tag writes of other jobs and the
+		// daemon's status writes pass; after a stale fresh read, the
+		// whole object is the precondition (see nodetags.Whole).
+		pre := nodetags.Entries
+		if attempt >= maxWriteAttempts {
+			pre = nodetags.Whole
+		}
+		patch, err := nodetags.SpecPatch(ni, images, pre)
 		if err != nil || patch == nil {
 			return err
 		}
-		updated, err := c.client.AppsV1beta1().NodeImages().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+		updated, err := c.client.AppsV1beta1().NodeImages().Patch(ctx, name, patch.Type, patch.Data, metav1.PatchOptions{})
+		err = nodetags.AsConflict(err, name)
 		metrics.NodeImageWrites.WithLabelValues("imagepulljob", metrics.WriteResult(err)).Inc()
 		switch {
 		case err == nil:
-			c.written.Store(name, updated)
+			c.written.Remember(name, updated)
 			return nil
 		case apierrors.IsNotFound(err):
 			return nil
@@ -482,22 +494,13 @@ func (c *Controller) editNodeImage(ctx context.Context, name string, change func
 // freshest is the newest NodeImage we know: the informer's copy, or the
 // one our own last write returned when the informer has not caught up
 // with it yet (writing from the older copy would only conflict with
-// ourselves). resourceVersions are compared as the integers etcd makes
-// them; anything else falls back to the informer.
+// ourselves).
 func (c *Controller) freshest(name string) (*appsv1beta1.NodeImage, error) {
 	ni, err := c.nodeImages.Get(name)
-	v, ok := c.written.Load(name)
-	if !ok || err != nil {
+	if err != nil {
 		return ni, err
 	}
-	mine := v.(*appsv1beta1.NodeImage)
-	a, errA := strconv.ParseUint(mine.ResourceVersion, 10, 64)
-	b, errB := strconv.ParseUint(ni.ResourceVersion, 10, 64)
-	if errA == nil && errB == nil && a > b {
-		return mine, nil
-	}
-	c.written.CompareAndDelete(name, v)
-	return ni, nil
+	return c.written.Freshest(name, ni), nil
 }
 
 // maxWriteAttempts bounds the fresh-read retries of one NodeImage write.
@@ -523,6 +526,7 @@ func (c *Controller) writeStatus(ctx context.Context, job *appsv1beta1.ImagePull
 		if written, err = c.client.AppsV1beta1().ImagePullJobs(job.Namespace).Patch(ctx, job.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
 			return job, fmt.Errorf("writing status: %w", err)
 		}
+		c.writtenJobs.Remember(job.Namespace+"/"+job.Name, written)
 	}
 	// Events only once the status that records them is written, so a
 	// retried sync does not repeat them.

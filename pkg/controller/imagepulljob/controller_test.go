@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
@@ -28,8 +30,8 @@ import (
 	"github.com/prepull/prepull/pkg/nodetags"
 )
 
-// A cache one write behind the server makes the first patch conflict; the
-// write is retried from a fresh read and lands, keeping the other writer's
+// A cache one write behind the server, on the image being written, makes
+// the first patch stale; the write is retried from a fresh read and lands, keeping the other writer's
 // change, instead of failing the whole job sync.
 func TestEditNodeImageRetriesAConflictFromAFreshRead(t *testing.T) {
 	stale := &appsv1beta1.NodeImage{ObjectMeta: metav1.ObjectMeta{Name: "n1", ResourceVersion: "1"}}
@@ -37,19 +39,35 @@ func TestEditNodeImageRetriesAConflictFromAFreshRead(t *testing.T) {
 	current.ResourceVersion = "2"
 	current.Spec.Images = map[string]appsv1beta1.ImageSpec{"busybox": {Tags: []appsv1beta1.ImageTagSpec{{Tag: "1.36", Version: 1}}}}
 	client := fake.NewSimpleClientset(current)
-	// The apiserver's precondition: a patch naming another resourceVersion
-	// than the stored one is a conflict (the fake tracker does not check).
+	// The apiserver's preconditions: a merge patch naming another
+	// resourceVersion than the stored one is a 409 Conflict, and a JSON
+	// patch whose "test" fails is a 422 with no field causes (the fake
+	// tracker checks neither).
 	client.PrependReactor("patch", "nodeimages", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		pa := action.(clienttesting.PatchAction)
+		stored, err := client.Tracker().Get(appsv1beta1.SchemeGroupVersion.WithResource("nodeimages"), "", "n1")
+		if err != nil {
+			return true, nil, err
+		}
+		if pa.GetPatchType() == types.JSONPatchType {
+			ops, err := jsonpatch.DecodePatch(pa.GetPatch())
+			if err != nil {
+				return true, nil, err
+			}
+			raw, _ := json.Marshal(stored)
+			if _, err := ops.Apply(raw); err != nil {
+				refused := apierrors.NewGenericServerResponse(422, "patch", appsv1beta1.Resource("nodeimages"), "", "the server rejected our request due to an error in our request", 0, false)
+				refused.ErrStatus.Reason, refused.ErrStatus.Details = metav1.StatusReasonInvalid, &metav1.StatusDetails{}
+				return true, nil, refused
+			}
+			return false, nil, nil
+		}
 		var body struct {
 			Metadata struct {
 				ResourceVersion string `json:"resourceVersion"`
 			} `json:"metadata"`
 		}
-		_ = json.Unmarshal(action.(clienttesting.PatchAction).GetPatch(), &body)
-		stored, err := client.Tracker().Get(appsv1beta1.SchemeGroupVersion.WithResource("nodeimages"), "", "n1")
-		if err != nil {
-			return true, nil, err
-		}
+		_ = json.Unmarshal(pa.GetPatch(), &body)
 		if rv := stored.(metav1.Object).GetResourceVersion(); body.Metadata.ResourceVersion != "" && body.Metadata.ResourceVersion != rv {
 			return true, nil, apierrors.NewConflict(appsv1beta1.Resource("nodeimages"), "n1", fmt.Errorf("the object has been modified"))
 		}

@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -173,12 +172,15 @@ func (c *Controller) create(ctx context.Context, node *corev1.Node) (time.Durati
 
 func (c *Controller) housekeep(ctx context.Context, ni *appsv1beta1.NodeImage) (time.Duration, error) {
 	r := Housekeep(Input{NodeImage: ni, OwnerExists: c.ownerExists, Now: c.opts.Now(), UnansweredTimeout: c.opts.UnansweredTimeout})
-	patch, err := nodetags.SpecPatch(ni, r.Images)
+	// A stale entry comes back as a conflict and the sync is retried
+	// from the (by then newer) cache.
+	patch, err := nodetags.SpecPatch(ni, r.Images, nodetags.Entries)
 	if err != nil {
 		return 0, err
 	}
 	if patch != nil {
-		updated, err := c.client.AppsV1beta1().NodeImages().Patch(ctx, ni.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+		updated, err := c.client.AppsV1beta1().NodeImages().Patch(ctx, ni.Name, patch.Type, patch.Data, metav1.PatchOptions{})
+		err = nodetags.AsConflict(err, ni.Name)
 		metrics.NodeImageWrites.WithLabelValues("nodeimage", metrics.WriteResult(err)).Inc()
 		if err != nil {
 			return 0, fmt.Errorf("housekeeping NodeImage spec: %w", err)
@@ -189,12 +191,13 @@ func (c *Controller) housekeep(ctx context.Context, ni *appsv1beta1.NodeImage) (
 	if !r.StatusChanged {
 		return r.RequeueAfter, nil
 	}
-	patch, err = nodetags.StatusPatch(ni, r.Statuses, r.Counts, nil)
+	patch, err = nodetags.StatusPatch(ni, r.Statuses, r.Counts, nil, nodetags.Entries)
 	if err != nil {
 		return 0, err
 	}
 	if patch != nil {
-		_, err := c.client.AppsV1beta1().NodeImages().Patch(ctx, ni.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+		_, err := c.client.AppsV1beta1().NodeImages().Patch(ctx, ni.Name, patch.Type, patch.Data, metav1.PatchOptions{}, "status")
+		err = nodetags.AsConflict(err, ni.Name)
 		metrics.NodeImageWrites.WithLabelValues("nodeimage", metrics.WriteResult(err)).Inc()
 		if err != nil {
 			return 0, fmt.Errorf("housekeeping NodeImage status: %w", err)

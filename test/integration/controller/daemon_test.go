@@ -8,7 +8,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
@@ -146,11 +145,11 @@ func (d *fakeDaemon) report(ctx context.Context, node, image, tag string, versio
 			img.Tags = append(img.Tags, entry)
 		}
 		statuses[image] = img
-		patch, err := nodetags.StatusPatch(ni, statuses, nodetags.Count(ni.Spec.Images, statuses), nil)
+		patch, err := nodetags.StatusPatch(ni, statuses, nodetags.Count(ni.Spec.Images, statuses), nil, nodetags.Whole)
 		if err != nil || patch == nil {
 			return
 		}
-		_, err = d.e.client.AppsV1beta1().NodeImages().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+		_, err = d.e.client.AppsV1beta1().NodeImages().Patch(ctx, node, patch.Type, patch.Data, metav1.PatchOptions{}, "status")
 		if err == nil {
 			d.mu.Lock()
 			d.writes++

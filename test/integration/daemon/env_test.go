@@ -16,7 +16,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
@@ -177,11 +176,11 @@ func (e *env) setTag(image, tag string, secrets []appsv1beta1.ReferenceObject, o
 			img.Tags = append(img.Tags, spec)
 		}
 		images[image] = img
-		patch, err := nodetags.SpecPatch(ni, images)
+		patch, err := nodetags.SpecPatch(ni, images, nodetags.Whole)
 		if err != nil || patch == nil {
 			return false, err
 		}
-		_, err = e.client.AppsV1beta1().NodeImages().Patch(ctx, e.node, types.MergePatchType, patch, metav1.PatchOptions{})
+		_, err = e.client.AppsV1beta1().NodeImages().Patch(ctx, e.node, patch.Type, patch.Data, metav1.PatchOptions{})
 		version = spec.Version
 		return err == nil, nil
 	})

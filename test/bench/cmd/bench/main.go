@@ -1,0 +1,91 @@
+// Command bench runs prepull's benchmark scenarios (test/bench/harness)
+// and writes BENCHMARKS.md: `make bench` runs it.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prepull/prepull/test/bench/harness"
+)
+
+func main() {
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	quick := fs.Bool("quick", false, "Run only S1 up to 1,000 nodes (what `make test` runs as a smoke test).")
+	out := fs.String("out", "BENCHMARKS.md", "File the report is written to; empty: standard output only.")
+	full := harness.Full()
+	s1 := fs.String("s1-nodes", joinInts(full.S1Nodes), "S1 fleet sizes, ascending, comma-separated.")
+	fs.IntVar(&full.S2Jobs, "s2-jobs", full.S2Jobs, "S2 jobs (0 skips S2 and S3).")
+	fs.IntVar(&full.S2Nodes, "s2-nodes", full.S2Nodes, "Nodes each S2 job covers; one of -s1-nodes.")
+	fs.IntVar(&full.S2Parallelism, "s2-parallelism", full.S2Parallelism, "Parallelism of each S2 job.")
+	fs.DurationVar(&full.S2PullDelay, "s2-pull-delay", full.S2PullDelay, "How long each S2 pull takes.")
+	fs.DurationVar(&full.Idle, "idle", full.Idle, "How long S3 watches the idle cluster (0 skips S3).")
+	fs.IntVar(&full.S4NodeImages, "s4-nodeimages", full.S4NodeImages, "NodeImages in S4 (0 skips S4).")
+	fs.IntVar(&full.S4Images, "s4-images", full.S4Images, "Images per NodeImage in S4.")
+	fs.IntVar(&full.WriteConcurrency, "write-concurrency", full.WriteConcurrency, "The controller's --nodeimage-write-concurrency, and the floor's.")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: bench [flags]\n\nRuns prepull's benchmark scenarios (issue 11) on a real control plane with the controller\nand hollow nodes, each next to the floor, prints the table and writes it to -out. Flags:\n\n")
+		fs.PrintDefaults()
+	}
+	_ = fs.Parse(os.Args[1:])
+	cfg := full
+	if *quick {
+		cfg = harness.Quick()
+	} else {
+		sizes, err := parseInts(*s1)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: -s1-nodes: %v\n", err)
+			os.Exit(2)
+		}
+		cfg.S1Nodes = sizes
+	}
+	cfg.Logf = func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	report, err := harness.Run(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	md := report.Markdown()
+	fmt.Print(md)
+	if *out != "" {
+		if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		fmt.Fprintf(os.Stderr, "wrote %s\n", *out)
+	}
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q is not a positive number", f)
+		}
+		if len(out) > 0 && n <= out[len(out)-1] {
+			return nil, fmt.Errorf("sizes must ascend: %d after %d", n, out[len(out)-1])
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func joinInts(v []int) string {
+	var s []string
+	for _, n := range v {
+		s = append(s, strconv.Itoa(n))
+	}
+	return strings.Join(s, ",")
+}
