@@ -5,7 +5,7 @@ GO ?= go
 export GOFLAGS := -mod=vendor
 BIN_DIR ?= bin
 
-.PHONY: help demo demo-stop build dist images cluster-e2e fuzz alert-rules test test-unit test-integration e2e verify verify-fresh generate controlplane containerd bench clean
+.PHONY: bench-quick bench-micro help demo demo-stop build dist images cluster-e2e fuzz alert-rules test test-unit test-integration e2e verify verify-fresh generate controlplane containerd bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -24,7 +24,7 @@ build: ## Build every package (and binaries under cmd/ into bin/, stamped with V
 	$(GO) build ./...
 	$(GO) build -ldflags "-X github.com/prepull/prepull/pkg/version.Version=$(VERSION) -X github.com/prepull/prepull/pkg/version.Revision=$(REVISION)" -o $(BIN_DIR)/ ./cmd/...
 
-test: verify verify-fresh test-unit fuzz test-integration alert-rules e2e cluster-e2e ## The full check CI runs: verify, a fresh-cache check, unit, integration and end-to-end tests.
+test: verify verify-fresh test-unit fuzz test-integration alert-rules e2e cluster-e2e bench-quick ## The full check CI runs: verify, a fresh-cache check, unit, integration and end-to-end tests.
 
 test-unit: ## Unit tests (no servers).
 	$(GO) test -count=1 ./pkg/... $(if $(wildcard cmd),./cmd/...)
@@ -79,7 +79,14 @@ fuzz: ## Each fuzz target for FUZZTIME (default 10s), from its committed seeds; 
 	  rm -f /tmp/prepull-fuzz.$$$$.log; \
 	done
 
-bench: ## Benchmarks (speed and memory are measured here, never in tests).
+BENCH_FLAGS ?=
+bench: controlplane bench-micro ## The fan-out benchmark (issue 11: S1-S4 against the floor, hollow nodes, real control plane; about an hour): prints the table and writes BENCHMARKS.md. BENCH_FLAGS=-help lists its knobs.
+	$(GO) run ./test/bench/cmd/bench $(BENCH_FLAGS)
+
+bench-quick: controlplane ## The benchmark's quick mode (S1 up to 1,000 nodes) as a smoke test of the harness; no timing asserts.
+	$(GO) test -count=1 -timeout 20m ./test/bench/...
+
+bench-micro: ## Go micro-benchmarks of pkg/ (speed and memory of hot functions).
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
 
 clean: ## Remove build output.
