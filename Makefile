@@ -5,7 +5,7 @@ GO ?= go
 export GOFLAGS := -mod=vendor
 BIN_DIR ?= bin
 
-.PHONY: bench-quick bench-micro help demo demo-stop build dist images cluster-e2e fuzz alert-rules test test-unit test-integration e2e verify verify-fresh generate controlplane containerd bench clean
+.PHONY: chaos bench-quick bench-micro help demo demo-stop build dist images cluster-e2e fuzz alert-rules test test-unit test-integration e2e verify verify-fresh generate controlplane containerd bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -24,7 +24,7 @@ build: ## Build every package (and binaries under cmd/ into bin/, stamped with V
 	$(GO) build ./...
 	$(GO) build -ldflags "-X github.com/prepull/prepull/pkg/version.Version=$(VERSION) -X github.com/prepull/prepull/pkg/version.Revision=$(REVISION)" -o $(BIN_DIR)/ ./cmd/...
 
-test: verify verify-fresh test-unit fuzz test-integration alert-rules e2e cluster-e2e bench-quick ## The full check CI runs: verify, a fresh-cache check, unit, integration and end-to-end tests.
+test: verify verify-fresh test-unit fuzz test-integration alert-rules e2e cluster-e2e chaos bench-quick ## The full check CI runs: verify, a fresh-cache check, unit, integration and end-to-end tests.
 
 test-unit: ## Unit tests (no servers).
 	$(GO) test -count=1 ./pkg/... $(if $(wildcard cmd),./cmd/...)
@@ -34,6 +34,11 @@ test-integration: controlplane containerd ## Tests against a real etcd, kube-api
 
 e2e: controlplane containerd ## End to end: controller and three daemons on real containerd, a real registry and apiserver.
 	$(GO) test -count=1 -timeout 20m ./test/e2e/...
+
+SOAK ?=
+chaos: controlplane containerd ## The fault suite: apiserver, containerd, daemon and leader failures, full disks, nodes leaving and joining, bursts, bad NodeImages, load. SOAK=1 adds the long soaks.
+	@hack/build-controlplane.sh node >/dev/null
+	$(GO) test -count=1 -timeout 45m ./test/chaos/... $(if $(SOAK),-args -chaos.soak)
 
 REGISTRY ?=
 images: ## Container images for both binaries (linux/amd64+arm64, no Docker needed): to bin/images (OCI layout), or pushed with REGISTRY=host/path.

@@ -64,6 +64,8 @@ type Options struct {
 	NodeReadyDelay    time.Duration
 	UnansweredTimeout time.Duration
 	RepullInterval    time.Duration
+	// FailedRepullInterval is how soon a Never job retries a node that failed.
+	FailedRepullInterval time.Duration
 	// CompletedTagTTL is how long a completed Always job keeps its tags.
 	CompletedTagTTL time.Duration
 	// NodeImageWriteConcurrency bounds one job sync's NodeImage writes in
@@ -83,7 +85,7 @@ func Defaults() Options {
 		LeaderElect:     true, LeaderElectNamespace: "prepull-system", LeaderElectName: "prepull-controller",
 		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
 		ImagePullJobWorkers: 4, ImageListPullJobWorkers: 2, PullSecretWorkers: 2, NodeImageWorkers: 4, LabelSyncWorkers: 2,
-		UnansweredTimeout: 10 * time.Minute, RepullInterval: 24 * time.Hour, CompletedTagTTL: 10 * time.Minute, NodeImageWriteConcurrency: 16,
+		UnansweredTimeout: 10 * time.Minute, RepullInterval: 24 * time.Hour, FailedRepullInterval: 5 * time.Minute, CompletedTagTTL: 10 * time.Minute, NodeImageWriteConcurrency: 16,
 		MetricsAddr: ":8080", HealthAddr: ":8081",
 	}
 }
@@ -187,7 +189,7 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 		return err
 	}
 	jobCtl, err := imagepulljob.New(client, jobs, nodeImages, pods, recorder, imagepulljob.Options{
-		DaemonNamespace: opts.DaemonNamespace, RepullInterval: opts.RepullInterval, CompletedTagTTL: opts.CompletedTagTTL, WriteConcurrency: opts.NodeImageWriteConcurrency, SecretExists: secretCtl.SourceExists,
+		DaemonNamespace: opts.DaemonNamespace, RepullInterval: opts.RepullInterval, FailedRepullInterval: opts.FailedRepullInterval, CompletedTagTTL: opts.CompletedTagTTL, WriteConcurrency: opts.NodeImageWriteConcurrency, SecretExists: secretCtl.SourceExists,
 	})
 	if err != nil {
 		return err

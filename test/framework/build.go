@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 )
 
 // BuildBinary builds one of the repository's commands (e.g.
@@ -31,4 +32,44 @@ func BuildStatic(dir, pkg string) (string, error) {
 		return "", fmt.Errorf("building %s: %w\n%s", pkg, err, output)
 	}
 	return out, nil
+}
+
+var (
+	cacheMu  sync.Mutex
+	cacheDir string
+	cached   = map[string]string{}
+)
+
+// CachedBinary is BuildBinary done once per test binary: every cluster a
+// test package starts shares the build. The binaries live in a temporary
+// directory that RunTests removes at the end.
+func CachedBinary(pkg string) (string, error) {
+	cacheMu.Lock()
+	defer cacheMu.Unlock()
+	if path, ok := cached[pkg]; ok {
+		return path, nil
+	}
+	if cacheDir == "" {
+		dir, err := os.MkdirTemp("", "prepull-bin-")
+		if err != nil {
+			return "", err
+		}
+		cacheDir = dir
+	}
+	path, err := BuildBinary(cacheDir, pkg)
+	if err != nil {
+		return "", err
+	}
+	cached[pkg] = path
+	return path, nil
+}
+
+// removeCachedBinaries deletes what CachedBinary built.
+func removeCachedBinaries() {
+	cacheMu.Lock()
+	defer cacheMu.Unlock()
+	if cacheDir != "" {
+		_ = os.RemoveAll(cacheDir)
+	}
+	cacheDir, cached = "", map[string]string{}
 }

@@ -8,12 +8,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -47,23 +51,63 @@ type ClusterOptions struct {
 	Images                         []ImageToPush
 	// ControllerArgs are added to prepull-controller's flags.
 	ControllerArgs []string
+	// ControllerReplicas is how many prepull-controller processes run; more
+	// than one elect a leader on a Lease (with short lease times, which
+	// ControllerArgs can override). Zero means one, without election.
+	ControllerReplicas int
+	// DaemonArgs are added to every prepull-daemon's flags.
+	DaemonArgs []string
+	// ControllerManager runs kube-controller-manager (namespace,
+	// service-account and garbage-collector controllers), as a real
+	// cluster has; it needs the node binaries.
+	ControllerManager bool
+}
+
+// NodeOptions shape one node added with AddNode.
+type NodeOptions struct {
+	Labels map[string]string
+	// ImageFSBytes, when > 0, puts containerd's root (where images are
+	// stored) on a filesystem of this size, to fill it up.
+	ImageFSBytes int64
+}
+
+// ClusterNode is one node: its Node object, containerd and daemon.
+type ClusterNode struct {
+	Name       string
+	Containerd *Containerd
+	Daemon     *Process
+	// RuntimeEndpoint is the node's CRI socket; MetricsAddr the daemon's
+	// /metrics host:port.
+	RuntimeEndpoint, MetricsAddr string
+	daemonArgs                   []string
 }
 
 // Cluster is prepull running for real on this machine: nodes with their
 // own containerd and prepull-daemon, a registry and prepull-controller, on
-// a ControlPlane.
+// a ControlPlane. Its methods stop, start and replace those parts while a
+// test runs (the fault suite in test/chaos uses them); they are not safe
+// for concurrent use.
 type Cluster struct {
 	Dir      string
+	CP       *ControlPlane
 	Registry *Registry
 	Nodes    []string
 	// Digests of the pushed images, by repo:tag.
 	Digests map[string]string
 	// ControllerMetrics and DaemonMetrics (by node) are the host:port of
-	// each process's /metrics.
+	// each process's /metrics (ControllerMetrics: the first replica's).
 	ControllerMetrics string
 	DaemonMetrics     map[string]string
-	procs             []*Process
-	stops             []func()
+	// Controllers are the prepull-controller replicas, in start order.
+	Controllers []*Process
+	// ControllerMetricsAddrs are their /metrics addresses, by index.
+	ControllerMetricsAddrs []string
+	nodes                  map[string]*ClusterNode
+	opts                   ClusterOptions
+	controllerBin          string
+	daemonBin              string
+	procs                  []*Process
+	stops                  []func()
 }
 
 // Process is a binary of this repository running with its log in a file.
@@ -72,13 +116,15 @@ type Process struct {
 	Log  string
 	cmd  *exec.Cmd
 	done chan struct{}
+	// stopped is set when the test ended the process on purpose.
+	stopped atomic.Bool
 }
 
 // StartProcess runs bin with its output in dir/name.log; it dies with the
-// calling process.
+// calling process. A later process of the same name appends to the log.
 func StartProcess(dir, name, bin string, args ...string) (*Process, error) {
 	logPath := filepath.Join(dir, name+".log")
-	f, err := os.Create(logPath)
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -96,6 +142,7 @@ func StartProcess(dir, name, bin string, args ...string) (*Process, error) {
 
 // Stop asks the process to end and kills it after 15s.
 func (p *Process) Stop() {
+	p.stopped.Store(true)
 	select {
 	case <-p.done:
 		return
@@ -112,6 +159,7 @@ func (p *Process) Stop() {
 
 // Kill ends the process at once, as a crash would.
 func (p *Process) Kill() {
+	p.stopped.Store(true)
 	_ = p.cmd.Process.Kill()
 	<-p.done
 }
@@ -126,6 +174,15 @@ func (p *Process) Exited() bool {
 	}
 }
 
+// Crashed reports whether the process ended without the test asking it
+// to, and how.
+func (p *Process) Crashed() (bool, string) {
+	if !p.Exited() || p.stopped.Load() {
+		return false, ""
+	}
+	return true, p.cmd.ProcessState.String()
+}
+
 // Pid is the process ID.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
@@ -137,7 +194,7 @@ func StartCluster(ctx context.Context, cp *ControlPlane, opts ClusterOptions) (_
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: dir, Digests: map[string]string{}}
+	c := &Cluster{Dir: dir, CP: cp, Digests: map[string]string{}, DaemonMetrics: map[string]string{}, nodes: map[string]*ClusterNode{}, opts: opts}
 	c.stops = append(c.stops, func() { os.RemoveAll(dir) })
 	defer func() {
 		if err != nil {
@@ -145,13 +202,16 @@ func StartCluster(ctx context.Context, cp *ControlPlane, opts ClusterOptions) (_
 			c.Stop()
 		}
 	}()
-	controllerBin, err := BuildBinary(dir, "./cmd/prepull-controller")
-	if err != nil {
+	if c.controllerBin, err = CachedBinary("./cmd/prepull-controller"); err != nil {
 		return nil, err
 	}
-	daemonBin, err := BuildBinary(dir, "./cmd/prepull-daemon")
-	if err != nil {
+	if c.daemonBin, err = CachedBinary("./cmd/prepull-daemon"); err != nil {
 		return nil, err
+	}
+	if opts.ControllerManager {
+		if err := cp.StartControllerManager(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if c.Registry, err = StartRegistry(opts.RegistryUser, opts.RegistryPassword); err != nil {
 		return nil, err
@@ -168,44 +228,18 @@ func StartCluster(ctx context.Context, cp *ControlPlane, opts ClusterOptions) (_
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
 	client := versioned.NewForConfigOrDie(cp.Config)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: DaemonNamespace}}
-	if _, err := kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, err
 	}
-	for name, labels := range opts.Nodes {
-		node, err := kube.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
-		if err != nil {
+	names := make([]string, 0, len(opts.Nodes))
+	for name := range opts.Nodes {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if _, err := c.AddNode(ctx, name, NodeOptions{Labels: opts.Nodes[name]}); err != nil {
 			return nil, err
 		}
-		node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}}
-		if _, err := kube.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
-			return nil, err
-		}
-		ctd, err := StartContainerd(ctx)
-		if err != nil {
-			return nil, err
-		}
-		c.stops = append(c.stops, ctd.Stop)
-		if err := ctd.TrustRegistry(c.Registry.Host); err != nil {
-			return nil, err
-		}
-		ports, err := freePorts(1)
-		if err != nil {
-			return nil, err
-		}
-		if c.DaemonMetrics == nil {
-			c.DaemonMetrics = map[string]string{}
-		}
-		c.DaemonMetrics[name] = "127.0.0.1:" + strconv.Itoa(ports[0])
-		d, err := StartProcess(dir, "daemon-"+name, daemonBin,
-			"--kubeconfig", cp.Kubeconfig, "--node-name", name, "--runtime-endpoint", ctd.Endpoint,
-			"--daemon-namespace", DaemonNamespace, "--metrics-bind-address", c.DaemonMetrics[name], "--health-probe-bind-address", "",
-			"--status-interval", "200ms", "--progress-interval", "200ms", "-v", "2")
-		if err != nil {
-			return nil, err
-		}
-		c.procs = append(c.procs, d)
-		c.stops = append(c.stops, d.Stop)
-		c.Nodes = append(c.Nodes, name)
 	}
 	if opts.FakeNodeImage != "" {
 		labels := map[string]string{appsv1beta1.FakeNodeImageLabel: "true"}
@@ -217,19 +251,12 @@ func StartCluster(ctx context.Context, cp *ControlPlane, opts ClusterOptions) (_
 			return nil, err
 		}
 	}
-	ports, err := freePorts(1)
-	if err != nil {
-		return nil, err
+	for range max(opts.ControllerReplicas, 1) {
+		if _, err := c.StartController(); err != nil {
+			return nil, err
+		}
 	}
-	c.ControllerMetrics = "127.0.0.1:" + strconv.Itoa(ports[0])
-	args := append([]string{"--kubeconfig", cp.Kubeconfig, "--leader-elect=false", "--daemon-namespace", DaemonNamespace,
-		"--metrics-bind-address", c.ControllerMetrics, "--health-probe-bind-address", "", "-v", "2"}, opts.ControllerArgs...)
-	ctl, err := StartProcess(dir, "controller", controllerBin, args...)
-	if err != nil {
-		return nil, err
-	}
-	c.procs = append(c.procs, ctl)
-	c.stops = append(c.stops, ctl.Stop)
+	c.ControllerMetrics = c.ControllerMetricsAddrs[0]
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		for _, n := range c.Nodes {
 			if _, err := client.AppsV1beta1().NodeImages().Get(ctx, n, metav1.GetOptions{}); err != nil {
@@ -242,6 +269,141 @@ func StartCluster(ctx context.Context, cp *ControlPlane, opts ClusterOptions) (_
 		return nil, fmt.Errorf("the controller made no NodeImages for the nodes: %w", err)
 	}
 	return c, nil
+}
+
+// StartController starts one more prepull-controller replica. With more
+// than one configured, replicas elect a leader on a Lease (15 s lease,
+// 10 s renew deadline, 2 s retry, unless ControllerArgs say otherwise).
+func (c *Cluster) StartController() (*Process, error) {
+	addr, err := FreeAddress()
+	if err != nil {
+		return nil, err
+	}
+	i := len(c.Controllers)
+	args := []string{"--kubeconfig", c.CP.Kubeconfig, "--daemon-namespace", DaemonNamespace,
+		"--metrics-bind-address", addr, "--health-probe-bind-address", "", "-v", "2"}
+	if c.opts.ControllerReplicas > 1 {
+		args = append(args, "--leader-elect=true", "--leader-elect-namespace", DaemonNamespace, "--leader-elect-id", fmt.Sprintf("controller-%d", i))
+	} else {
+		args = append(args, "--leader-elect=false")
+	}
+	p, err := StartProcess(c.Dir, fmt.Sprintf("controller-%d", i), c.controllerBin, append(args, c.opts.ControllerArgs...)...)
+	if err != nil {
+		return nil, err
+	}
+	c.procs = append(c.procs, p)
+	c.stops = append(c.stops, p.Stop)
+	c.Controllers = append(c.Controllers, p)
+	c.ControllerMetricsAddrs = append(c.ControllerMetricsAddrs, addr)
+	return p, nil
+}
+
+// Node returns a node of the cluster, or nil.
+func (c *Cluster) Node(name string) *ClusterNode { return c.nodes[name] }
+
+// AddNode adds a Ready Node with its own containerd (trusting the
+// registry) and its own prepull-daemon.
+func (c *Cluster) AddNode(ctx context.Context, name string, o NodeOptions) (*ClusterNode, error) {
+	if c.nodes[name] != nil {
+		return nil, fmt.Errorf("node %s exists", name)
+	}
+	kube := kubernetes.NewForConfigOrDie(c.CP.Config)
+	node, err := kube.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: o.Labels}}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, err
+	}
+	node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}}
+	if _, err := kube.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+		return nil, err
+	}
+	ctd, err := StartContainerdWith(ctx, ContainerdOptions{ImageFSBytes: o.ImageFSBytes})
+	if err != nil {
+		return nil, err
+	}
+	c.stops = append(c.stops, ctd.Stop)
+	if err := ctd.TrustRegistry(c.Registry.Host); err != nil {
+		return nil, err
+	}
+	addr, err := FreeAddress()
+	if err != nil {
+		return nil, err
+	}
+	n := &ClusterNode{Name: name, Containerd: ctd, RuntimeEndpoint: ctd.Endpoint, MetricsAddr: addr}
+	n.daemonArgs = append([]string{"--kubeconfig", c.CP.Kubeconfig, "--node-name", name, "--runtime-endpoint", ctd.Endpoint,
+		"--daemon-namespace", DaemonNamespace, "--metrics-bind-address", addr, "--health-probe-bind-address", "",
+		"--status-interval", "200ms", "--progress-interval", "200ms", "-v", "2"}, c.opts.DaemonArgs...)
+	c.nodes[name] = n
+	c.Nodes = append(c.Nodes, name)
+	c.DaemonMetrics[name] = addr
+	if err := c.StartDaemon(name); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// RemoveNode deletes the Node object and stops the node's daemon and
+// containerd, as when a machine leaves the cluster.
+func (c *Cluster) RemoveNode(ctx context.Context, name string) error {
+	n := c.nodes[name]
+	if n == nil {
+		return fmt.Errorf("no node %s", name)
+	}
+	kube := kubernetes.NewForConfigOrDie(c.CP.Config)
+	if err := kube.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	if n.Daemon != nil {
+		n.Daemon.Stop()
+	}
+	n.Containerd.Stop()
+	delete(c.nodes, name)
+	delete(c.DaemonMetrics, name)
+	c.Nodes = slices.DeleteFunc(c.Nodes, func(s string) bool { return s == name })
+	return nil
+}
+
+// StartDaemon starts the node's prepull-daemon (again, after StopDaemon or
+// KillDaemon).
+func (c *Cluster) StartDaemon(name string) error {
+	n := c.nodes[name]
+	if n == nil {
+		return fmt.Errorf("no node %s", name)
+	}
+	if n.Daemon != nil && !n.Daemon.Exited() {
+		return fmt.Errorf("the daemon of %s is running", name)
+	}
+	d, err := StartProcess(c.Dir, "daemon-"+name, c.daemonBin, n.daemonArgs...)
+	if err != nil {
+		return err
+	}
+	n.Daemon = d
+	c.procs = append(c.procs, d)
+	c.stops = append(c.stops, d.Stop)
+	return nil
+}
+
+// StopDaemon ends the node's daemon gracefully (SIGTERM).
+func (c *Cluster) StopDaemon(name string) { c.nodes[name].Daemon.Stop() }
+
+// KillDaemon ends the node's daemon at once (SIGKILL).
+func (c *Cluster) KillDaemon(name string) { c.nodes[name].Daemon.Kill() }
+
+// RestartContainerd restarts the node's containerd in place (same root,
+// state and socket), as a runtime upgrade or crash would.
+func (c *Cluster) RestartContainerd(ctx context.Context, name string) error {
+	return c.nodes[name].Containerd.Restart(ctx)
+}
+
+// Crashed names every process of the cluster (controllers and daemons)
+// that ended without the test asking it to.
+func (c *Cluster) Crashed() []string {
+	var out []string
+	for _, p := range c.procs {
+		if crashed, how := p.Crashed(); crashed {
+			out = append(out, p.Name+": "+how)
+		}
+	}
+	return out
 }
 
 // Logs returns the tail of every process log.

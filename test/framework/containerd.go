@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
 	"github.com/prepull/prepull/pkg/cri"
 )
 
@@ -22,13 +24,27 @@ type Containerd struct {
 	// TrustRegistry.
 	HostsDir string
 	Log      string
+	bin      string
+	config   string
 	cmd      *exec.Cmd
 	done     chan error
+}
+
+// ContainerdOptions shape a containerd.
+type ContainerdOptions struct {
+	// ImageFSBytes, when > 0, puts containerd's root (its content and
+	// snapshots) on a tmpfs of this size, so pulls can fill it up.
+	ImageFSBytes int64
 }
 
 // StartContainerd starts containerd under a new directory and waits until
 // it answers CRI. Stop ends it and removes the directory.
 func StartContainerd(ctx context.Context) (*Containerd, error) {
+	return StartContainerdWith(ctx, ContainerdOptions{})
+}
+
+// StartContainerdWith is StartContainerd shaped by o.
+func StartContainerdWith(ctx context.Context, o ContainerdOptions) (*Containerd, error) {
 	bin, err := exec.LookPath("containerd")
 	if err != nil {
 		return nil, fmt.Errorf("containerd is not installed: run hack/install-containerd.sh (or `make containerd`): %w", err)
@@ -38,10 +54,20 @@ func StartContainerd(ctx context.Context) (*Containerd, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Containerd{Dir: dir, Socket: filepath.Join(dir, "c.sock"), HostsDir: filepath.Join(dir, "certs.d"), Log: filepath.Join(dir, "containerd.log")}
+	c := &Containerd{Dir: dir, Socket: filepath.Join(dir, "c.sock"), HostsDir: filepath.Join(dir, "certs.d"), Log: filepath.Join(dir, "containerd.log"), bin: bin}
 	c.Endpoint = "unix://" + c.Socket
 	if err := os.MkdirAll(c.HostsDir, 0o755); err != nil {
 		return nil, err
+	}
+	root := filepath.Join(dir, "root")
+	if o.ImageFSBytes > 0 {
+		if err := os.MkdirAll(root, 0o700); err != nil {
+			return nil, err
+		}
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", o.ImageFSBytes), "prepull-imagefs", root).CombinedOutput(); err != nil {
+			c.Stop()
+			return nil, fmt.Errorf("mounting a %d-byte filesystem for containerd's root (needs root): %v: %s", o.ImageFSBytes, err, out)
+		}
 	}
 	config := fmt.Sprintf(`version = 2
 root = %q
@@ -56,21 +82,30 @@ state = %q
   sandbox_image = "registry.invalid/pause:3.9"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Socket, c.Socket+".ttrpc", c.HostsDir)
-	cfgPath := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
+`, root, filepath.Join(dir, "state"), c.Socket, c.Socket+".ttrpc", c.HostsDir)
+	c.config = filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(c.config, []byte(config), 0o644); err != nil {
 		return nil, err
 	}
-	logFile, err := os.Create(c.Log)
+	if err := c.run(ctx); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// run starts the containerd process and waits until it answers CRI.
+func (c *Containerd) run(ctx context.Context) error {
+	logFile, err := os.OpenFile(c.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	c.cmd = exec.Command(bin, "--config", cfgPath)
+	c.cmd = exec.Command(c.bin, "--config", c.config)
 	c.cmd.Stdout, c.cmd.Stderr = logFile, logFile
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := c.cmd.Start(); err != nil {
 		logFile.Close()
-		return nil, fmt.Errorf("starting containerd: %w", err)
+		return fmt.Errorf("starting containerd: %w", err)
 	}
 	c.done = make(chan error, 1)
 	go func() { c.done <- c.cmd.Wait(); logFile.Close() }()
@@ -79,21 +114,42 @@ state = %q
 		rt, err := cri.Connect(ctx, c.Endpoint)
 		if err == nil {
 			rt.Close()
-			return c, nil
+			return nil
 		}
 		select {
 		case werr := <-c.done:
 			c.done <- werr
 			log, _ := os.ReadFile(c.Log)
-			c.Stop()
-			return nil, fmt.Errorf("containerd exited: %v\n%s", werr, tail(log, 4000))
+			return fmt.Errorf("containerd exited: %v\n%s", werr, tail(log, 4000))
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			c.Stop()
-			return nil, fmt.Errorf("containerd did not answer CRI within 30s: %w", err)
+			return fmt.Errorf("containerd did not answer CRI within 30s: %w", err)
 		}
 	}
+}
+
+// terminate ends the containerd process (SIGTERM, then SIGKILL after 10s).
+func (c *Containerd) terminate() {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-c.done:
+		c.done <- err
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+		err := <-c.done
+		c.done <- err
+	}
+}
+
+// Restart stops containerd and starts it again with the same root, state
+// and socket, and waits until it answers CRI.
+func (c *Containerd) Restart(ctx context.Context) error {
+	c.terminate()
+	return c.run(ctx)
 }
 
 // TrustRegistry lets containerd pull from a plain-HTTP registry on host.
@@ -109,15 +165,7 @@ func (c *Containerd) TrustRegistry(host string) error {
 // Stop ends containerd and removes its directory (unmounting anything it
 // left mounted there).
 func (c *Containerd) Stop() {
-	if c.cmd != nil && c.cmd.Process != nil {
-		_ = c.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-c.done:
-			c.done <- err
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-		}
-	}
+	c.terminate()
 	_ = exec.Command("umount", "-R", "-l", c.Dir).Run()
 	_ = os.RemoveAll(c.Dir)
 }
@@ -127,4 +175,18 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// ImagePresent asks the CRI runtime at endpoint whether it holds image.
+func ImagePresent(ctx context.Context, endpoint, image string) (bool, error) {
+	rt, err := cri.Connect(ctx, endpoint)
+	if err != nil {
+		return false, err
+	}
+	defer rt.Close()
+	resp, err := rt.Images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: image}})
+	if err != nil {
+		return false, err
+	}
+	return resp.GetImage() != nil, nil
 }

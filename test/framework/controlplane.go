@@ -65,6 +65,10 @@ type ControlPlane struct {
 	opts     ControlPlaneOptions
 	procs    []*process
 	stopOnce sync.Once
+	// The apiserver's command line, to start it again as it was.
+	apiserverPath string
+	apiserverArgs []string
+	apiserverRuns int
 }
 
 // ControlPlaneOptions turn the test control plane into one a real cluster
@@ -217,7 +221,8 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, bin, etcdURL string,
 		extra = append(extra, "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction")
 	}
 	host := "https://" + net.JoinHostPort(advertise, strconv.Itoa(ports[0]))
-	p, err := cp.launch(fmt.Sprintf("kube-apiserver-%d", attempt), filepath.Join(bin, "kube-apiserver"), append([]string{
+	cp.apiserverPath = filepath.Join(bin, "kube-apiserver")
+	cp.apiserverArgs = append([]string{
 		"--etcd-servers", etcdURL,
 		"--bind-address", bind,
 		"--advertise-address", advertise,
@@ -229,10 +234,12 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, bin, etcdURL string,
 		"--service-account-signing-key-file", saKey,
 		"--service-cluster-ip-range", "10.0.0.0/24",
 		"--v", "1",
-	}, extra...)...)
+	}, extra...)
+	p, err := cp.launch(fmt.Sprintf("kube-apiserver-%d", attempt), cp.apiserverPath, cp.apiserverArgs...)
 	if err != nil {
 		return err
 	}
+	cp.apiserverRuns = attempt + 1
 	caFile := filepath.Join(certDir, "apiserver.crt")
 	var ca []byte
 	err = waitFor(60*time.Second, p, func() bool {
@@ -316,6 +323,88 @@ func waitFor(timeout time.Duration, p *process, ready func() bool) error {
 			return fmt.Errorf("%s not ready after %s", p.name, timeout)
 		}
 	}
+}
+
+// StopAPIServer stops kube-apiserver (etcd keeps running and keeps the
+// data), so clients see the API unreachable until StartAPIServer.
+func (cp *ControlPlane) StopAPIServer() {
+	for _, p := range cp.procs {
+		if strings.HasPrefix(p.name, "kube-apiserver-") && !exited(p) {
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.done:
+			case <-time.After(20 * time.Second):
+				_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+				<-p.done
+			}
+		}
+	}
+}
+
+// StartAPIServer starts kube-apiserver again with the command line it
+// first had: same address, certificates, tokens and etcd, so every client
+// and kubeconfig made before keeps working. It waits until it is ready.
+func (cp *ControlPlane) StartAPIServer(ctx context.Context) error {
+	if cp.Pid("kube-apiserver") != 0 {
+		return fmt.Errorf("kube-apiserver is already running")
+	}
+	name := fmt.Sprintf("kube-apiserver-%d", cp.apiserverRuns)
+	cp.apiserverRuns++
+	p, err := cp.launch(name, cp.apiserverPath, cp.apiserverArgs...)
+	if err != nil {
+		return err
+	}
+	client, err := rest.HTTPClientFor(cp.Config)
+	if err != nil {
+		return err
+	}
+	// The address was ours a moment ago; a few tries ride out a socket
+	// still in TIME_WAIT.
+	return waitFor(90*time.Second, p, func() bool {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cp.Config.Host+"/readyz", nil)
+		req.Header.Set("Authorization", "Bearer "+cp.Config.BearerToken)
+		resp, err := client.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// StartControllerManager runs kube-controller-manager with the controllers
+// a real cluster has that prepull's objects meet: namespace (so deleted
+// namespaces finish), serviceaccount and its tokens, and the garbage
+// collector. It needs the node binaries (hack/build-controlplane.sh node)
+// and stops with the control plane.
+func (cp *ControlPlane) StartControllerManager(ctx context.Context) error {
+	bin := filepath.Join(BinDir(), "kube-controller-manager")
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("kube-controller-manager not found: run `hack/build-controlplane.sh node` first: %w", err)
+	}
+	p, err := cp.launch("kube-controller-manager-0", bin,
+		"--kubeconfig", cp.Kubeconfig, "--authentication-kubeconfig", cp.Kubeconfig, "--authorization-kubeconfig", cp.Kubeconfig,
+		"--controllers", "namespace,serviceaccount,serviceaccount-token,garbage-collector",
+		"--service-account-private-key-file", cp.SAKeyFile, "--root-ca-file", cp.CAFile,
+		"--leader-elect=false", "--secure-port=0", "--v=1")
+	if err != nil {
+		return err
+	}
+	// Ready when the serviceaccount controller made default's account.
+	client, err := rest.HTTPClientFor(cp.Config)
+	if err != nil {
+		return err
+	}
+	return waitFor(60*time.Second, p, func() bool {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cp.Config.Host+"/api/v1/namespaces/default/serviceaccounts/default", nil)
+		req.Header.Set("Authorization", "Bearer "+cp.Config.BearerToken)
+		resp, err := client.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }
 
 // Pid is the process ID of the running server named name ("etcd" or

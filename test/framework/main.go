@@ -39,6 +39,7 @@ func RunTestsWith(m *testing.M, setup Setup) int {
 		return 1
 	}
 	defer cp.Stop()
+	defer removeCachedBinaries()
 	if err := InstallCRDs(ctx, cp.Config); err != nil {
 		fmt.Fprintf(os.Stderr, "installing CRDs: %v\n%s", err, cp.Logs())
 		return 1

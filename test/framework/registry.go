@@ -33,8 +33,9 @@ type Registry struct {
 	// enough to watch their progress.
 	BytesPerSecond atomic.Int64
 	// Stall makes blob downloads hang until the client gives up.
-	Stall atomic.Bool
-	srv   *http.Server
+	Stall   atomic.Bool
+	srv     *http.Server
+	handler http.Handler
 }
 
 // StartRegistry serves a registry until Stop.
@@ -45,7 +46,7 @@ func StartRegistry(username, password string) (*Registry, error) {
 	}
 	r := &Registry{Host: l.Addr().String(), Username: username, Password: password}
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	r.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r.handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		// Repositories under public/ are pullable anonymously, like a public
 		// mirror; everything else needs the credentials.
 		anonymous := strings.HasPrefix(req.URL.Path, "/v2/public/") && (req.Method == http.MethodGet || req.Method == http.MethodHead)
@@ -64,13 +65,29 @@ func StartRegistry(username, password string) (*Registry, error) {
 			}
 		}
 		inner.ServeHTTP(w, req)
-	}), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = r.srv.Serve(l) }()
+	})
+	r.serve(l)
 	return r, nil
 }
 
-// Stop ends the registry.
+func (r *Registry) serve(l net.Listener) {
+	r.srv = &http.Server{Handler: r.handler, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = r.srv.Serve(l) }()
+}
+
+// Stop ends the registry; its images stay for Start.
 func (r *Registry) Stop() { _ = r.srv.Close() }
+
+// Start serves the registry again on the same address with the same
+// images, after Stop.
+func (r *Registry) Start() error {
+	l, err := net.Listen("tcp", r.Host)
+	if err != nil {
+		return fmt.Errorf("listening on %s again: %w", r.Host, err)
+	}
+	r.serve(l)
+	return nil
+}
 
 // PushRandom pushes an image of layers random layers of layerSize bytes
 // each as repo:tag and returns its digest.

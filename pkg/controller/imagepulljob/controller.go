@@ -61,6 +61,8 @@ type Options struct {
 	DaemonNamespace string
 	// RepullInterval is how often a Never job pulls again on each node.
 	RepullInterval time.Duration
+	// FailedRepullInterval is how soon a Never job retries a failed node.
+	FailedRepullInterval time.Duration
 	// CompletedTagTTL is how long a completed Always job keeps its tags.
 	CompletedTagTTL time.Duration
 	// WriteConcurrency bounds the NodeImage writes of one sync in flight.
@@ -88,6 +90,15 @@ type Controller struct {
 	// (status writes follow each other faster than the watch brings them).
 	written     ownwrites.Cache[*appsv1beta1.NodeImage]
 	writtenJobs ownwrites.Cache[*appsv1beta1.ImagePullJob]
+	writerOnce  sync.Once
+	writer      *groupWriter
+}
+
+// edit writes a change to a NodeImage through the group writer, so
+// concurrent job syncs touching the same node share writes.
+func (c *Controller) edit(ctx context.Context, name string, change imagesChange) error {
+	c.writerOnce.Do(func() { c.writer = newGroupWriter(c.editNodeImage) })
+	return c.writer.edit(ctx, name, change)
 }
 
 // New wires the controller to its informers. The NodeImage informer must
@@ -319,7 +330,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 			}
 		}
 	}
-	d := Decide(Input{Job: job, Ref: ref, Targets: targets, Owned: owned, Now: c.opts.Now(), RepullInterval: c.opts.RepullInterval, MissingSecrets: missing, CompletedTagTTL: c.opts.CompletedTagTTL})
+	d := Decide(Input{Job: job, Ref: ref, Targets: targets, Owned: owned, Now: c.opts.Now(), RepullInterval: c.opts.RepullInterval, FailedRepullInterval: c.opts.FailedRepullInterval, MissingSecrets: missing, CompletedTagTTL: c.opts.CompletedTagTTL})
 
 	if d.Delete {
 		klog.FromContext(ctx).V(2).Info("Deleting job after ttlSecondsAfterFinished")
@@ -353,7 +364,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			if err := c.editNodeImage(ctx, node, change); err != nil {
+			if err := c.edit(ctx, node, change); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -444,7 +455,7 @@ func (c *Controller) secretsOf(owner corev1.ObjectReference) ([]appsv1beta1.Refe
 // precondition. On a conflict (another writer was first, or the cache has
 // not caught up with our own last write) it retries this one NodeImage from
 // a fresh read, a few times, instead of failing the whole job sync.
-func (c *Controller) editNodeImage(ctx context.Context, name string, change func(map[string]appsv1beta1.ImageSpec) bool) error {
+func (c *Controller) editNodeImage(ctx context.Context, name string, change imagesChange) error {
 	ni, err := c.freshest(name)
 	if apierrors.IsNotFound(err) {
 		return nil
@@ -578,7 +589,7 @@ func (c *Controller) cleanup(ctx context.Context, job *appsv1beta1.ImagePullJob)
 	}
 	var errs []error
 	for _, ni := range owned {
-		if err := c.editNodeImage(ctx, ni.Name, func(images map[string]appsv1beta1.ImageSpec) bool {
+		if err := c.edit(ctx, ni.Name, func(images map[string]appsv1beta1.ImageSpec) bool {
 			return c.releaseJob(images, job.UID)
 		}); err != nil {
 			errs = append(errs, err)

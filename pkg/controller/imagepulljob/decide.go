@@ -137,6 +137,11 @@ type Input struct {
 	Now   time.Time
 	// RepullInterval is how often a Never job pulls again on each node.
 	RepullInterval time.Duration
+	// FailedRepullInterval is how soon a Never job retries a node whose
+	// pull failed (say, its daemon was away): sooner than RepullInterval,
+	// so an always-on job heals once the node can pull again. Zero means
+	// RepullInterval.
+	FailedRepullInterval time.Duration
 	// MissingSecrets are the job's pull secrets that do not exist.
 	MissingSecrets []string
 	// CompletedTagTTL is how long a completed Always job keeps owning its
@@ -230,7 +235,11 @@ func Decide(in Input) Decision {
 		// Owned tags are refreshed so spec edits reach them.
 		d.Write = append(d.Write, ni.Name)
 		if !always && (state == nodetags.Succeeded || state == nodetags.Failed) && status.CompletionTime != nil {
-			at := status.CompletionTime.Add(in.RepullInterval)
+			interval := in.RepullInterval
+			if state == nodetags.Failed && in.FailedRepullInterval > 0 {
+				interval = min(interval, in.FailedRepullInterval)
+			}
+			at := status.CompletionTime.Add(interval)
 			if !in.Now.Before(at) {
 				d.Renew = append(d.Renew, ni.Name)
 			} else if renewAt.IsZero() || at.Before(renewAt) {

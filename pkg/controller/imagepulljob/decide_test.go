@@ -247,3 +247,27 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+// A Never job retries a failed node after FailedRepullInterval, without
+// waiting the day-long RepullInterval, and leaves succeeded nodes alone.
+func TestNeverJobRetriesFailedNodesSooner(t *testing.T) {
+	job := newJob(func(j *appsv1beta1.ImagePullJob) {
+		j.Spec.CompletionPolicy.Type = appsv1beta1.Never
+		j.Spec.Parallelism = ptr.To(intstr.FromInt32(5))
+	})
+	ref, _ := imageref.Parse(job.Spec.Image)
+	targets := nodes("Succeeded", "Failed") // finished an hour ago
+	for _, tc := range []struct {
+		failedInterval time.Duration
+		renew          []string
+	}{
+		{0, nil},                           // off: only the day-long interval
+		{2 * time.Hour, nil},               // not yet
+		{30 * time.Minute, []string{"n1"}}, // the failed node, not the succeeded one
+	} {
+		d := Decide(Input{Job: job, Ref: ref, Targets: targets, Now: now, RepullInterval: 24 * time.Hour, FailedRepullInterval: tc.failedInterval, CompletedTagTTL: time.Hour})
+		if !slices.Equal(d.Renew, tc.renew) {
+			t.Errorf("failed-repull interval %s: renew %v, want %v", tc.failedInterval, d.Renew, tc.renew)
+		}
+	}
+}

@@ -354,9 +354,32 @@ type S1Result struct {
 	// Writes are the API writes from the job's creation until the API
 	// server was quiet again, the harness's create left out.
 	Writes Requests
-	// ControllerCPU is CPU seconds over the same span.
-	ControllerCPU float64
-	Controller    Memory
+	// ControllerCPU, FleetCPU (all hollow nodes) and APIServerCPU are
+	// CPU seconds over the same span: on one machine the nodes and the
+	// control plane share the cores, which a real cluster does not.
+	ControllerCPU, FleetCPU, APIServerCPU float64
+	Controller                            Memory
+}
+
+// cpuOf sums the CPU seconds of processes.
+func cpuOf(pids ...int) (float64, error) {
+	var total float64
+	for _, pid := range pids {
+		s, err := cpuSeconds(pid)
+		if err != nil {
+			return 0, err
+		}
+		total += s
+	}
+	return total, nil
+}
+
+func (e *env) fleetPids() []int {
+	var out []int
+	for _, f := range e.fleets {
+		out = append(out, f.Pid())
+	}
+	return out
 }
 
 func (e *env) s1(ctx context.Context, n int) (S1Result, error) {
@@ -373,6 +396,14 @@ func (e *env) s1(ctx context.Context, n int) (S1Result, error) {
 		return res, err
 	}
 	cpuBefore, err := cpuSeconds(e.controller.Pid())
+	if err != nil {
+		return res, err
+	}
+	fleetBefore, err := cpuOf(e.fleetPids()...)
+	if err != nil {
+		return res, err
+	}
+	apiBefore, err := cpuOf(e.cp.Pid("kube-apiserver"))
 	if err != nil {
 		return res, err
 	}
@@ -398,6 +429,15 @@ func (e *env) s1(ctx context.Context, n int) (S1Result, error) {
 		return res, err
 	}
 	res.ControllerCPU = cpuAfter - cpuBefore
+	fleetAfter, err := cpuOf(e.fleetPids()...)
+	if err != nil {
+		return res, err
+	}
+	apiAfter, err := cpuOf(e.cp.Pid("kube-apiserver"))
+	if err != nil {
+		return res, err
+	}
+	res.FleetCPU, res.APIServerCPU = fleetAfter-fleetBefore, apiAfter-apiBefore
 	res.Writes = after.Sub(before).Writes()
 	res.Writes["POST imagepulljobs"]-- // the harness's own create
 	if res.Writes["POST imagepulljobs"] <= 0 {

@@ -70,7 +70,7 @@ func (r *Report) Markdown() string {
 	if len(r.S1) > 0 {
 		w("## S1 fan-out: one Always job over N nodes, parallelism N, instant pulls")
 		w("")
-		w("| nodes | create → complete | floor | ratio to floor | target | writes per node and job | controller CPU | controller peak RSS |")
+		w("| nodes | create → complete | floor | ratio to floor | target | writes per node and job | CPU: controller / hollow nodes / apiserver | controller peak RSS |")
 		w("|---:|---:|---:|---:|---|---:|---:|---:|")
 		for _, s := range r.S1 {
 			ratio := s.Elapsed.Seconds() / s.Floor.Seconds()
@@ -83,7 +83,8 @@ func (r *Report) Markdown() string {
 				target = fmt.Sprintf("≤ %.1fx floor: %s", maxRatio, mark(ratio <= maxRatio))
 			}
 			target += fmt.Sprintf("; ≤ 3 writes: %s", mark(perNode <= 3))
-			w("| %d | %s | %s | %.2f | %s | %.2f | %.2f s | %s |", s.Nodes, secs(s.Elapsed), secs(s.Floor), ratio, target, perNode, s.ControllerCPU, mib(s.Controller.PeakRSS))
+			w("| %d | %s | %s | %.2f | %s | %.2f | %.2f / %.2f / %.2f s | %s |", s.Nodes, secs(s.Elapsed), secs(s.Floor), ratio, target, perNode,
+				s.ControllerCPU, s.FleetCPU, s.APIServerCPU, mib(s.Controller.PeakRSS))
 		}
 		w("")
 		w("Writes per node and job, by verb and resource:")
