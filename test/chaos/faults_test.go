@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -118,6 +119,14 @@ func TestContainerdRestartMidPull(t *testing.T) {
 	e.wantCounts(done, counts{desired: 3, succeeded: 3})
 	if !e.pulled("n1", e.image("chaos/app:v1")) {
 		t.Error("n1's containerd does not hold the image after the job succeeded there")
+	}
+	// The restart did cut the pull short, and the retry was not counted.
+	log, err := os.ReadFile(e.c.Node("n1").Daemon.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(log), "not counted against backoffLimit") {
+		t.Errorf("n1's daemon logged no uncounted retry: the restart did not interrupt the pull, so the test showed nothing")
 	}
 	e.checkClean(1)
 }

@@ -384,7 +384,7 @@ func (cp *ControlPlane) StartControllerManager(ctx context.Context) error {
 	}
 	p, err := cp.launch("kube-controller-manager-0", bin,
 		"--kubeconfig", cp.Kubeconfig, "--authentication-kubeconfig", cp.Kubeconfig, "--authorization-kubeconfig", cp.Kubeconfig,
-		"--controllers", "namespace,serviceaccount,serviceaccount-token,garbage-collector",
+		"--controllers", "namespace-controller,serviceaccount-controller,serviceaccount-token-controller,garbage-collector-controller,root-ca-certificate-publisher-controller",
 		"--service-account-private-key-file", cp.SAKeyFile, "--root-ca-file", cp.CAFile,
 		"--leader-elect=false", "--secure-port=0", "--v=1")
 	if err != nil {
