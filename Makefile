@@ -85,7 +85,7 @@ fuzz: ## Each fuzz target for FUZZTIME (default 10s), from its committed seeds; 
 	done
 
 BENCH_FLAGS ?=
-bench: controlplane bench-micro ## The fan-out benchmark (issue 11: S1-S4 against the floor, hollow nodes, real control plane; about an hour): prints the table and writes BENCHMARKS.md. BENCH_FLAGS=-help lists its knobs.
+bench: controlplane bench-micro ## The fan-out benchmark (issue 11: S1-S4 against the floor, hollow nodes, real control plane; about 20 minutes): prints the table and writes BENCHMARKS.md. BENCH_FLAGS=-help lists its knobs.
 	$(GO) run ./test/bench/cmd/bench $(BENCH_FLAGS)
 
 bench-quick: controlplane ## The benchmark's quick mode (S1 up to 1,000 nodes) as a smoke test of the harness; no timing asserts.
