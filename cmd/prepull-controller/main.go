@@ -88,6 +88,8 @@ func bindFlags(fs *flag.FlagSet, o *manager.Options) {
 	fs.DurationVar(&o.NodeReadyDelay, "node-ready-delay", o.NodeReadyDelay, "How long a Node must be Ready before it gets a NodeImage.")
 	fs.DurationVar(&o.UnansweredTimeout, "unanswered-timeout", o.UnansweredTimeout, "A task the node's daemon has not answered this long after it was written is marked Failed; also the grace after a task's activeDeadlineSeconds.")
 	fs.DurationVar(&o.RepullInterval, "repull-interval", o.RepullInterval, "How often a Never job pulls its image again on each node.")
+	fs.BoolVar(&o.WorkloadWarming, "workload-warming", o.WorkloadWarming, "Warm the images of Deployments, StatefulSets, DaemonSets, Jobs and CronJobs that opt in (annotation prepull.io/warm=true, or label prepull.io/warm=true on their Namespace), and release their pods' prepull.io/images scheduling gate. Off: those workloads are not even watched.")
+	fs.IntVar(&o.WorkloadWorkers, "workload-workers", o.WorkloadWorkers, "Workloads (and gated pods) synced in parallel.")
 	fs.DurationVar(&o.FailedRepullInterval, "failed-repull-interval", o.FailedRepullInterval, "How soon a Never job retries a node whose pull failed (e.g. its daemon was away or the registry was down); at most --repull-interval.")
 	fs.IntVar(&o.NodeImageWriteConcurrency, "nodeimage-write-concurrency", o.NodeImageWriteConcurrency, "NodeImage writes one job sync keeps in flight at once (its fan-out); the client's --kube-api-qps still bounds the rate.")
 	fs.DurationVar(&o.CompletedTagTTL, "completed-tag-ttl", o.CompletedTagTTL, "How long a completed Always job keeps its tags on the NodeImages before letting them go (the images stay on the nodes); keeps NodeImages of clusters that keep their jobs from filling up.")

@@ -32,6 +32,7 @@ import (
 	"github.com/prepull/prepull/pkg/controller/labelsync"
 	"github.com/prepull/prepull/pkg/controller/nodeimage"
 	pullsecretctl "github.com/prepull/prepull/pkg/controller/pullsecret"
+	"github.com/prepull/prepull/pkg/controller/workload"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 	prepullscheme "github.com/prepull/prepull/pkg/generated/clientset/versioned/scheme"
 	"github.com/prepull/prepull/pkg/generated/informers/externalversions"
@@ -66,6 +67,9 @@ type Options struct {
 	RepullInterval    time.Duration
 	// FailedRepullInterval is how soon a Never job retries a node that failed.
 	FailedRepullInterval time.Duration
+	// WorkloadWarming runs the workload controller (pkg/controller/workload).
+	WorkloadWarming bool
+	WorkloadWorkers int
 	// CompletedTagTTL is how long a completed Always job keeps its tags.
 	CompletedTagTTL time.Duration
 	// NodeImageWriteConcurrency bounds one job sync's NodeImage writes in
@@ -85,7 +89,7 @@ func Defaults() Options {
 		LeaderElect:     true, LeaderElectNamespace: "prepull-system", LeaderElectName: "prepull-controller",
 		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
 		ImagePullJobWorkers: 4, ImageListPullJobWorkers: 2, PullSecretWorkers: 2, NodeImageWorkers: 4, LabelSyncWorkers: 2,
-		UnansweredTimeout: 10 * time.Minute, RepullInterval: 24 * time.Hour, FailedRepullInterval: 5 * time.Minute, CompletedTagTTL: 10 * time.Minute, NodeImageWriteConcurrency: 16,
+		UnansweredTimeout: 10 * time.Minute, RepullInterval: 24 * time.Hour, FailedRepullInterval: 5 * time.Minute, WorkloadWarming: true, WorkloadWorkers: 2, CompletedTagTTL: 10 * time.Minute, NodeImageWriteConcurrency: 16,
 		MetricsAddr: ":8080", HealthAddr: ":8081",
 	}
 }
@@ -209,6 +213,25 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 		return err
 	}
 
+	var workloadCtl *workload.Controller
+	if opts.WorkloadWarming {
+		inf := workload.Informers{
+			Deployments: kubeFactory.Apps().V1().Deployments().Informer(), StatefulSets: kubeFactory.Apps().V1().StatefulSets().Informer(),
+			DaemonSets: kubeFactory.Apps().V1().DaemonSets().Informer(), ReplicaSets: kubeFactory.Apps().V1().ReplicaSets().Informer(),
+			Jobs: kubeFactory.Batch().V1().Jobs().Informer(), CronJobs: kubeFactory.Batch().V1().CronJobs().Informer(),
+			Namespaces: kubeFactory.Core().V1().Namespaces().Informer(), Nodes: nodes, Pods: pods, PullJobs: jobs.Informer(),
+		}
+		// Workloads are cached only as far as warming reads them.
+		for _, i := range []cache.SharedIndexInformer{inf.Deployments, inf.StatefulSets, inf.DaemonSets, inf.ReplicaSets, inf.Jobs, inf.CronJobs} {
+			if err := i.SetTransform(indexes.StripWorkload); err != nil {
+				return fmt.Errorf("setting workload transform: %w", err)
+			}
+		}
+		if workloadCtl, err = workload.New(kube, client, inf, recorder, workload.Options{}); err != nil {
+			return err
+		}
+	}
+
 	registerState(&stateCollector{
 		jobs: jobs.Lister(), lists: factory.Apps().V1beta1().ImageListPullJobs().Lister(), nodeImages: nodeImages.Lister(), now: time.Now,
 	})
@@ -227,6 +250,9 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 		func() error { return labelCtl.Run(ctx, opts.LabelSyncWorkers) },
 		func() error { return listCtl.Run(ctx, opts.ImageListPullJobWorkers) },
 		func() error { return secretCtl.Run(ctx, opts.PullSecretWorkers) },
+	}
+	if workloadCtl != nil {
+		runners = append(runners, func() error { return workloadCtl.Run(ctx, opts.WorkloadWorkers) })
 	}
 	errs := make(chan error, len(runners))
 	var wg sync.WaitGroup

@@ -375,6 +375,12 @@ func checkRBAC(t *testing.T, ctx context.Context) {
 			{"delete", "", "secrets", "", ns, true},
 			{"create", "", "events", "", "default", true},
 			{"update", "coordination.k8s.io", "leases", "", ns, true},
+			// Workload warming: read workloads, drop pods' scheduling gate.
+			{"watch", "apps", "deployments", "", "", true},
+			{"watch", "apps", "replicasets", "", "", true},
+			{"watch", "batch", "cronjobs", "", "", true},
+			{"watch", "", "namespaces", "", "", true},
+			{"patch", "", "pods", "", "default", true},
 			// Nothing broader.
 			{"create", "", "secrets", "", "default", false},
 			{"delete", "", "secrets", "", "default", false},
@@ -382,6 +388,9 @@ func checkRBAC(t *testing.T, ctx context.Context) {
 			{"delete", "", "nodes", "", "", false},
 			{"create", "", "pods", "", "default", false},
 			{"delete", "", "pods", "", "default", false},
+			{"update", "", "pods", "", "default", false},
+			{"patch", "apps", "deployments", "", "default", false},
+			{"update", "", "namespaces", "", "", false},
 			{"update", "coordination.k8s.io", "leases", "", "default", false},
 			{"create", "", "serviceaccounts", "", "", false},
 			{"create", "rbac.authorization.k8s.io", "clusterroles", "", "", false},
