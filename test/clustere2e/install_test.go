@@ -155,7 +155,11 @@ func TestInstallOnRealCluster(t *testing.T) {
 
 	reportMemory(t, ctx)
 
-	// 7. Uninstall: delete the jobs, then everything kubectl applied.
+	// 7. Workload warming: a gated Deployment rolled out warm, a CronJob
+	// warmed ahead of its run, jobs deleted with their workload.
+	checkWorkloadWarming(t, ctx)
+
+	// 8. Uninstall: delete the jobs, then everything kubectl applied.
 	if _, err := c.Kubectl(ctx, "delete", "imagepulljobs,imagelistpulljobs", "--all", "--all-namespaces", "--wait", "--timeout=2m"); err != nil {
 		t.Fatal(err)
 	}

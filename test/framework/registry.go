@@ -19,8 +19,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/prepull/prepull/hack/images/ociimage"
 )
@@ -122,10 +124,25 @@ func (r *Registry) PushRandom(repo, tag string, layers int, layerSize int64) (v1
 // PushBinary packages a static linux binary as a one-layer image (the
 // binary is its entrypoint) and pushes it as repoTag.
 func (r *Registry) PushBinary(ctx context.Context, repoTag, binary string) error {
+	return r.PushBinaryPadded(ctx, repoTag, binary, 0)
+}
+
+// PushBinaryPadded is PushBinary with a layer of padBytes random bytes on
+// top, so images of one binary differ and take a chosen time to pull.
+func (r *Registry) PushBinaryPadded(ctx context.Context, repoTag, binary string, padBytes int64) error {
 	img, err := ociimage.Build(ociimage.Spec{Binary: binary, Name: filepath.Base(binary), User: "0:0",
 		Platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}})
 	if err != nil {
 		return err
+	}
+	if padBytes > 0 {
+		pad, err := random.Layer(padBytes, types.OCILayer)
+		if err != nil {
+			return err
+		}
+		if img, err = mutate.AppendLayers(img, pad); err != nil {
+			return err
+		}
 	}
 	ref, err := name.ParseReference(r.Host+"/"+repoTag, name.Insecure)
 	if err != nil {

@@ -193,6 +193,9 @@ func (e *env) start(ctx context.Context) error {
 	e.controller, err = framework.StartProcess(cp.Dir, "controller", e.bins["prepull-controller"],
 		"--kubeconfig", cp.Kubeconfig, "--leader-elect=false", "--daemon-namespace", daemonNamespace,
 		"--node-ready-delay=0", "--nodeimage-write-concurrency", strconv.Itoa(e.cfg.WriteConcurrency),
+		// Completed jobs' tags would otherwise expire (10 m) inside S3's
+		// idle window, which is then not idle.
+		"--completed-tag-ttl=2h",
 		"--metrics-bind-address", addr, "--health-probe-bind-address", "", "-v", "1")
 	if err != nil {
 		return err
