@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,6 +81,18 @@ func (d *fakeDaemon) maxOpenFor(image string) int {
 func (d *fakeDaemon) observe(ctx context.Context, ni *appsv1beta1.NodeImage) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// A tag removed from the spec is forgotten, as a real daemon cancels
+	// it: written again, it starts over at version 1 and is answered anew.
+	for key := range d.answered {
+		parts := strings.Split(key, "/")
+		if len(parts) < 4 || parts[0] != ni.Name {
+			continue
+		}
+		image, tag := strings.Join(parts[1:len(parts)-2], "/"), parts[len(parts)-2]
+		if nodetags.FindTag(ni.Spec.Images, image, tag) < 0 {
+			delete(d.answered, key)
+		}
+	}
 	for name, img := range ni.Spec.Images {
 		open := d.open[name]
 		if open == nil {

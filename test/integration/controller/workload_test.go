@@ -207,6 +207,41 @@ func TestWorkloadWarming(t *testing.T) {
 		return j != nil && j.Status.Succeeded == 2, fmt.Sprint(j != nil)
 	})
 
+	// Scaled to zero and back: the images are pulled again (new jobs
+	// replace the finished ones), for nodes that may have come since.
+	before := map[string]string{}
+	for image, j := range e.warmJobs(string(web.UID)) {
+		before[image] = string(j.UID)
+	}
+	scale := func(n int32) {
+		t.Helper()
+		d, err := e.kube.AppsV1().Deployments(e.ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Spec.Replicas = ptr.To(n)
+		if _, err := e.kube.AppsV1().Deployments(e.ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scale(0)
+	scale(3)
+	e.eventually(30*time.Second, "the current images warmed again after the scale-up from zero", func() (bool, string) {
+		jobs := e.warmJobs(string(web.UID))
+		var seen []string
+		renewed := 0
+		for _, image := range []string{"registry.example/init:1", "registry.example/app:2"} {
+			j := jobs[image]
+			if j != nil && string(j.UID) != before[image] && j.Status.Succeeded == 2 {
+				renewed++
+			}
+			if j != nil {
+				seen = append(seen, fmt.Sprintf("%s: renewed=%v %+v", image, string(j.UID) != before[image], j.Status))
+			}
+		}
+		return renewed == 2, strings.Join(seen, ", ")
+	})
+
 	// A gated pod whose image never arrives is released at the timeout.
 	slow := e.deployment("slow", map[string]string{workload.AnnotationWarm: "true", workload.AnnotationGateTimeout: "3s"}, "registry.example/init:1", "registry.example/unpullable:1")
 	e.gatedPod(slow, "slow-1")
