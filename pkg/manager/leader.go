@@ -11,9 +11,26 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// ErrLostLease says the controller stopped because another replica took
-// the lease; the process exits non-zero so that it restarts clean.
+// ErrLostLease says one term of leading ended because the lease was lost
+// (another replica took it, or the apiserver was out of reach for longer
+// than the renew deadline).
 var ErrLostLease = errors.New("lost the leader lease")
+
+// campaign leads whenever it holds the lease: after a lost lease the
+// controllers have stopped (so two leaders never act at once) and this
+// replica stands by for the lease again, with fresh informers when it wins
+// it. An apiserver outage longer than the renew deadline then costs a
+// hand-over, not a crashed process.
+func campaign(ctx context.Context, lock resourcelock.Interface, opts Options, run func(context.Context) error) error {
+	for {
+		err := leadAndRun(ctx, lock, opts, run)
+		if !errors.Is(err, ErrLostLease) || ctx.Err() != nil {
+			return err
+		}
+		lostLeases.WithLabelValues(opts.LeaderElectName).Inc()
+		klog.FromContext(ctx).Info("Lost the lease: controllers stopped; standing by for it again", "identity", lock.Identity())
+	}
+}
 
 // leadAndRun waits for the lease and runs run while holding it. On ctx's
 // end the controllers drain first and the lease is released only after,

@@ -122,8 +122,8 @@ func TestLeaseReleasedOnlyAfterTheDrain(t *testing.T) {
 	}
 }
 
-// Losing the lease stops the controllers and is an error, so the process
-// exits non-zero and restarts clean.
+// Losing the lease ends the term: the controllers stop and leadAndRun
+// says why.
 func TestLostLeaseIsAnError(t *testing.T) {
 	lease := &store{}
 	started := make(chan struct{})
@@ -146,5 +146,42 @@ func TestLostLeaseIsAnError(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("leadAndRun kept running after losing the lease")
+	}
+}
+
+// After a lost lease the replica stands by and leads again once the lease
+// is free: the process does not exit (an apiserver outage longer than the
+// renew deadline must not crash the controller).
+func TestCampaignLeadsAgainAfterALostLease(t *testing.T) {
+	lease := &store{}
+	terms := make(chan struct{}, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() {
+		result <- campaign(ctx, &memLock{s: lease, id: "a"}, testTimings, func(ctx context.Context) error {
+			terms <- struct{}{}
+			<-ctx.Done()
+			return nil
+		})
+	}()
+	<-terms
+	// Another replica takes the lease for a short while.
+	now := metav1.NewTime(time.Now())
+	lease.set(resourcelock.LeaderElectionRecord{HolderIdentity: "b", LeaseDurationSeconds: 3, AcquireTime: now, RenewTime: now})
+	select {
+	case <-terms:
+	case err := <-result:
+		t.Fatalf("campaign returned %v after a lost lease instead of standing by", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the replica did not lead again once the other's lease expired")
+	}
+	cancel()
+	select {
+	case err := <-result:
+		if err != nil {
+			t.Errorf("campaign after shutdown = %v, want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("campaign did not return after shutdown")
 	}
 }

@@ -132,7 +132,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		Client:     kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
 	}
-	return firstError(leadAndRun(ctx, lock, opts, run), serveErr)
+	return firstError(campaign(ctx, lock, opts, run), serveErr)
 }
 
 func firstError(err error, serveErr <-chan error) error {

@@ -28,13 +28,16 @@ var (
 	leaderStatus = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "leader_election_master_status", Help: "1 while this replica holds the named lease, else 0.",
 	}, []string{"name"})
+	lostLeases = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "prepull_leader_lost_leases_total", Help: "Terms of leading that ended with the lease lost (the replica then stands by for it again).",
+	}, []string{"name"})
 	leaderSlowpath = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "leader_election_slowpath_total", Help: "Lease renewals that had to read the lease first.",
 	}, []string{"name"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(leaderStatus, leaderSlowpath)
+	metrics.Registry.MustRegister(leaderStatus, leaderSlowpath, lostLeases)
 	leaderelection.SetProvider(leaderProvider{})
 }
 

@@ -51,9 +51,12 @@ func (e *env) somePulling(j *appsv1beta1.ImagePullJob) func() (bool, string) {
 
 // The apiserver restarted mid-job, then gone for 60 s mid-job: the daemons
 // keep pulling while it is away, report when it is back, and the
-// controller and daemons reconnect without being restarted.
+// controllers (two replicas under leader election, as deployed, whose
+// lease lapses during the outage) and daemons reconnect without being
+// restarted.
 func TestAPIServerRestartAndOutage(t *testing.T) {
-	e := newEnv(t, threeNodes, framework.ClusterOptions{Images: []framework.ImageToPush{slowImage("chaos/app", "v1"), slowImage("chaos/app", "v2")}})
+	e := newEnv(t, threeNodes, framework.ClusterOptions{Images: []framework.ImageToPush{slowImage("chaos/app", "v1"), slowImage("chaos/app", "v2")},
+		ControllerReplicas: 2})
 	ctx := context.Background()
 	before := e.pids()
 	e.c.Registry.BytesPerSecond.Store(400 << 10)
