@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/prepull/prepull/pkg/controller/workload"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
@@ -32,7 +33,11 @@ func oneEachNode(name, image string, annotations map[string]string, gated bool) 
 		spec.SchedulingGates = []corev1.PodSchedulingGate{{Name: workload.SchedulingGate}}
 	}
 	return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Annotations: annotations},
+		// One pod per node and no spare node: replace in place, or the
+		// surge pod has nowhere to go.
 		Spec: appsv1.DeploymentSpec{Replicas: ptr(int32(len(cluster.Nodes))), Selector: &metav1.LabelSelector{MatchLabels: lbl},
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{
+				MaxSurge: ptr(intstr.FromInt32(0)), MaxUnavailable: ptr(intstr.FromInt32(1))}},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbl}, Spec: spec}}}
 }
 
@@ -84,7 +89,7 @@ func checkWorkloadWarming(t *testing.T, ctx context.Context) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, repo := range []string{"public/cold:1", "public/warm:1", "public/cron:1"} {
+	for _, repo := range []string{"public/cold:1", "public/warm:1", "public/warm:2", "public/cron:1", "public/one:1"} {
 		if err := c.Registry.PushBinaryPadded(ctx, repo, bin, 4<<20); err != nil {
 			t.Fatal(err)
 		}
@@ -123,6 +128,72 @@ func checkWorkloadWarming(t *testing.T, ctx context.Context) {
 		return n >= len(c.Nodes), strings.Join(seen, ", ")
 	})
 
+	// A rollout to a new image: the new pods wait behind the gate until
+	// the new image is on the nodes, then start without a pull.
+	d, err := c.Client.AppsV1().Deployments("default").Get(ctx, "warm", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Spec.Template.Spec.Containers[0].Image = c.Registry.Host + "/public/warm:2"
+	start := time.Now()
+	if _, err := c.Client.AppsV1().Deployments("default").Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var rolled []corev1.Pod
+	framework.Eventually(t, 3*time.Minute, "the rollout to warm:2 Running on every node", func() (bool, string) {
+		list, err := c.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=warm"})
+		if err != nil {
+			return false, err.Error()
+		}
+		rolled = nil
+		var seen []string
+		for _, p := range list.Items {
+			seen = append(seen, fmt.Sprintf("%s %s %s", p.Name, p.Spec.Containers[0].Image, p.Status.Phase))
+			if p.Spec.Containers[0].Image == d.Spec.Template.Spec.Containers[0].Image && p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+				rolled = append(rolled, p)
+			}
+		}
+		return len(rolled) == len(c.Nodes) && len(list.Items) == len(c.Nodes), strings.Join(seen, ", ")
+	})
+	t.Logf("rollout from warm:1 to warm:2 (warmed behind the gate): all pods Running after %s", time.Since(start).Round(100*time.Millisecond))
+	for _, p := range rolled {
+		framework.Eventually(t, 30*time.Second, p.Name+": image already present", func() (bool, string) {
+			var seen []string
+			for _, e := range podEvents(t, ctx, p.Name) {
+				seen = append(seen, e.Reason+": "+e.Message)
+				if e.Reason == "Pulling" {
+					t.Fatalf("%s: the kubelet pulled the new image although prepull had warmed it: %s", p.Name, e.Message)
+				}
+			}
+			return strings.Contains(strings.Join(seen, "; "), "already present on machine"), strings.Join(seen, "; ")
+		})
+	}
+
+	// Only the nodes the pods can land on are warmed.
+	only := oneEachNode("one", c.Registry.Host+"/public/one:1", map[string]string{workload.AnnotationWarm: "true"}, false)
+	only.Spec.Replicas = ptr(int32(1))
+	only.Spec.Template.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": c.Nodes[0].Name}
+	only, err = c.Client.AppsV1().Deployments("default").Create(ctx, only, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 2*time.Minute, "one:1 warmed on "+c.Nodes[0].Name+" only", func() (bool, string) {
+		list, err := kruise.AppsV1beta1().ImagePullJobs("default").List(ctx, metav1.ListOptions{LabelSelector: workload.LabelWorkloadUID + "=" + string(only.UID)})
+		if err != nil || len(list.Items) != 1 {
+			return false, fmt.Sprint(err, " jobs: ", len(list.Items))
+		}
+		j := list.Items[0]
+		return j.Status.CompletionTime != nil && j.Status.Desired == 1 && j.Status.Succeeded == 1 &&
+			len(j.Spec.Selector.Names) == 1 && j.Spec.Selector.Names[0] == c.Nodes[0].Name, fmt.Sprintf("%v %+v", j.Spec.Selector.Names, j.Status)
+	})
+	other, err := kruise.AppsV1beta1().NodeImages().Get(ctx, c.Nodes[1].Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := other.Spec.Images[c.Registry.Host+"/public/one"]; ok {
+		t.Errorf("one:1 was written to %s, where its pods cannot run", c.Nodes[1].Name)
+	}
+
 	// A CronJob far from its run, with a lead time longer than that, is
 	// warmed now.
 	cj := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Name: "yearly", Namespace: "default",
@@ -148,7 +219,7 @@ func checkWorkloadWarming(t *testing.T, ctx context.Context) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"warm", "cold"} {
+	for _, name := range []string{"warm", "cold", "one"} {
 		if err := c.Client.AppsV1().Deployments("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
