@@ -6,6 +6,7 @@
 package nodetags
 
 import (
+	"maps"
 	"slices"
 	"strings"
 
@@ -208,19 +209,7 @@ func equalSandbox(a, b *appsv1beta1.SandboxConfig) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return mapsEqual(a.Labels, b.Labels) && mapsEqual(a.Annotations, b.Annotations)
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
+	return maps.Equal(a.Labels, b.Labels) && maps.Equal(a.Annotations, b.Annotations)
 }
 
 // SyncSecrets sets an image's pull secrets to those its tags' owners need

@@ -354,14 +354,20 @@ func (cp *ControlPlane) StartAPIServer(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The address was ours a moment ago; a few tries ride out a socket
+	// still in TIME_WAIT.
+	return cp.waitForOK(ctx, 90*time.Second, p, "/readyz")
+}
+
+// waitForOK polls path on the apiserver as admin until it answers 200,
+// p exits or timeout passes.
+func (cp *ControlPlane) waitForOK(ctx context.Context, timeout time.Duration, p *process, path string) error {
 	client, err := rest.HTTPClientFor(cp.Config)
 	if err != nil {
 		return err
 	}
-	// The address was ours a moment ago; a few tries ride out a socket
-	// still in TIME_WAIT.
-	return waitFor(90*time.Second, p, func() bool {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cp.Config.Host+"/readyz", nil)
+	return waitFor(timeout, p, func() bool {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cp.Config.Host+path, nil)
 		req.Header.Set("Authorization", "Bearer "+cp.Config.BearerToken)
 		resp, err := client.Do(req)
 		if err != nil {
@@ -391,20 +397,7 @@ func (cp *ControlPlane) StartControllerManager(ctx context.Context) error {
 		return err
 	}
 	// Ready when the serviceaccount controller made default's account.
-	client, err := rest.HTTPClientFor(cp.Config)
-	if err != nil {
-		return err
-	}
-	return waitFor(60*time.Second, p, func() bool {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cp.Config.Host+"/api/v1/namespaces/default/serviceaccounts/default", nil)
-		req.Header.Set("Authorization", "Bearer "+cp.Config.BearerToken)
-		resp, err := client.Do(req)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	return cp.waitForOK(ctx, 60*time.Second, p, "/api/v1/namespaces/default/serviceaccounts/default")
 }
 
 // Pid is the process ID of the running server named name ("etcd" or
