@@ -99,6 +99,12 @@ func Unwrap(obj any) any {
 // RunWhenSynced waits for the informers to sync, then runs like Run.
 func (q *Queue) RunWhenSynced(ctx context.Context, workers int, synced ...cache.InformerSynced) error {
 	if !cache.WaitForNamedCacheSync(q.name, ctx.Done(), synced...) {
+		if ctx.Err() != nil {
+			// Asked to stop while starting (a lost lease, a shutdown):
+			// nothing ran, nothing failed.
+			q.queue.ShutDown()
+			return nil
+		}
 		return fmt.Errorf("%s: informer caches did not sync", q.name)
 	}
 	q.Run(ctx, workers)

@@ -124,3 +124,13 @@ func TestBackoffCappedNearAMinute(t *testing.T) {
 		t.Errorf("backoff after 30 failures = %s, want at most a minute", last)
 	}
 }
+
+// Stopping before the caches sync is a shutdown, not a failure.
+func TestStopBeforeSyncIsNoError(t *testing.T) {
+	q := New("test-unsynced", func(context.Context, string) (time.Duration, error) { return 0, nil })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := q.RunWhenSynced(ctx, 1, func() bool { return false }); err != nil {
+		t.Errorf("RunWhenSynced after cancel = %v, want nil", err)
+	}
+}
