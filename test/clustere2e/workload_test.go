@@ -78,6 +78,25 @@ func podEvents(t *testing.T, ctx context.Context, name string) []corev1.Event {
 	return evs.Items
 }
 
+// expectAlreadyPresent waits for the kubelet's "already present on
+// machine" on each pod and fails at once on a Pulling event: prepull had
+// warmed the image.
+func expectAlreadyPresent(t *testing.T, ctx context.Context, pods []corev1.Pod) {
+	t.Helper()
+	for _, p := range pods {
+		framework.Eventually(t, 30*time.Second, p.Name+": image already present", func() (bool, string) {
+			var seen []string
+			for _, e := range podEvents(t, ctx, p.Name) {
+				seen = append(seen, e.Reason+": "+e.Message)
+				if e.Reason == "Pulling" {
+					t.Fatalf("%s: the kubelet pulled the image although prepull had warmed it: %s", p.Name, e.Message)
+				}
+			}
+			return strings.Contains(strings.Join(seen, "; "), "already present on machine"), strings.Join(seen, "; ")
+		})
+	}
+}
+
 // checkWorkloadWarming rolls out a Deployment cold and one warmed behind
 // the image gate, on real kubelets, for an image that takes seconds to
 // pull, then warms a CronJob and checks that deleting a workload takes
@@ -103,19 +122,7 @@ func checkWorkloadWarming(t *testing.T, ctx context.Context) {
 	t.Logf("rollout to all %d pods Running, image of ~4 MiB at 1 MiB/s: without warming %s; warmed behind the gate %s", len(c.Nodes), coldTime.Round(100*time.Millisecond), warmTime.Round(100*time.Millisecond))
 
 	// prepull released each pod's gate, and the kubelet found the image.
-	for _, p := range pods {
-		framework.Eventually(t, 30*time.Second, p.Name+": gate released by prepull, image already present", func() (bool, string) {
-			var seen []string
-			for _, e := range podEvents(t, ctx, p.Name) {
-				seen = append(seen, e.Reason+": "+e.Message)
-				if e.Reason == "Pulling" {
-					t.Fatalf("%s: the kubelet pulled the image although prepull had warmed it: %s", p.Name, e.Message)
-				}
-			}
-			present := strings.Contains(strings.Join(seen, "; "), "already present on machine")
-			return present, strings.Join(seen, "; ")
-		})
-	}
+	expectAlreadyPresent(t, ctx, pods)
 	framework.Eventually(t, 30*time.Second, "the Deployment's gate-release Events", func() (bool, string) {
 		n := 0
 		var seen []string
@@ -156,18 +163,7 @@ func checkWorkloadWarming(t *testing.T, ctx context.Context) {
 		return len(rolled) == len(c.Nodes) && len(list.Items) == len(c.Nodes), strings.Join(seen, ", ")
 	})
 	t.Logf("rollout from warm:1 to warm:2 (warmed behind the gate): all pods Running after %s", time.Since(start).Round(100*time.Millisecond))
-	for _, p := range rolled {
-		framework.Eventually(t, 30*time.Second, p.Name+": image already present", func() (bool, string) {
-			var seen []string
-			for _, e := range podEvents(t, ctx, p.Name) {
-				seen = append(seen, e.Reason+": "+e.Message)
-				if e.Reason == "Pulling" {
-					t.Fatalf("%s: the kubelet pulled the new image although prepull had warmed it: %s", p.Name, e.Message)
-				}
-			}
-			return strings.Contains(strings.Join(seen, "; "), "already present on machine"), strings.Join(seen, "; ")
-		})
-	}
+	expectAlreadyPresent(t, ctx, rolled)
 
 	// Only the nodes the pods can land on are warmed.
 	only := oneEachNode("one", c.Registry.Host+"/public/one:1", map[string]string{workload.AnnotationWarm: "true"}, false)
