@@ -95,3 +95,25 @@ func Repository(image string) (host, path string) {
 	}
 	return reference.Domain(named), reference.Path(named)
 }
+
+// Normalize is the one spelling of a reference two writers may spell
+// differently, for comparing them: full registry host and repository path
+// (docker.io/library/... for Docker Hub), then the digest if there is one,
+// else the tag (latest if none). "nginx", "nginx:latest" and
+// "docker.io/library/nginx:latest" are one image; a digest and a tag are
+// not, since nothing here knows which digest a tag points to. A string
+// that is no reference is returned unchanged.
+func Normalize(ref string) string {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return ref
+	}
+	name := named.Name()
+	if digested, ok := named.(reference.Digested); ok {
+		return name + "@" + digested.Digest().String()
+	}
+	if tagged, ok := named.(reference.Tagged); ok {
+		return name + ":" + tagged.Tag()
+	}
+	return name + ":" + DefaultTag
+}

@@ -186,3 +186,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestNormalize(t *testing.T) {
+	digest := "sha256:" + strings.Repeat("a", 64)
+	for in, want := range map[string]string{
+		"nginx":                                 "docker.io/library/nginx:latest",
+		"nginx:1.25":                            "docker.io/library/nginx:1.25",
+		"docker.io/library/nginx:1.25":          "docker.io/library/nginx:1.25",
+		"index.docker.io/library/nginx:1.25":    "docker.io/library/nginx:1.25",
+		"registry.example:5000/team/app":        "registry.example:5000/team/app:latest",
+		"registry.example/team/app:2@" + digest: "registry.example/team/app@" + digest,
+		"registry.example/team/app@" + digest:   "registry.example/team/app@" + digest,
+		"Not A Reference":                       "Not A Reference",
+	} {
+		if got := Normalize(in); got != want {
+			t.Errorf("Normalize(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -6,13 +6,16 @@ package manager
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	kubeinformers "k8s.io/client-go/informers"
@@ -67,9 +70,27 @@ type Options struct {
 	RepullInterval    time.Duration
 	// FailedRepullInterval is how soon a Never job retries a node that failed.
 	FailedRepullInterval time.Duration
-	// WorkloadWarming runs the workload controller (pkg/controller/workload).
+	// WorkloadWarming makes warm jobs for opted-in workloads
+	// (pkg/controller/workload); off, that controller only releases image
+	// gates and holds new nodes for baseline jobs.
 	WorkloadWarming bool
 	WorkloadWorkers int
+	// WorkloadNamespaceSelector limits where opt-ins count ("" everywhere).
+	WorkloadNamespaceSelector string
+	// WorkloadMaxImages caps the images warmed per workload (0: no cap).
+	WorkloadMaxImages int
+	// WorkloadDefaultParallelism is a warm job's parallelism when the
+	// workload names none (a count or a percentage).
+	WorkloadDefaultParallelism string
+	// GateReleaseGrace is how long a gated pod no warming releases keeps
+	// the gate.
+	GateReleaseGrace time.Duration
+	// StartupTaint is removed from nodes once warm ("" disables); the
+	// timeout bounds how long.
+	StartupTaint        string
+	StartupTaintTimeout time.Duration
+	// NodeCondition sets prepull.io/ImagesWarm on nodes not yet warm.
+	NodeCondition bool
 	// CompletedTagTTL is how long a completed Always job keeps its tags.
 	CompletedTagTTL time.Duration
 	// NodeImageWriteConcurrency bounds one job sync's NodeImage writes in
@@ -89,7 +110,8 @@ func Defaults() Options {
 		LeaderElect:     true, LeaderElectNamespace: "prepull-system", LeaderElectName: "prepull-controller",
 		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
 		ImagePullJobWorkers: 4, ImageListPullJobWorkers: 2, PullSecretWorkers: 2, NodeImageWorkers: 4, LabelSyncWorkers: 2,
-		UnansweredTimeout: 10 * time.Minute, RepullInterval: 24 * time.Hour, FailedRepullInterval: 5 * time.Minute, WorkloadWarming: true, WorkloadWorkers: 2, CompletedTagTTL: 10 * time.Minute, NodeImageWriteConcurrency: 16,
+		UnansweredTimeout: 10 * time.Minute, RepullInterval: 24 * time.Hour, FailedRepullInterval: 5 * time.Minute, WorkloadWarming: true, WorkloadWorkers: 2, WorkloadDefaultParallelism: "100%", GateReleaseGrace: time.Minute,
+		StartupTaint: workload.DefaultStartupTaint, StartupTaintTimeout: 15 * time.Minute, NodeCondition: true, CompletedTagTTL: 10 * time.Minute, NodeImageWriteConcurrency: 16,
 		MetricsAddr: ":8080", HealthAddr: ":8081",
 	}
 }
@@ -213,23 +235,9 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 		return err
 	}
 
-	var workloadCtl *workload.Controller
-	if opts.WorkloadWarming {
-		inf := workload.Informers{
-			Deployments: kubeFactory.Apps().V1().Deployments().Informer(), StatefulSets: kubeFactory.Apps().V1().StatefulSets().Informer(),
-			DaemonSets: kubeFactory.Apps().V1().DaemonSets().Informer(), ReplicaSets: kubeFactory.Apps().V1().ReplicaSets().Informer(),
-			Jobs: kubeFactory.Batch().V1().Jobs().Informer(), CronJobs: kubeFactory.Batch().V1().CronJobs().Informer(),
-			Namespaces: kubeFactory.Core().V1().Namespaces().Informer(), Nodes: nodes, Pods: pods, PullJobs: jobs.Informer(),
-		}
-		// Workloads are cached only as far as warming reads them.
-		for _, i := range []cache.SharedIndexInformer{inf.Deployments, inf.StatefulSets, inf.DaemonSets, inf.ReplicaSets, inf.Jobs, inf.CronJobs} {
-			if err := i.SetTransform(indexes.StripWorkload); err != nil {
-				return fmt.Errorf("setting workload transform: %w", err)
-			}
-		}
-		if workloadCtl, err = workload.New(kube, client, inf, recorder, workload.Options{}); err != nil {
-			return err
-		}
+	workloadCtl, err := newWorkloadController(kube, client, kubeFactory, nodes, pods, jobs.Informer(), nodeImages.Informer(), recorder, opts)
+	if err != nil {
+		return err
 	}
 
 	registerState(&stateCollector{
@@ -251,9 +259,7 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 		func() error { return listCtl.Run(ctx, opts.ImageListPullJobWorkers) },
 		func() error { return secretCtl.Run(ctx, opts.PullSecretWorkers) },
 	}
-	if workloadCtl != nil {
-		runners = append(runners, func() error { return workloadCtl.Run(ctx, opts.WorkloadWorkers) })
-	}
+	runners = append(runners, func() error { return workloadCtl.Run(ctx, opts.WorkloadWorkers) })
 	errs := make(chan error, len(runners))
 	var wg sync.WaitGroup
 	for _, r := range runners {
@@ -291,4 +297,45 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 		return err
 	}
 	return nil
+}
+
+// newWorkloadController wires workload warming. It always runs: with
+// warming off it still releases image gates (so no pod is stranded) and
+// holds new nodes for baseline jobs; only warming watches workloads.
+func newWorkloadController(kube kubernetes.Interface, client versioned.Interface, kubeFactory kubeinformers.SharedInformerFactory,
+	nodes, pods, jobs, nodeImages cache.SharedIndexInformer, recorder record.EventRecorder, opts Options) (*workload.Controller, error) {
+	parallelism, err := workload.ParseParallelism(opts.WorkloadDefaultParallelism)
+	if err != nil {
+		return nil, fmt.Errorf("--workload-default-parallelism: %w", err)
+	}
+	wopts := workload.Options{
+		Warming: opts.WorkloadWarming, GateGrace: opts.GateReleaseGrace, StartupTaintTimeout: opts.StartupTaintTimeout, NodeCondition: opts.NodeCondition,
+		Policy: workload.Policy{MaxImages: opts.WorkloadMaxImages, DefaultParallelism: parallelism, StartupTaint: opts.StartupTaint},
+	}
+	if opts.WorkloadNamespaceSelector != "" {
+		if wopts.Namespaces, err = labels.Parse(opts.WorkloadNamespaceSelector); err != nil {
+			return nil, fmt.Errorf("--workload-namespace-selector %q: %w", opts.WorkloadNamespaceSelector, err)
+		}
+	}
+	inf := workload.Informers{Nodes: nodes, Pods: pods, PullJobs: jobs, NodeImages: nodeImages}
+	if opts.WorkloadWarming {
+		inf.Workloads = map[string]cache.SharedIndexInformer{
+			"Deployment": kubeFactory.Apps().V1().Deployments().Informer(), "StatefulSet": kubeFactory.Apps().V1().StatefulSets().Informer(),
+			"DaemonSet": kubeFactory.Apps().V1().DaemonSets().Informer(), "Job": kubeFactory.Batch().V1().Jobs().Informer(),
+			"CronJob": kubeFactory.Batch().V1().CronJobs().Informer(),
+		}
+		inf.ReplicaSets = kubeFactory.Apps().V1().ReplicaSets().Informer()
+		inf.Namespaces = kubeFactory.Core().V1().Namespaces().Informer()
+		inf.ServiceAccounts = kubeFactory.Core().V1().ServiceAccounts().Informer()
+		// Workloads are cached only as far as warming reads them.
+		for _, i := range append(slices.Collect(maps.Values(inf.Workloads)), inf.ReplicaSets) {
+			if err := i.SetTransform(indexes.StripWorkload); err != nil {
+				return nil, fmt.Errorf("setting workload transform: %w", err)
+			}
+		}
+		if err := inf.ServiceAccounts.SetTransform(indexes.StripServiceAccount); err != nil {
+			return nil, fmt.Errorf("setting ServiceAccount transform: %w", err)
+		}
+	}
+	return workload.New(kube, client, inf, recorder, wopts)
 }

@@ -39,6 +39,10 @@ func NodeImageOwners(obj any) ([]string, error) {
 	return uids, nil
 }
 
+// ImagesWarmCondition is prepull's node condition (set by workload
+// warming, kept by the cache).
+const ImagesWarmCondition corev1.NodeConditionType = "prepull.io/ImagesWarm"
+
 // StripNode keeps only what the controllers read of a Node: name, labels,
 // deletion and the Ready condition. At thousands of nodes the images,
 // addresses and managed fields would otherwise dominate the cache.
@@ -48,13 +52,18 @@ func StripNode(obj any) (any, error) {
 		return obj, nil
 	}
 	// Taints stay: workload warming matches them against tolerations.
+	// The creation time bounds how long a node keeps prepull's startup
+	// taint; prepull's own condition says whether it is done with a node.
 	out := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
-		Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion,
+		Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, CreationTimestamp: n.CreationTimestamp,
 		Labels: n.Labels, DeletionTimestamp: n.DeletionTimestamp,
 	}, Spec: corev1.NodeSpec{Taints: n.Spec.Taints}}
 	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			out.Status.Conditions = []corev1.NodeCondition{{Type: c.Type, Status: c.Status, LastTransitionTime: c.LastTransitionTime}}
+		switch c.Type {
+		case corev1.NodeReady:
+			out.Status.Conditions = append(out.Status.Conditions, corev1.NodeCondition{Type: c.Type, Status: c.Status, LastTransitionTime: c.LastTransitionTime})
+		case ImagesWarmCondition:
+			out.Status.Conditions = append(out.Status.Conditions, c)
 		}
 	}
 	return out, nil
@@ -113,7 +122,7 @@ func StripWorkload(obj any) (any, error) {
 	tmpl := func(t corev1.PodTemplateSpec) corev1.PodTemplateSpec {
 		s := t.Spec
 		out := corev1.PodTemplateSpec{Spec: corev1.PodSpec{
-			ImagePullSecrets: s.ImagePullSecrets, NodeSelector: s.NodeSelector, Affinity: s.Affinity, Tolerations: s.Tolerations,
+			ImagePullSecrets: s.ImagePullSecrets, ServiceAccountName: s.ServiceAccountName, NodeSelector: s.NodeSelector, Affinity: s.Affinity, Tolerations: s.Tolerations,
 			InitContainers: imagesOnly(s.InitContainers), Containers: imagesOnly(s.Containers), SchedulingGates: s.SchedulingGates,
 		}}
 		for _, v := range s.Volumes {
@@ -133,9 +142,15 @@ func StripWorkload(obj any) (any, error) {
 	case *appsv1.ReplicaSet:
 		return &appsv1.ReplicaSet{ObjectMeta: keepMeta(w.ObjectMeta)}, nil
 	case *batchv1.Job:
-		return &batchv1.Job{ObjectMeta: keepMeta(w.ObjectMeta), Spec: batchv1.JobSpec{Template: tmpl(w.Spec.Template)}}, nil
+		out := &batchv1.Job{ObjectMeta: keepMeta(w.ObjectMeta), Spec: batchv1.JobSpec{Suspend: w.Spec.Suspend, Template: tmpl(w.Spec.Template)}}
+		for _, c := range w.Status.Conditions {
+			if c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed {
+				out.Status.Conditions = append(out.Status.Conditions, batchv1.JobCondition{Type: c.Type, Status: c.Status})
+			}
+		}
+		return out, nil
 	case *batchv1.CronJob:
-		return &batchv1.CronJob{ObjectMeta: keepMeta(w.ObjectMeta), Spec: batchv1.CronJobSpec{Schedule: w.Spec.Schedule, TimeZone: w.Spec.TimeZone,
+		return &batchv1.CronJob{ObjectMeta: keepMeta(w.ObjectMeta), Spec: batchv1.CronJobSpec{Schedule: w.Spec.Schedule, TimeZone: w.Spec.TimeZone, Suspend: w.Spec.Suspend,
 			JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: tmpl(w.Spec.JobTemplate.Spec.Template)}}}}, nil
 	}
 	return obj, nil
@@ -175,4 +190,15 @@ func StripSecretMetadata(obj any) (any, error) {
 	return &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
 		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
 	}}, nil
+}
+
+// StripServiceAccount keeps a ServiceAccount's identity and pull secrets:
+// warm jobs pull with them as the kubelet would.
+func StripServiceAccount(obj any) (any, error) {
+	sa, ok := obj.(*corev1.ServiceAccount)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa.Name, Namespace: sa.Namespace, UID: sa.UID, ResourceVersion: sa.ResourceVersion},
+		ImagePullSecrets: sa.ImagePullSecrets}, nil
 }

@@ -21,10 +21,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
 	"k8s.io/klog/v2"
+
+	"github.com/prepull/prepull/pkg/imageref"
 )
 
 // Annotations on a workload (and the label on a Namespace) that opt in and
@@ -85,9 +88,9 @@ func ParseSettings(annotations map[string]string) (Settings, error) {
 		return s, fmt.Errorf("annotation %s=%q: want \"true\" or \"false\"", AnnotationWarm, v)
 	}
 	if v, ok := annotations[AnnotationParallelism]; ok {
-		p, err := countOrPercent(v)
-		if err != nil || (p.Type == intstr.Int && p.IntVal < 1) {
-			return s, fmt.Errorf("annotation %s=%q: want a count of at least 1 or a percentage such as \"25%%\"", AnnotationParallelism, v)
+		p, err := ParseParallelism(v)
+		if err != nil {
+			return s, fmt.Errorf("annotation %s=%q: %w", AnnotationParallelism, v, err)
 		}
 		s.Parallelism = &p
 	}
@@ -117,6 +120,16 @@ func ParseSettings(annotations map[string]string) (Settings, error) {
 	return s, nil
 }
 
+// ParseParallelism reads a parallelism: a count of at least 1 or a
+// percentage of at least 1% (0 would pause warming for good).
+func ParseParallelism(v string) (intstr.IntOrString, error) {
+	p, err := countOrPercent(v)
+	if err != nil || (p.Type == intstr.Int && p.IntVal < 1) || p.StrVal == "0%" {
+		return p, fmt.Errorf("want a count of at least 1 or a percentage of at least 1%% such as \"25%%\"")
+	}
+	return p, nil
+}
+
 func countOrPercent(v string) (intstr.IntOrString, error) {
 	if p, ok := strings.CutSuffix(v, "%"); ok {
 		n, err := strconv.Atoi(p)
@@ -133,11 +146,15 @@ func countOrPercent(v string) (intstr.IntOrString, error) {
 }
 
 // Images are the distinct images a pod of spec runs, in a stable order:
-// init containers (sidecars included), containers, then image volumes.
+// init containers (sidecars included), containers, then image volumes. Two
+// spellings of one image (nginx, docker.io/library/nginx:latest) count
+// once, as first written.
 func Images(spec *corev1.PodSpec) []string {
 	var out []string
+	seen := map[string]bool{}
 	add := func(image string) {
-		if image != "" && !slices.Contains(out, image) {
+		if n := imageref.Normalize(image); image != "" && !seen[n] {
+			seen[n] = true
 			out = append(out, image)
 		}
 	}
@@ -155,20 +172,30 @@ func Images(spec *corev1.PodSpec) []string {
 	return out
 }
 
-// Targets are the names of the nodes a pod of spec could be scheduled to,
-// sorted: its nodeSelector and required node affinity match, its
-// tolerations cover the node's NoSchedule and NoExecute taints, and extra
-// (the workload's node-selector annotation) matches. Matching is the
-// scheduler's own (k8s.io/component-helpers).
-func Targets(spec *corev1.PodSpec, nodes []*corev1.Node, extra labels.Selector) []string {
+// Served says whether prepull's daemon runs on a node: its DaemonSet runs
+// on Linux nodes, so a node labelled with another OS gets no NodeImage and
+// is never a target.
+func Served(n *corev1.Node) bool {
+	os, ok := n.Labels[corev1.LabelOSStable]
+	return !ok || os == "linux"
+}
+
+// Targets are the names of the served nodes a pod of spec could be
+// scheduled to, sorted: its nodeSelector and required node affinity match,
+// its tolerations cover the node's NoSchedule and NoExecute taints (but
+// for the taint keys in ignore: prepull's own startup taint is there to
+// be removed once the node is warm, so its node is warmed all the same),
+// and extra (the workload's node-selector annotation) matches. Matching is
+// the scheduler's own (k8s.io/component-helpers).
+func Targets(spec *corev1.PodSpec, nodes []*corev1.Node, extra labels.Selector, ignore ...string) []string {
 	pod := &corev1.Pod{Spec: *spec}
 	affinity := nodeaffinity.GetRequiredNodeAffinity(pod)
 	hard := func(t *corev1.Taint) bool {
-		return t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute
+		return (t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute) && !slices.Contains(ignore, t.Key)
 	}
 	var out []string
 	for _, n := range nodes {
-		if n.DeletionTimestamp != nil || (extra != nil && !extra.Matches(labels.Set(n.Labels))) {
+		if n.DeletionTimestamp != nil || !Served(n) || (extra != nil && !extra.Matches(labels.Set(n.Labels))) {
 			continue
 		}
 		if ok, err := affinity.Match(n); err != nil || !ok {
@@ -186,10 +213,11 @@ func Targets(spec *corev1.PodSpec, nodes []*corev1.Node, extra labels.Selector) 
 }
 
 // JobName is the ImagePullJob that warms image for a workload: the same
-// workload and image always give the same name, so a repeated sync finds
-// its job instead of making another.
-func JobName(kind, name, image string) string {
-	sum := sha256.Sum256([]byte(image))
+// workload (by UID: a workload deleted and made again under its name gets
+// new jobs, never its predecessor's) and image always give the same name,
+// so a repeated sync finds its job instead of making another.
+func JobName(kind, name string, uid types.UID, image string) string {
+	sum := sha256.Sum256([]byte(string(uid) + "/" + image))
 	suffix := hex.EncodeToString(sum[:])[:10]
 	prefix := strings.ToLower(kind) + "-" + name
 	// Names are DNS subdomains (253); keep room for the suffix.
@@ -207,43 +235,4 @@ func Required(atLeast intstr.IntOrString, targets int) int {
 		return targets
 	}
 	return max(0, min(n, targets))
-}
-
-// GateDecision says what to do with a gated pod.
-type GateDecision struct {
-	// Release removes the gate; TimedOut says it goes because the wait
-	// ran out rather than because the images are there.
-	Release, TimedOut bool
-	// RecheckAfter is when the timeout falls, for a pod still waiting.
-	RecheckAfter time.Duration
-	// Waiting names the images still short of nodes, for messages.
-	Waiting []string
-}
-
-// DecideGate decides for a pod gated by SchedulingGate, created at
-// created: have and need map each of its images to the target nodes that
-// have it and the nodes the gate waits for.
-func DecideGate(images []string, have, need map[string]int, created time.Time, timeout time.Duration, now time.Time) GateDecision {
-	var d GateDecision
-	for _, image := range images {
-		if have[image] < need[image] {
-			d.Waiting = append(d.Waiting, image)
-		}
-	}
-	if len(d.Waiting) == 0 {
-		d.Release = true
-		return d
-	}
-	deadline := created.Add(timeout)
-	if !now.Before(deadline) {
-		d.Release, d.TimedOut = true, true
-		return d
-	}
-	d.RecheckAfter = deadline.Sub(now)
-	return d
-}
-
-// Gated says whether a pod still carries the gate.
-func Gated(pod *corev1.Pod) bool {
-	return slices.ContainsFunc(pod.Spec.SchedulingGates, func(g corev1.PodSchedulingGate) bool { return g.Name == SchedulingGate })
 }

@@ -25,30 +25,34 @@ func TestTargets(t *testing.T) {
 		node("c", map[string]string{"zone": "z1", "pool": "gpu"}, gpuTaint),
 		node("d", map[string]string{"zone": "z2"}, corev1.Taint{Key: "soft", Effect: corev1.TaintEffectPreferNoSchedule}),
 		node("e", map[string]string{"zone": "z1"}, corev1.Taint{Key: "node.kubernetes.io/unschedulable", Effect: corev1.TaintEffectNoSchedule}),
+		node("f", map[string]string{"zone": "z1", corev1.LabelOSStable: "windows"}),
+		node("g", map[string]string{"zone": "z3", corev1.LabelOSStable: "linux"}, corev1.Taint{Key: DefaultStartupTaint, Effect: corev1.TaintEffectNoSchedule}),
 	}
 	zoneAffinity := &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
 		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "zone", Operator: corev1.NodeSelectorOpIn, Values: []string{"z1"}}}}},
 	}}}
 	cases := []struct {
-		name  string
-		spec  corev1.PodSpec
-		extra string
-		want  []string
+		name   string
+		spec   corev1.PodSpec
+		extra  string
+		ignore []string
+		want   []string
 	}{
-		{"no constraints: every node without an untolerated hard taint (PreferNoSchedule is soft)", corev1.PodSpec{}, "", []string{"a", "b", "d"}},
-		{"nodeSelector", corev1.PodSpec{NodeSelector: map[string]string{"pool": "web"}}, "", []string{"a", "b"}},
-		{"required node affinity", corev1.PodSpec{Affinity: zoneAffinity}, "", []string{"a"}},
-		{"a toleration opens the tainted node", corev1.PodSpec{Affinity: zoneAffinity, Tolerations: []corev1.Toleration{{Key: "gpu", Operator: corev1.TolerationOpExists}}}, "", []string{"a", "c"}},
-		{"toleration with the wrong value does not", corev1.PodSpec{Tolerations: []corev1.Toleration{{Key: "gpu", Operator: corev1.TolerationOpEqual, Value: "false", Effect: corev1.TaintEffectNoSchedule}}}, "", []string{"a", "b", "d"}},
-		{"tolerate everything", corev1.PodSpec{Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}}}, "", []string{"a", "b", "c", "d", "e"}},
-		{"the annotation narrows further", corev1.PodSpec{}, "zone=z2", []string{"b", "d"}},
+		{"no constraints: every served node without an untolerated hard taint (PreferNoSchedule is soft; Windows has no daemon)", corev1.PodSpec{}, "", nil, []string{"a", "b", "d"}},
+		{"the startup taint, ignored for warming", corev1.PodSpec{}, "", []string{DefaultStartupTaint}, []string{"a", "b", "d", "g"}},
+		{"nodeSelector", corev1.PodSpec{NodeSelector: map[string]string{"pool": "web"}}, "", nil, []string{"a", "b"}},
+		{"required node affinity", corev1.PodSpec{Affinity: zoneAffinity}, "", nil, []string{"a"}},
+		{"a toleration opens the tainted node", corev1.PodSpec{Affinity: zoneAffinity, Tolerations: []corev1.Toleration{{Key: "gpu", Operator: corev1.TolerationOpExists}}}, "", nil, []string{"a", "c"}},
+		{"toleration with the wrong value does not", corev1.PodSpec{Tolerations: []corev1.Toleration{{Key: "gpu", Operator: corev1.TolerationOpEqual, Value: "false", Effect: corev1.TaintEffectNoSchedule}}}, "", nil, []string{"a", "b", "d"}},
+		{"tolerate everything", corev1.PodSpec{Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}}}, "", nil, []string{"a", "b", "c", "d", "e", "g"}},
+		{"the annotation narrows further", corev1.PodSpec{}, "zone=z2", nil, []string{"b", "d"}},
 	}
 	for _, tc := range cases {
 		extra := labels.Everything()
 		if tc.extra != "" {
 			extra = labels.SelectorFromSet(labels.Set{"zone": "z2"})
 		}
-		if got := Targets(&tc.spec, nodes, extra); !slices.Equal(got, tc.want) {
+		if got := Targets(&tc.spec, nodes, extra, tc.ignore...); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: targets %v, want %v", tc.name, got, tc.want)
 		}
 	}
@@ -57,7 +61,7 @@ func TestTargets(t *testing.T) {
 func TestImages(t *testing.T) {
 	spec := &corev1.PodSpec{
 		InitContainers: []corev1.Container{{Image: "init:1"}, {Image: "sidecar:2", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways)}},
-		Containers:     []corev1.Container{{Image: "app:3"}, {Image: "init:1"}},
+		Containers:     []corev1.Container{{Image: "app:3"}, {Image: "init:1"}, {Image: "docker.io/library/app:3"}},
 		Volumes:        []corev1.Volume{{Name: "model", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "models/llm:7"}}}, {Name: "empty"}},
 	}
 	if got, want := Images(spec), []string{"init:1", "sidecar:2", "app:3", "models/llm:7"}; !slices.Equal(got, want) {
@@ -76,6 +80,9 @@ func TestParseSettings(t *testing.T) {
 	d, _ := ParseSettings(nil)
 	if d.Parallelism != nil || d.GateMinNodes.String() != "100%" || d.GateTimeout != 10*time.Minute {
 		t.Errorf("defaults %+v", d)
+	}
+	if _, err := ParseSettings(map[string]string{AnnotationParallelism: "0%"}); err == nil || !strings.Contains(err.Error(), AnnotationParallelism) {
+		t.Errorf("parallelism 0%%: %v, want an error naming the annotation (it would pause warming for good)", err)
 	}
 	for key, bad := range map[string]string{
 		AnnotationWarm: "yes", AnnotationParallelism: "0", AnnotationNodeSelector: "a in (", AnnotationGateMinNodes: "150%",
@@ -106,30 +113,7 @@ func TestOptedIn(t *testing.T) {
 	}
 }
 
-func TestDecideGate(t *testing.T) {
-	created := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	images := []string{"app:1", "side:2"}
-	need := map[string]int{"app:1": 3, "side:2": 3}
-	cases := []struct {
-		name string
-		have map[string]int
-		need map[string]int
-		now  time.Time
-		want GateDecision
-	}{
-		{"images on enough nodes", map[string]int{"app:1": 3, "side:2": 4}, need, created.Add(time.Second), GateDecision{Release: true}},
-		{"one image short waits for the timeout", map[string]int{"app:1": 3, "side:2": 2}, need, created.Add(time.Minute),
-			GateDecision{RecheckAfter: 9 * time.Minute, Waiting: []string{"side:2"}}},
-		{"the timeout releases anyway", map[string]int{"app:1": 0}, need, created.Add(10 * time.Minute),
-			GateDecision{Release: true, TimedOut: true, Waiting: []string{"app:1", "side:2"}}},
-		{"nothing required", nil, nil, created, GateDecision{Release: true}},
-	}
-	for _, tc := range cases {
-		got := DecideGate(images, tc.have, tc.need, created, 10*time.Minute, tc.now)
-		if got.Release != tc.want.Release || got.TimedOut != tc.want.TimedOut || got.RecheckAfter != tc.want.RecheckAfter || !slices.Equal(got.Waiting, tc.want.Waiting) {
-			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
-		}
-	}
+func TestRequired(t *testing.T) {
 	for _, c := range []struct {
 		min     intstr.IntOrString
 		targets int
@@ -161,11 +145,14 @@ func TestNextWarm(t *testing.T) {
 }
 
 func TestJobName(t *testing.T) {
-	a := JobName("Deployment", "web", "nginx:1.25")
-	if a != JobName("Deployment", "web", "nginx:1.25") || a == JobName("Deployment", "web", "nginx:1.26") || !strings.HasPrefix(a, "deployment-web-") {
+	a := JobName("Deployment", "web", "uid-1", "nginx:1.25")
+	if a != JobName("Deployment", "web", "uid-1", "nginx:1.25") || a == JobName("Deployment", "web", "uid-1", "nginx:1.26") || !strings.HasPrefix(a, "deployment-web-") {
 		t.Errorf("names not stable and distinct: %s", a)
 	}
-	if long := JobName("StatefulSet", strings.Repeat("x", 250), "i"); len(long) > 253 {
+	if a == JobName("Deployment", "web", "uid-2", "nginx:1.25") {
+		t.Errorf("a workload made again under the same name reuses its predecessor's job name %s", a)
+	}
+	if long := JobName("StatefulSet", strings.Repeat("x", 250), "u", "i"); len(long) > 253 {
 		t.Errorf("name of %d characters", len(long))
 	}
 }
