@@ -241,7 +241,7 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 	}
 
 	registerState(&stateCollector{
-		jobs: jobs.Lister(), lists: factory.Apps().V1beta1().ImageListPullJobs().Lister(), nodeImages: nodeImages.Lister(), now: time.Now,
+		jobs: jobs.Lister(), lists: factory.Apps().V1beta1().ImageListPullJobs().Lister(), nodeImages: nodeImages.Lister(), gated: workloadCtl.GatedPods, now: time.Now,
 	})
 
 	for _, f := range []interface {

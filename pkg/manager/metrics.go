@@ -20,6 +20,10 @@ var (
 		[]string{"kind", "phase"}, nil)
 	tasksDesc = prometheus.NewDesc("prepull_node_tasks", "Node tasks of unfinished and finished jobs by job kind and state: waiting, pulling, succeeded, failed.",
 		[]string{"kind", "state"}, nil)
+	gatedDesc = prometheus.NewDesc("prepull_gated_pods", "Pods held by the prepull.io/images scheduling gate.",
+		nil, nil)
+	gatedAgeDesc = prometheus.NewDesc("prepull_gated_pod_oldest_age_seconds", "Age of the oldest pod held by the prepull.io/images scheduling gate; 0 when none.",
+		nil, nil)
 	oldestDesc = prometheus.NewDesc("prepull_oldest_unfinished_task_age_seconds", "Age of the oldest NodeImage tag whose current version has no final answer yet; 0 when none.",
 		nil, nil)
 
@@ -58,13 +62,17 @@ type stateCollector struct {
 	jobs       appslisters.ImagePullJobLister
 	lists      appslisters.ImageListPullJobLister
 	nodeImages appslisters.NodeImageLister
-	now        func() time.Time
+	// gated counts gated pods and the oldest one's age.
+	gated func(now time.Time) (int, time.Duration)
+	now   func() time.Time
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- jobsDesc
 	ch <- tasksDesc
 	ch <- oldestDesc
+	ch <- gatedDesc
+	ch <- gatedAgeDesc
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -106,6 +114,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(tasksDesc, prometheus.GaugeValue, v, k[0], k[1])
 	}
 	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, c.oldestUnfinished())
+	if c.gated != nil {
+		n, age := c.gated(c.now())
+		ch <- prometheus.MustNewConstMetric(gatedDesc, prometheus.GaugeValue, float64(n))
+		ch <- prometheus.MustNewConstMetric(gatedAgeDesc, prometheus.GaugeValue, age.Seconds())
+	}
 }
 
 func jobPhase(completed, failures bool) string {

@@ -196,3 +196,15 @@ func TestSyncSecrets(t *testing.T) {
 		}
 	}
 }
+
+func TestServedNode(t *testing.T) {
+	for os, want := range map[string]bool{"": true, "linux": true, "windows": false} {
+		n := &corev1.Node{}
+		if os != "" {
+			n.Labels = map[string]string{corev1.LabelOSStable: os}
+		}
+		if got := ServedNode(n); got != want {
+			t.Errorf("node with os %q: served=%v, want %v (the daemon runs on Linux nodes only)", os, got, want)
+		}
+	}
+}

@@ -254,3 +254,12 @@ func SyncSecrets(images map[string]appsv1beta1.ImageSpec, name string, secretsOf
 	images[name] = img
 	return true
 }
+
+// ServedNode says whether prepull's daemon runs on a node, and so whether
+// it gets a NodeImage and can be a target: the DaemonSet runs on Linux
+// nodes only, and a NodeImage on another OS's node would never be
+// answered.
+func ServedNode(n *corev1.Node) bool {
+	os, ok := n.Labels[corev1.LabelOSStable]
+	return !ok || os == "linux"
+}

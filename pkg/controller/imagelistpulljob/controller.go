@@ -148,6 +148,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 				Name:            ChildName(parent.Name, image),
 				Namespace:       ns,
 				Labels:          map[string]string{ParentLabel: parent.Name, TemplateHashLabel: hash},
+				Annotations:     PrepullAnnotations(parent.Annotations),
 				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(parent, appsv1beta1.SchemeGroupVersion.WithKind("ImageListPullJob"))},
 			},
 			Spec: appsv1beta1.ImagePullJobSpec{Image: image, ImagePullJobTemplate: tmpl},

@@ -152,7 +152,7 @@ func (c *Controller) sync(ctx context.Context, name string) (time.Duration, erro
 
 func (c *Controller) create(ctx context.Context, node *corev1.Node) (time.Duration, error) {
 	ready, since := NodeReady(node)
-	if !ready {
+	if !ready || !nodetags.ServedNode(node) {
 		return 0, nil
 	}
 	if wait := since.Add(c.opts.ReadyDelay).Sub(c.opts.Now()); wait > 0 {

@@ -239,6 +239,17 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	return errors.Join(all...)
 }
 
+// GatedPods counts the pods held by the gate and the oldest one's age,
+// from the cache (for the metrics scrape).
+func (c *Controller) GatedPods(now time.Time) (int, time.Duration) {
+	pods, _ := c.pods.ByIndex(gatedIndex, allGated)
+	var oldest time.Duration
+	for _, p := range pods {
+		oldest = max(oldest, now.Sub(p.(*corev1.Pod).CreationTimestamp.Time))
+	}
+	return len(pods), oldest
+}
+
 // gatedImages indexes a gated pod under each of its normalised images.
 func gatedImages(obj any) ([]string, error) {
 	p, ok := obj.(*corev1.Pod)

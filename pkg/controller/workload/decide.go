@@ -28,6 +28,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/prepull/prepull/pkg/imageref"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 // Annotations on a workload (and the label on a Namespace) that opt in and
@@ -172,13 +173,9 @@ func Images(spec *corev1.PodSpec) []string {
 	return out
 }
 
-// Served says whether prepull's daemon runs on a node: its DaemonSet runs
-// on Linux nodes, so a node labelled with another OS gets no NodeImage and
-// is never a target.
-func Served(n *corev1.Node) bool {
-	os, ok := n.Labels[corev1.LabelOSStable]
-	return !ok || os == "linux"
-}
+// Served says whether prepull's daemon runs on a node (Linux nodes only):
+// no other node is a target or is held.
+var Served = nodetags.ServedNode
 
 // Targets are the names of the served nodes a pod of spec could be
 // scheduled to, sorted: its nodeSelector and required node affinity match,
