@@ -48,6 +48,7 @@ Commands:
   status [JOB]    a job's live progress per node, or every job when none is named
   nodes [IMAGE]   which nodes have which images
   why JOB         the failed or stuck nodes of a job, with the daemon's message and Events
+  ungate POD...|--workload KIND/NAME|--all   remove the prepull.io/images scheduling gate by hand
   completion bash|zsh   shell completion
 
 Run "kubectl prepull COMMAND --help" for a command's flags and examples.
@@ -64,7 +65,7 @@ func Run(ctx context.Context, args []string, std IO) int {
 		return ExitOK
 	}
 	cmds := map[string]func(context.Context, []string, IO) error{
-		"warm": warm, "status": status, "nodes": nodes, "why": why, "completion": completion,
+		"warm": warm, "status": status, "nodes": nodes, "why": why, "ungate": ungate, "completion": completion,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -8,7 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-var subcommands = []string{"warm", "status", "nodes", "why", "completion"}
+var subcommands = []string{"warm", "status", "nodes", "why", "ungate", "completion"}
 
 // Complete answers kubectl's plugin completion (kubectl runs
 // kubectl_complete-prepull with the words typed so far; the last is the

@@ -9,6 +9,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,12 +19,14 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/controller/workload"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 	"github.com/prepull/prepull/pkg/kubectlplugin"
 	"github.com/prepull/prepull/test/framework"
@@ -345,5 +348,70 @@ func TestCompletion(t *testing.T) {
 	got := complete("why", "--kubeconfig", framework.Shared(t).Kubeconfig, "-n", ns, "fa")
 	if strings.Join(got, " ") != "failed :4" {
 		t.Errorf("completing a job name: %v", got)
+	}
+}
+
+// kubectl prepull ungate removes only prepull's gate, from the pods asked
+// for: a workload's (through its ReplicaSet), a named one, then all.
+func TestUngate(t *testing.T) {
+	space := ownNamespace(t, "plugin-ungate")
+	kube := kubernetes.NewForConfigOrDie(framework.Shared(t).Config)
+	ctx := context.Background()
+	dep, err := kube.AppsV1().Deployments(space).Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "r.io/app:1"}}}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := kube.AppsV1().ReplicaSets(space).Create(ctx, &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: "web-1",
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: dep.Name, UID: dep.UID, Controller: ptr(true)}}},
+		Spec: appsv1.ReplicaSetSpec{Selector: dep.Spec.Selector, Template: dep.Spec.Template}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gated := func(name string, owner *metav1.OwnerReference) {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{
+			Containers:      []corev1.Container{{Name: "c", Image: "r.io/app:1"}},
+			SchedulingGates: []corev1.PodSchedulingGate{{Name: "other.example/gate"}, {Name: workload.SchedulingGate}}}}
+		if owner != nil {
+			p.OwnerReferences = []metav1.OwnerReference{*owner}
+		}
+		if _, err := kube.CoreV1().Pods(space).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gated("web-a", &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr(true)})
+	gated("bare-a", nil)
+	gated("bare-b", nil)
+	gates := func() map[string]int {
+		list, err := kube.CoreV1().Pods(space).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int{}
+		for _, p := range list.Items {
+			out[p.Name] = len(p.Spec.SchedulingGates)
+		}
+		return out
+	}
+	for _, step := range []struct {
+		args []string
+		code int
+		want map[string]int
+	}{
+		{[]string{"ungate", "-n", space}, 2, map[string]int{"web-a": 2, "bare-a": 2, "bare-b": 2}},
+		{[]string{"ungate", "--workload", "pod/web", "-n", space}, 2, map[string]int{"web-a": 2, "bare-a": 2, "bare-b": 2}},
+		{[]string{"ungate", "--workload", "deployment/web", "-n", space}, 0, map[string]int{"web-a": 1, "bare-a": 2, "bare-b": 2}},
+		{[]string{"ungate", "bare-a", "-n", space}, 0, map[string]int{"web-a": 1, "bare-a": 1, "bare-b": 2}},
+		{[]string{"ungate", "--all", "-n", space}, 0, map[string]int{"web-a": 1, "bare-a": 1, "bare-b": 1}},
+	} {
+		out, errOut, code := run(t, step.args...)
+		if code != step.code {
+			t.Errorf("%v: exit %d, want %d; out %q err %q", step.args, code, step.code, out, errOut)
+		}
+		if got := gates(); !maps.Equal(got, step.want) {
+			t.Errorf("%v: gates per pod %v, want %v (output %q)", step.args, got, step.want, out)
+		}
 	}
 }
