@@ -22,7 +22,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/controller/workload"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
+	"github.com/prepull/prepull/pkg/kubectlplugin"
 	"github.com/prepull/prepull/test/framework"
 )
 
@@ -149,6 +151,7 @@ func TestInstallOnRealCluster(t *testing.T) {
 	// 5. The node-scoped write guard, with a token bound to a daemon pod as
 	// the kubelet mounts it.
 	checkWriteGuard(t, ctx)
+	checkControllerNodeGuard(t, ctx)
 
 	// 6. RBAC: what each service account may and may not do.
 	checkRBAC(t, ctx)
@@ -156,10 +159,33 @@ func TestInstallOnRealCluster(t *testing.T) {
 	reportMemory(t, ctx)
 
 	// 7. Workload warming: a gated Deployment rolled out warm, a CronJob
-	// warmed ahead of its run, jobs deleted with their workload.
+	// warmed ahead of its run; every other kind gated; a pod rewritten at
+	// admission; a node joining with the startup taint; the controller
+	// away, and with warming off; jobs deleted with their workload.
 	checkWorkloadWarming(t, ctx)
+	checkEveryKindGated(t, ctx)
+	checkAdmissionRewrite(t, ctx)
+	checkNodeJoins(t, ctx)
+	checkControllerAway(t, ctx)
+	checkWorkloadsDeleted(t, ctx)
 
-	// 8. Uninstall: delete the jobs, then everything kubectl applied.
+	// 8. Uninstall as the README says, with opted-in workloads (sts, ds,
+	// job, nightly) still there: opt-ins off, gates off, jobs, then
+	// everything kubectl applied.
+	for _, args := range [][]string{
+		{"annotate", "deployments,statefulsets,daemonsets,jobs,cronjobs", "--all", "--all-namespaces", workload.AnnotationWarm + "-"},
+		{"label", "namespaces", "--all", workload.NamespaceLabel + "-"},
+	} {
+		if out, err := c.Kubectl(ctx, args...); err != nil {
+			t.Fatal(err)
+		} else {
+			t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)
+		}
+	}
+	var plugOut, plugErr strings.Builder
+	if code := kubectlplugin.Run(ctx, []string{"ungate", "--all", "-A", "--kubeconfig", c.CP.Kubeconfig}, kubectlplugin.IO{Out: &plugOut, Err: &plugErr}); code != 0 {
+		t.Fatalf("kubectl prepull ungate --all -A: exit %d: %s", code, plugErr.String())
+	}
 	if _, err := c.Kubectl(ctx, "delete", "imagepulljobs,imagelistpulljobs", "--all", "--all-namespaces", "--wait", "--timeout=2m"); err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +305,15 @@ func writeOverlay(t *testing.T, refs map[string]string) string {
 		repo = repo[:strings.LastIndex(repo, ":")]
 		fmt.Fprintf(&images, "- name: %s\n  newName: %s\n  digest: %s\n", name, repo, digest)
 	}
-	k := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- %s\nimages:\n%s", base, images.String())
+	// The node condition on (it is off by default), and a short grace for
+	// gated pods no warming releases.
+	args := `patches:
+- target: {kind: Deployment, name: prepull-controller}
+  patch: |-
+    - {op: add, path: /spec/template/spec/containers/0/args/-, value: --node-condition=true}
+    - {op: add, path: /spec/template/spec/containers/0/args/-, value: --gate-release-grace=10s}
+`
+	k := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- %s\nimages:\n%s%s", base, images.String(), args)
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -179,7 +179,7 @@ func checkWorkloadWarming(t *testing.T, ctx context.Context) {
 			return false, fmt.Sprint(err, " jobs: ", len(list.Items))
 		}
 		j := list.Items[0]
-		return j.Status.CompletionTime != nil && j.Status.Desired == 1 && j.Status.Succeeded == 1 &&
+		return j.Status.Desired == 1 && j.Status.Succeeded == 1 &&
 			len(j.Spec.Selector.Names) == 1 && j.Spec.Selector.Names[0] == c.Nodes[0].Name, fmt.Sprintf("%v %+v", j.Spec.Selector.Names, j.Status)
 	})
 	other, err := kruise.AppsV1beta1().NodeImages().Get(ctx, c.Nodes[1].Name, metav1.GetOptions{})
@@ -208,9 +208,17 @@ func checkWorkloadWarming(t *testing.T, ctx context.Context) {
 		}
 		return list.Items[0].Status.Succeeded == int32(len(c.Nodes)), fmt.Sprintf("%+v", list.Items[0].Status)
 	})
+}
 
-	// Deleting a workload deletes its jobs (owner references, the garbage
-	// collector).
+// checkWorkloadsDeleted: deleting a workload deletes its jobs (owner
+// references, the garbage collector).
+func checkWorkloadsDeleted(t *testing.T, ctx context.Context) {
+	c := cluster
+	kruise := versioned.NewForConfigOrDie(c.CP.Config)
+	cj, err := c.Client.BatchV1().CronJobs("default").Get(ctx, "yearly", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	warm, err := c.Client.AppsV1().Deployments("default").Get(ctx, "warm", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)

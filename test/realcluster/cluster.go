@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,8 +40,12 @@ type Cluster struct {
 	// anything a test pushes.
 	Registry   *framework.Registry
 	PauseImage string
-	Nodes      []*Node
-	Dir        string
+	// Nodes are the running nodes; AddNode appends to it.
+	Nodes []*Node
+	Dir   string
+
+	// spare are nodes with an address and a token but no kubelet yet.
+	spare []*Node
 
 	nodeTokens map[string]string
 	procs      []*framework.Process
@@ -50,6 +55,9 @@ type Cluster struct {
 type Options struct {
 	// Nodes are the node names, each started as a real kubelet.
 	Nodes []string
+	// Spare are nodes that may join later (AddNode): their address and
+	// credentials exist from the start, as a cloud's would.
+	Spare []string
 	// RegistryUser and RegistryPassword guard the registry outside public/.
 	RegistryUser, RegistryPassword string
 }
@@ -75,9 +83,13 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 	}()
 	var ips []string
-	for i, name := range opts.Nodes {
+	for i, name := range append(slices.Clone(opts.Nodes), opts.Spare...) {
 		n := &Node{Name: name, IP: fmt.Sprintf("10.250.0.%d", i+1), Dir: filepath.Join(dir, name), index: i + 1, CgroupRoot: "/prepull-" + filepath.Base(dir) + "-" + name}
-		c.Nodes = append(c.Nodes, n)
+		if i < len(opts.Nodes) {
+			c.Nodes = append(c.Nodes, n)
+		} else {
+			c.spare = append(c.spare, n)
+		}
 		ips = append(ips, n.IP)
 	}
 	if err := setupNetwork(ips); err != nil {
@@ -89,7 +101,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		{User: "system:kube-scheduler"},
 		{User: "system:kube-proxy"},
 	}
-	for _, n := range c.Nodes {
+	for _, n := range append(slices.Clone(c.Nodes), c.spare...) {
 		tokens = append(tokens, framework.Token{User: "system:node:" + n.Name, Groups: []string{"system:nodes"}})
 	}
 	for i := range tokens {
@@ -173,6 +185,29 @@ conntrack:
 		return c, err
 	}
 	return c, nil
+}
+
+// AddNode starts a spare node's containerd and kubelet; the kubelet
+// registers the node with taints (kubelet --register-with-taints, e.g.
+// "prepull.io/warming=:NoSchedule"), as an autoscaler's new node would. It
+// returns once the Node object exists, not waiting for Ready.
+func (c *Cluster) AddNode(ctx context.Context, name string, taints ...string) (*Node, error) {
+	i := slices.IndexFunc(c.spare, func(n *Node) bool { return n.Name == name })
+	if i < 0 {
+		return nil, fmt.Errorf("no spare node %q (Options.Spare)", name)
+	}
+	n := c.spare[i]
+	c.spare = slices.Delete(c.spare, i, i+1)
+	n.taints = taints
+	c.Nodes = append(c.Nodes, n)
+	if err := n.start(ctx, c); err != nil {
+		return n, err
+	}
+	err := waitUntil(ctx, 60*time.Second, n.kubelet, func() bool {
+		_, err := c.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		return err == nil
+	})
+	return n, err
 }
 
 func (c *Cluster) launch(name, bin string, args ...string) error {

@@ -34,6 +34,7 @@ type Node struct {
 	CgroupRoot string
 
 	index      int
+	taints     []string
 	mountNS    string
 	holder     *exec.Cmd
 	holderDone chan struct{}
@@ -108,13 +109,16 @@ func (n *Node) start(ctx context.Context, c *Cluster) error {
 	}); err != nil {
 		return fmt.Errorf("node %s: containerd did not answer CRI: %w", n.Name, err)
 	}
-	n.kubelet, err = n.inNamespace(c, "kubelet", filepath.Join(framework.BinDir(), "kubelet"),
-		"--config", filepath.Join(n.Dir, "kubelet.yaml"),
+	args := []string{"--config", filepath.Join(n.Dir, "kubelet.yaml"),
 		"--kubeconfig", filepath.Join(n.Dir, "kubeconfig"),
 		"--hostname-override", n.Name,
 		"--node-ip", n.IP,
 		"--root-dir", filepath.Join(n.Dir, "kubelet"),
-		"--v", "2")
+		"--v", "2"}
+	if len(n.taints) > 0 {
+		args = append(args, "--register-with-taints", strings.Join(n.taints, ","))
+	}
+	n.kubelet, err = n.inNamespace(c, "kubelet", filepath.Join(framework.BinDir(), "kubelet"), args...)
 	return err
 }
 
