@@ -350,12 +350,16 @@ func (c *Controller) pullJobChanged(old, cur any) {
 	}
 	c.workloads.Add(k)
 	o, _ := old.(*prepullv1beta1.ImagePullJob)
-	if o != nil && j.Status.Desired > 0 && j.Status.Succeeded == j.Status.Desired && o.Status.Succeeded < o.Status.Desired {
+	if o != nil && allSucceeded(j.Status) && !allSucceeded(o.Status) {
 		// Edge-triggered from the job's own status: nothing to remember.
 		if w := c.lookup(k); w != nil {
 			c.recorder.Eventf(w.Runtime, corev1.EventTypeNormal, ReasonWarmed, "Image %s warmed on all %d target node(s)", j.Spec.Image, j.Status.Desired)
 		}
 	}
+}
+
+func allSucceeded(s prepullv1beta1.ImagePullJobStatus) bool {
+	return s.Desired > 0 && s.Succeeded == s.Desired
 }
 
 // nodeImageChanged wakes the gated pods waiting for an image that just
