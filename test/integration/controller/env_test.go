@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -124,8 +125,10 @@ func (e *env) addNode(name string, extra map[string]string) string {
 	if err != nil {
 		e.t.Fatalf("creating node: %v", err)
 	}
-	created.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}}
-	if _, err := e.kube.CoreV1().Nodes().UpdateStatus(context.Background(), created, metav1.UpdateOptions{}); err != nil {
+	// A merge patch by condition type: the controller may write its own
+	// condition at the same time.
+	ready := []byte(fmt.Sprintf(`{"status":{"conditions":[{"type":"Ready","status":"True","lastTransitionTime":%q}]}}`, metav1.Now().UTC().Format(time.RFC3339)))
+	if _, err := e.kube.CoreV1().Nodes().Patch(context.Background(), created.Name, types.StrategicMergePatchType, ready, metav1.PatchOptions{}, "status"); err != nil {
 		e.t.Fatalf("marking node Ready: %v", err)
 	}
 	return name

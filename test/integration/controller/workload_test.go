@@ -101,8 +101,9 @@ func (e *env) gatedPod(d *appsv1.Deployment, name string) *corev1.Pod {
 	rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: d.Name + "-rs", Namespace: e.ns,
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name, UID: d.UID, Controller: ptr.To(true)}}},
 		Spec: appsv1.ReplicaSetSpec{Selector: d.Spec.Selector, Template: d.Spec.Template}}
-	rs, err := e.kube.AppsV1().ReplicaSets(e.ns).Create(ctx, rs, metav1.CreateOptions{})
-	if err != nil {
+	if have, err := e.kube.AppsV1().ReplicaSets(e.ns).Get(ctx, rs.Name, metav1.GetOptions{}); err == nil {
+		rs = have
+	} else if rs, err = e.kube.AppsV1().ReplicaSets(e.ns).Create(ctx, rs, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
 	spec := *d.Spec.Template.Spec.DeepCopy()
@@ -444,7 +445,7 @@ func TestNodeTimeoutAndWarmingOff(t *testing.T) {
 		return ok && len(node.Spec.Taints) == 0 && strings.Contains(seen, "registry.example/never:1"), seen
 	})
 
-	d := e.deployment("web", map[string]string{workload.AnnotationWarm: "true"}, "registry.example/init:1")
+	d := e.deployment("web", map[string]string{workload.AnnotationWarm: "true"}, "registry.example/init:1", "registry.example/app:1")
 	e.gatedPod(d, "web-1")
 	e.eventually(30*time.Second, "web-1 released with a Warning saying warming is off", func() (bool, string) {
 		evs := e.events("web-1")
