@@ -146,17 +146,11 @@ func checkNodeJoins(t *testing.T, ctx context.Context) {
 	if !slices.ContainsFunc(node.Spec.Taints, func(t corev1.Taint) bool { return t.Key == workload.DefaultStartupTaint }) {
 		t.Fatalf("node-c registered without the startup taint: %v", node.Spec.Taints)
 	}
-	// What node-c must have: every warm job's image (all of today's
-	// workloads can land there).
-	jobs, err := kruise.AppsV1beta1().ImagePullJobs("default").List(ctx, metav1.ListOptions{LabelSelector: workload.LabelWorkloadUID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// What node-c must have: the images of the opted-in workloads whose
+	// pods can land there (not "one", pinned to node-a).
 	var want []string
-	for _, j := range jobs.Items {
-		if j.Spec.Selector == nil || len(j.Spec.Selector.Names) != 1 {
-			want = append(want, j.Spec.Image)
-		}
+	for _, repo := range []string{"public/warm:2", "public/cron:1", "public/sts:1", "public/ds:1", "public/job:1", "public/nightly:1"} {
+		want = append(want, c.Registry.Host+"/"+repo)
 	}
 	var untainted time.Time
 	framework.Eventually(t, 3*time.Minute, "node-c's startup taint removed", func() (bool, string) {

@@ -559,10 +559,9 @@ func (c *Controller) syncGate(ctx context.Context, k string) (time.Duration, err
 	in := GateInput{Pod: pod, Owner: status, Detail: detail, Grace: c.opts.GateGrace, Now: c.opts.Now(), NodeImage: c.nodeImage}
 	if status == OwnerWarmed {
 		in.Settings = *s
-		jobs, _ := c.pullJobs.ImagePullJobs(pod.Namespace).List(labels.SelectorFromSet(labels.Set{LabelWorkloadUID: string(w.Obj.GetUID())}))
-		for _, j := range jobs {
-			in.WarmImages = append(in.WarmImages, j.Spec.Image)
-		}
+		// What the warm jobs pull (or are about to: a pod may come before
+		// its workload's jobs are in the cache), as they spell it.
+		in.WarmImages = WarmedImages(w.Template, c.opts.Policy)
 		if in.Nodes, err = c.nodes.List(labels.Everything()); err != nil {
 			return 0, err
 		}
@@ -611,17 +610,24 @@ func (c *Controller) removeGate(ctx context.Context, pod *corev1.Pod) error {
 // RemoveGate patches SchedulingGate out of pod's gates (and nothing else),
 // testing that the gates are as read. kubectl prepull ungate uses it too.
 func RemoveGate(ctx context.Context, kube kubernetes.Interface, pod *corev1.Pod) error {
-	kept := slices.DeleteFunc(slices.Clone(pod.Spec.SchedulingGates), func(g corev1.PodSchedulingGate) bool { return g.Name == SchedulingGate })
-	ops := []map[string]any{{"op": "test", "path": "/spec/schedulingGates", "value": pod.Spec.SchedulingGates}}
-	if len(kept) == 0 {
-		ops = append(ops, map[string]any{"op": "remove", "path": "/spec/schedulingGates"})
-	} else {
-		ops = append(ops, map[string]any{"op": "replace", "path": "/spec/schedulingGates", "value": kept})
-	}
-	patch, err := json.Marshal(ops)
+	patch, err := dropPatch("/spec/schedulingGates", pod.Spec.SchedulingGates, func(g corev1.PodSchedulingGate) bool { return g.Name == SchedulingGate })
 	if err != nil {
 		return err
 	}
 	_, err = kube.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.JSONPatchType, patch, metav1.PatchOptions{})
 	return err
+}
+
+// dropPatch is a JSON patch that removes the items drop matches from the
+// list at path and leaves the rest; its test operation turns a concurrent
+// change of the list into a conflict to retry rather than a lost write.
+func dropPatch[T any](path string, list []T, drop func(T) bool) ([]byte, error) {
+	kept := slices.DeleteFunc(slices.Clone(list), drop)
+	ops := []map[string]any{{"op": "test", "path": path, "value": list}}
+	if len(kept) == 0 {
+		ops = append(ops, map[string]any{"op": "remove", "path": path})
+	} else {
+		ops = append(ops, map[string]any{"op": "replace", "path": path, "value": kept})
+	}
+	return json.Marshal(ops)
 }

@@ -316,3 +316,16 @@ func TestDecideNode(t *testing.T) {
 		t.Error("without the condition, a node is settled exactly when it has no startup taint")
 	}
 }
+
+func TestWarmedImages(t *testing.T) {
+	tmpl := &corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Image: "a:1"}, {Image: "b:1"}, {Image: "docker.io/library/a:1"}, {Image: "c:1"}}}}
+	if got := WarmedImages(tmpl, Policy{}); !slices.Equal(got, []string{"a:1", "b:1", "c:1"}) {
+		t.Errorf("no cap: %v", got)
+	}
+	// The gate reads these too: a pod made before its workload's jobs are
+	// in the cache still waits for them, and the capped image is one the
+	// gate does not wait for.
+	if got := WarmedImages(tmpl, Policy{MaxImages: 2}); !slices.Equal(got, []string{"a:1", "b:1"}) {
+		t.Errorf("cap 2: %v", got)
+	}
+}

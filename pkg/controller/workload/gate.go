@@ -43,8 +43,8 @@ type GateInput struct {
 	Detail string // the owner or the reason, for messages
 	// Settings are the workload's (OwnerWarmed only).
 	Settings Settings
-	// WarmImages are the images of the workload's warm jobs, as the jobs
-	// spell them (and so as NodeImages key them).
+	// WarmImages are the images the workload's warm jobs pull, as they
+	// spell them (and so as NodeImages key them): its template's.
 	WarmImages []string
 	Nodes      []*corev1.Node
 	// NodeImage returns a node's NodeImage, or nil.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -102,14 +101,7 @@ func (c *Controller) setCondition(ctx context.Context, node *corev1.Node, cond c
 // removeTaint drops the startup taint and nothing else; the test makes a
 // concurrent change of the taints a retry.
 func (c *Controller) removeTaint(ctx context.Context, node *corev1.Node) error {
-	kept := slices.DeleteFunc(slices.Clone(node.Spec.Taints), func(t corev1.Taint) bool { return t.Key == c.opts.Policy.StartupTaint })
-	ops := []map[string]any{{"op": "test", "path": "/spec/taints", "value": node.Spec.Taints}}
-	if len(kept) == 0 {
-		ops = append(ops, map[string]any{"op": "remove", "path": "/spec/taints"})
-	} else {
-		ops = append(ops, map[string]any{"op": "replace", "path": "/spec/taints", "value": kept})
-	}
-	patch, err := json.Marshal(ops)
+	patch, err := dropPatch("/spec/taints", node.Spec.Taints, func(t corev1.Taint) bool { return t.Key == c.opts.Policy.StartupTaint })
 	if err != nil {
 		return err
 	}

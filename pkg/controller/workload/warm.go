@@ -98,12 +98,11 @@ func DecideWarm(in WarmInput) WarmPlan {
 		// template and nodes.
 		p.RequeueAfter = run.Sub(in.Now) + time.Second
 	}
-	images := Images(&w.Template.Spec)
-	if in.Policy.MaxImages > 0 && len(images) > in.Policy.MaxImages {
+	images := WarmedImages(w.Template, in.Policy)
+	if all := Images(&w.Template.Spec); len(all) > len(images) {
 		p.Events = append(p.Events, Event{corev1.EventTypeWarning, ReasonTooManyImages, fmt.Sprintf(
 			"The pod template has %d images; the cluster's limit (prepull-controller --workload-max-images) is %d: only %s are warmed",
-			len(images), in.Policy.MaxImages, strings.Join(images[:in.Policy.MaxImages], ", "))})
-		images = images[:in.Policy.MaxImages]
+			len(all), in.Policy.MaxImages, strings.Join(images, ", "))})
 	}
 	targets := Targets(&w.Template.Spec, in.Nodes, s.NodeSelector, in.Policy.StartupTaint)
 	secrets := pullSecrets(w.Template, in.ServiceAccountSecrets)
@@ -146,6 +145,16 @@ func DecideWarm(in WarmInput) WarmPlan {
 		p.Events = append(p.Events, Event{corev1.EventTypeNormal, ReasonWarming, fmt.Sprintf("Warming %d image(s) on %d node(s): %s", len(created), len(targets), strings.Join(created, ", "))})
 	}
 	return p
+}
+
+// WarmedImages are the template's images that get warm jobs: all of them,
+// or the first --workload-max-images.
+func WarmedImages(t *corev1.PodTemplateSpec, pol Policy) []string {
+	images := Images(&t.Spec)
+	if pol.MaxImages > 0 && len(images) > pol.MaxImages {
+		images = images[:pol.MaxImages]
+	}
+	return images
 }
 
 // pullSecrets are the secrets the kubelet would pull the pods' images

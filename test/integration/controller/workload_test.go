@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
@@ -42,13 +43,21 @@ func (e *env) hasEvent(name, reason string) (bool, string) {
 
 func (e *env) setTaints(node string, taints ...corev1.Taint) {
 	e.t.Helper()
-	n, err := e.kube.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	n.Spec.Taints = taints
-	if _, err := e.kube.CoreV1().Nodes().Update(context.Background(), n, metav1.UpdateOptions{}); err != nil {
-		e.t.Fatal(err)
+	// The controller may write the node's condition meanwhile: retry a
+	// conflict on the node as read again.
+	for attempt := 0; ; attempt++ {
+		n, err := e.kube.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		n.Spec.Taints = taints
+		_, err = e.kube.CoreV1().Nodes().Update(context.Background(), n, metav1.UpdateOptions{})
+		if err == nil {
+			return
+		}
+		if !apierrors.IsConflict(err) || attempt == 10 {
+			e.t.Fatal(err)
+		}
 	}
 }
 
