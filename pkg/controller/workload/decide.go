@@ -177,6 +177,18 @@ func Images(spec *corev1.PodSpec) []string {
 // no other node is a target or is held.
 var Served = nodetags.ServedNode
 
+// TransientTaints are the taints a node carries while it starts or is
+// briefly unhealthy (set by the node lifecycle controller and cloud
+// providers). Warming looks past them, with the startup taint: a new node
+// is warmed and held for the workloads that will land there once it is
+// Ready, and a node that blinks NotReady is not dropped from its jobs.
+var TransientTaints = []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable, corev1.TaintNodeNetworkUnavailable, "node.cloudprovider.kubernetes.io/uninitialized"}
+
+// warmingIgnores are the taint keys warming looks past.
+func warmingIgnores(startupTaint string) []string {
+	return append(slices.Clone(TransientTaints), startupTaint)
+}
+
 // Targets are the names of the served nodes a pod of spec could be
 // scheduled to, sorted: its nodeSelector and required node affinity match,
 // its tolerations cover the node's NoSchedule and NoExecute taints (but

@@ -55,7 +55,8 @@ func reasons(evs []Event) []string {
 }
 
 func TestDecideWarm(t *testing.T) {
-	nodes := []*corev1.Node{node("a", nil), node("b", nil), node("new", nil, corev1.Taint{Key: DefaultStartupTaint, Effect: corev1.TaintEffectNoSchedule})}
+	nodes := []*corev1.Node{node("a", nil), node("b", nil), node("new", nil, corev1.Taint{Key: DefaultStartupTaint, Effect: corev1.TaintEffectNoSchedule},
+		corev1.Taint{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule})}
 	on := &Settings{NodeSelector: labels.Everything(), LeadTime: 10 * time.Minute}
 	of := func(obj any) *Workload { w, _ := Of(obj); return w }
 	web := of(deployment("app:1", "side:1"))
@@ -247,6 +248,7 @@ func TestDecideGate(t *testing.T) {
 
 func TestDecideNode(t *testing.T) {
 	startup := corev1.Taint{Key: DefaultStartupTaint, Effect: corev1.TaintEffectNoSchedule}
+	notReady := corev1.Taint{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule}
 	fresh := func(taints ...corev1.Taint) *corev1.Node {
 		n := node("n1", map[string]string{"pool": "gpu"}, taints...)
 		n.CreationTimestamp = metav1.NewTime(t0)
@@ -274,6 +276,8 @@ func TestDecideNode(t *testing.T) {
 	}{
 		{name: "new tainted node, nothing pulled yet: held", missing: []string{"reg/base:1", "reg/model:1"}, status: corev1.ConditionFalse, reason: condReasonPulling, recheck: 10 * time.Minute,
 			in: NodeInput{Node: fresh(startup), Needed: needed, Now: t0.Add(5 * time.Minute)}},
+		{name: "new node not Ready yet (its not-ready taint does not hide what will land there)", missing: []string{"reg/base:1", "reg/model:1"}, status: corev1.ConditionFalse, reason: condReasonPulling, recheck: 15 * time.Minute,
+			in: NodeInput{Node: fresh(startup, notReady), Needed: needed, Now: t0}},
 		{name: "one of two pulled: still held", missing: []string{"reg/base:1"}, status: corev1.ConditionFalse, reason: condReasonPulling, recheck: 15 * time.Minute,
 			in: NodeInput{Node: fresh(startup), NodeImage: nodeImage("n1", "reg/model:1", "reg/base:1=Pulling"), Needed: needed, Now: t0}},
 		{name: "every image it must have (not the web pool's): taint goes, condition True", remove: true, status: corev1.ConditionTrue, reason: condReasonWarm,

@@ -25,7 +25,7 @@ func (c *Controller) syncNode(ctx context.Context, name string) (time.Duration, 
 		return 0, err
 	}
 	taint := c.opts.Policy.StartupTaint
-	if Settled(node, taint, c.opts.NodeCondition) || !Served(node) {
+	if Settled(node, taint, c.opts.NodeCondition) {
 		return 0, nil
 	}
 	d := DecideNode(NodeInput{Node: node, NodeImage: c.nodeImage(name), Needed: c.needed(), Taint: taint,

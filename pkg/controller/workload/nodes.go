@@ -41,12 +41,13 @@ type NeededImage struct {
 }
 
 // WorkloadNeeds says a warm job's image belongs on the nodes its workload's
-// pods can land on (the startup taint aside), computed from the template
-// rather than the job's node list, so that a node is held even before the
-// job has been re-targeted to it.
+// pods can land on once the node is up (its startup and not-ready taints
+// aside), computed from the template rather than the job's node list, so
+// that a node is held even before the job has been re-targeted to it.
 func WorkloadNeeds(image string, spec *corev1.PodSpec, extra labels.Selector, startupTaint string) NeededImage {
+	ignore := warmingIgnores(startupTaint)
 	return NeededImage{Image: image, Wants: func(n *corev1.Node) bool {
-		return len(Targets(spec, []*corev1.Node{n}, extra, startupTaint)) == 1
+		return len(Targets(spec, []*corev1.Node{n}, extra, ignore...)) == 1
 	}}
 }
 

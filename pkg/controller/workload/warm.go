@@ -104,7 +104,7 @@ func DecideWarm(in WarmInput) WarmPlan {
 			"The pod template has %d images; the cluster's limit (prepull-controller --workload-max-images) is %d: only %s are warmed",
 			len(all), in.Policy.MaxImages, strings.Join(images, ", "))})
 	}
-	targets := Targets(&w.Template.Spec, in.Nodes, s.NodeSelector, in.Policy.StartupTaint)
+	targets := Targets(&w.Template.Spec, in.Nodes, s.NodeSelector, warmingIgnores(in.Policy.StartupTaint)...)
 	secrets := pullSecrets(w.Template, in.ServiceAccountSecrets)
 	byName := map[string]*prepullv1beta1.ImagePullJob{}
 	for _, j := range in.Jobs {

@@ -1,0 +1,115 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/prepull/prepull/pkg/controller/workload"
+	"github.com/prepull/prepull/test/framework"
+)
+
+// The controller's node guard (artifacts/deploy/node-write-guard.yaml) on
+// the real apiserver: acting as prepull-controller's service account, a
+// Node's startup taint may be removed and the ImagesWarm condition
+// written; nothing else of the Node may change. The admin is unaffected.
+func TestControllerNodeGuard(t *testing.T) {
+	cp := framework.Shared(t)
+	ctx := context.Background()
+	kubectl := filepath.Join(framework.BinDir(), "kubectl")
+	guard := filepath.Join(framework.RepoRoot(), "artifacts", "deploy", "node-write-guard.yaml")
+	if out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "-f", guard).CombinedOutput(); err != nil {
+		t.Fatalf("applying %s: %v\n%s", guard, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "delete", "-f", guard).Run() })
+	admin := kubernetes.NewForConfigOrDie(cp.Config)
+	// RBAC aside (system:masters), admission sees the service account.
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:prepull-system:prepull-controller", Groups: []string{"system:masters"}}
+	ctl := kubernetes.NewForConfigOrDie(cfg)
+
+	name := uniqueName("guarded")
+	startup := corev1.Taint{Key: workload.DefaultStartupTaint, Effect: corev1.TaintEffectNoSchedule}
+	other := corev1.Taint{Key: "other", Value: "x", Effect: corev1.TaintEffectNoSchedule}
+	if _, err := admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"pool": "a"}},
+		Spec: corev1.NodeSpec{Taints: []corev1.Taint{startup, other}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+
+	patch := func(body string, sub ...string) error {
+		_, err := ctl.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, []byte(body), metav1.PatchOptions{}, sub...)
+		return err
+	}
+	// The policy takes a moment to load: wait until it refuses a label.
+	framework.Eventually(t, 30*time.Second, "the guard in effect", func() (bool, string) {
+		err := patch(`{"metadata":{"labels":{"guard":"probe"}}}`)
+		if err == nil {
+			// Not loaded yet: undo the label as admin and try again.
+			_, _ = admin.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, []byte(`{"metadata":{"labels":{"guard":null}}}`), metav1.PatchOptions{})
+			return false, "label patch allowed"
+		}
+		return strings.Contains(err.Error(), "prepull-controller-node-scope"), err.Error()
+	})
+	// The node's taints as the apiserver keeps them (it adds not-ready).
+	n, err := admin.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	taints := func(add *corev1.Taint, drop string) string {
+		var out []corev1.Taint
+		for _, tt := range n.Spec.Taints {
+			if tt.Key != drop {
+				out = append(out, tt)
+			}
+		}
+		if add != nil {
+			out = append(out, *add)
+		}
+		body, _ := json.Marshal(map[string]any{"spec": map[string]any{"taints": out}})
+		return string(body)
+	}
+	for _, tc := range []struct {
+		what, body string
+		sub        []string
+		allowed    bool
+	}{
+		{"a label", `{"metadata":{"labels":{"guard":"x"}}}`, nil, false},
+		{"another taint added", taints(&corev1.Taint{Key: "guard", Effect: corev1.TaintEffectNoSchedule}, ""), nil, false},
+		{"another taint removed", taints(nil, "other"), nil, false},
+		{"unschedulable", `{"spec":{"unschedulable":true}}`, nil, false},
+		{"another condition", `{"status":{"conditions":[{"type":"Ready","status":"False","reason":"Guard","message":"guard check"}]}}`, []string{"status"}, false},
+		{"its own condition", `{"status":{"conditions":[{"type":"prepull.io/ImagesWarm","status":"True","reason":"ImagesWarm","message":"guard check"}]}}`, []string{"status"}, true},
+		{"its startup taint removed", taints(nil, workload.DefaultStartupTaint), nil, true},
+	} {
+		err := patch(tc.body, tc.sub...)
+		switch {
+		case tc.allowed && err != nil:
+			t.Errorf("controller writing %s: %v", tc.what, err)
+		case !tc.allowed && (err == nil || !strings.Contains(err.Error(), "prepull-controller may")):
+			t.Errorf("controller writing %s: want Forbidden with the policy's message, got %v", tc.what, err)
+		}
+	}
+	if n, err = admin.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(n.Spec.Taints, func(tt corev1.Taint) bool { return tt.Key == workload.DefaultStartupTaint || tt.Key == "guard" }) ||
+		!slices.ContainsFunc(n.Spec.Taints, func(tt corev1.Taint) bool { return tt.Key == "other" }) || n.Labels["guard"] != "" || n.Spec.Unschedulable {
+		t.Errorf("node after the guard's checks: taints %v labels %v unschedulable %v", n.Spec.Taints, n.Labels, n.Spec.Unschedulable)
+	}
+	// The admin is not bound by it.
+	if _, err := admin.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, []byte(`{"metadata":{"labels":{"admin":"yes"}}}`), metav1.PatchOptions{}); err != nil {
+		t.Errorf("admin labelling a node: %v", err)
+	}
+}
