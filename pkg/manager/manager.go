@@ -319,11 +319,7 @@ func newWorkloadController(kube kubernetes.Interface, client versioned.Interface
 	}
 	inf := workload.Informers{Nodes: nodes, Pods: pods, PullJobs: jobs, NodeImages: nodeImages}
 	if opts.WorkloadWarming {
-		inf.Workloads = map[string]cache.SharedIndexInformer{
-			"Deployment": kubeFactory.Apps().V1().Deployments().Informer(), "StatefulSet": kubeFactory.Apps().V1().StatefulSets().Informer(),
-			"DaemonSet": kubeFactory.Apps().V1().DaemonSets().Informer(), "Job": kubeFactory.Batch().V1().Jobs().Informer(),
-			"CronJob": kubeFactory.Batch().V1().CronJobs().Informer(),
-		}
+		inf.Workloads = workload.InformersFor(kubeFactory)
 		inf.ReplicaSets = kubeFactory.Apps().V1().ReplicaSets().Informer()
 		inf.Namespaces = kubeFactory.Core().V1().Namespaces().Informer()
 		inf.ServiceAccounts = kubeFactory.Core().V1().ServiceAccounts().Informer()

@@ -6,6 +6,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	kubeinformers "k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
 )
 
 // Workload is what warming needs of any workload kind.
@@ -31,6 +33,14 @@ type Workload struct {
 // informers, its cache transform and its reading of every kind come from
 // here.
 var Kinds = []string{kindDeployment, kindStatefulSet, kindDaemonSet, kindJob, kindCronJob}
+
+// InformersFor are the informers of every kind in Kinds.
+func InformersFor(f kubeinformers.SharedInformerFactory) map[string]cache.SharedIndexInformer {
+	return map[string]cache.SharedIndexInformer{
+		kindDeployment: f.Apps().V1().Deployments().Informer(), kindStatefulSet: f.Apps().V1().StatefulSets().Informer(),
+		kindDaemonSet: f.Apps().V1().DaemonSets().Informer(), kindJob: f.Batch().V1().Jobs().Informer(), kindCronJob: f.Batch().V1().CronJobs().Informer(),
+	}
+}
 
 // Of reads any handled workload object; ok is false for other objects.
 func Of(obj any) (*Workload, bool) {
