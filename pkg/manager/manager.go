@@ -111,7 +111,7 @@ func Defaults() Options {
 		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
 		ImagePullJobWorkers: 4, ImageListPullJobWorkers: 2, PullSecretWorkers: 2, NodeImageWorkers: 4, LabelSyncWorkers: 2,
 		UnansweredTimeout: 10 * time.Minute, RepullInterval: 24 * time.Hour, FailedRepullInterval: 5 * time.Minute, WorkloadWarming: true, WorkloadWorkers: 2, WorkloadDefaultParallelism: "100%", GateReleaseGrace: time.Minute,
-		StartupTaint: workload.DefaultStartupTaint, StartupTaintTimeout: 15 * time.Minute, NodeCondition: true, CompletedTagTTL: 10 * time.Minute, NodeImageWriteConcurrency: 16,
+		StartupTaint: workload.DefaultStartupTaint, StartupTaintTimeout: 15 * time.Minute, CompletedTagTTL: 10 * time.Minute, NodeImageWriteConcurrency: 16,
 		MetricsAddr: ":8080", HealthAddr: ":8081",
 	}
 }

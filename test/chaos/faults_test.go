@@ -74,6 +74,19 @@ func TestAPIServerRestartAndOutage(t *testing.T) {
 
 	j = e.job("outage", "chaos/app:v2")
 	e.eventually(time.Minute, "a node to start pulling", e.somePulling(j))
+	// The scenario is the daemons' side of an outage: every daemon must
+	// hold the task (it answered the tag) before the API goes. A daemon
+	// whose NodeImage watch is still in client-go's backoff after the
+	// restart above has not seen the tag yet, and rightly waits for the API.
+	e.eventually(time.Minute, "every node's daemon to answer the tag", func() (bool, string) {
+		var missing []string
+		for _, n := range e.c.Nodes {
+			if e.nodeStatus(n, j) == nil {
+				missing = append(missing, n)
+			}
+		}
+		return len(missing) == 0, "no answer yet from " + strings.Join(missing, ", ")
+	})
 	down := time.Now()
 	e.cp.StopAPIServer()
 	// The daemons go on pulling with the API away: every node's
