@@ -341,7 +341,9 @@ func (c *Controller) pullJobChanged(old, cur any) {
 	if !ok {
 		return
 	}
-	if old == nil {
+	// Only baseline and warm jobs decide what a held node needs; other jobs
+	// (every job at start-up, in the initial list) leave the nodes alone.
+	if old == nil && (j.Annotations[AnnotationNodeBaseline] == "true" || j.Labels[LabelWorkloadUID] != "") {
 		c.enqueueUnsettled()
 	}
 	k, ok := workloadKey(j)

@@ -187,14 +187,15 @@ func TestDecideGate(t *testing.T) {
 	all := Settings{NodeSelector: labels.Everything(), GateMinNodes: intstr.FromString("100%"), GateTimeout: 10 * time.Minute}
 	two := all
 	two.GateMinNodes = intstr.FromInt32(2)
-	cases := []struct {
+	type gateCase struct {
 		name             string
 		in               GateInput
 		release          bool
 		reason           string
 		recheck          time.Duration
 		waiting, uncover []string
-	}{
+	}
+	cases := []gateCase{
 		{name: "every image on every node the pod can run on", release: true, reason: ReasonGateReleased,
 			in: GateInput{Pod: pod("reg/app:1"), Settings: all, WarmImages: []string{"reg/app:1", "reg/side:1"}, Nodes: three}},
 		{name: "one image still pulling on a node: wait until the timeout", recheck: 9 * time.Minute, waiting: []string{"reg/side:1"},
@@ -220,14 +221,7 @@ func TestDecideGate(t *testing.T) {
 			in: GateInput{Pod: pod("reg/app:1"), Owner: OwnerNotOptedIn, Detail: "Deployment web", Now: t0.Add(30 * time.Second)}},
 	}
 	for _, ownerless := range []OwnerStatus{OwnerNotOptedIn, OwnerInvalid, OwnerNone, WarmingOff} {
-		cases = append(cases, struct {
-			name             string
-			in               GateInput
-			release          bool
-			reason           string
-			recheck          time.Duration
-			waiting, uncover []string
-		}{name: fmt.Sprintf("owner status %d after the grace: released with a reason", ownerless), release: true, reason: ReasonGateNotManaged,
+		cases = append(cases, gateCase{name: fmt.Sprintf("owner status %d after the grace: released with a reason", ownerless), release: true, reason: ReasonGateNotManaged,
 			in: GateInput{Pod: pod("reg/app:1"), Owner: ownerless, Detail: "Deployment web", Now: t0.Add(time.Minute)}})
 	}
 	for _, tc := range cases {
