@@ -44,7 +44,7 @@ REGISTRY ?=
 images: ## Container images for both binaries (linux/amd64+arm64, no Docker needed): to bin/images (OCI layout), or pushed with REGISTRY=host/path.
 	$(GO) run ./hack/images $(if $(REGISTRY),-registry=$(REGISTRY)) $(if $(TAG),-tag=$(TAG)) $(if $(PLATFORMS),-platforms=$(PLATFORMS))
 
-cluster-e2e: controlplane ## Install prepull with kubectl apply -k on a real 2-node cluster (kubelets, containerd) on this machine and check it end to end.
+cluster-e2e: controlplane containerd ## Install prepull with kubectl apply -k on a real 2-node cluster (kubelets, containerd) on this machine and check it end to end.
 	@hack/build-controlplane.sh node >/dev/null
 	@hack/install-containerd.sh node
 	$(GO) test -count=1 -timeout 25m ./test/clustere2e/...
@@ -59,8 +59,9 @@ dist: ## kubectl-prepull archives for krew (linux/darwin, amd64/arm64) and the r
 controlplane: ## Build (or find cached) etcd, kube-apiserver and kubectl.
 	@hack/build-controlplane.sh >/dev/null
 
-containerd: ## Install Debian's containerd if missing (the daemon tests run their own instance).
+containerd: ## Install Debian's containerd 1.6 if missing and build (or find cached) containerd 2.x; the tests run their own instances.
 	@hack/install-containerd.sh
+	@hack/build-containerd.sh >/dev/null
 
 verify: ## gofmt, go vet, vendor and generated-code freshness.
 	hack/verify-gofmt.sh

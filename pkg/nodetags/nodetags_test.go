@@ -132,7 +132,7 @@ func TestSpecPatch(t *testing.T) {
 		"gone": {Tags: []appsv1beta1.ImageTagSpec{{Tag: "1"}}},
 	}}}
 	images := CopyImages(old.Spec.Images)
-	if p, err := SpecPatch(old, images, Whole); err != nil || p != nil {
+	if p, err := SpecPatch(old, images, nil, Whole); err != nil || p != nil {
 		t.Fatalf("unchanged images: patch %s, %v; want none", p, err)
 	}
 	delete(images, "gone")
@@ -140,7 +140,7 @@ func TestSpecPatch(t *testing.T) {
 	edit.SandboxConfig = nil
 	edit.Tags = append(edit.Tags, appsv1beta1.ImageTagSpec{Tag: "2"})
 	images["edit"] = edit
-	p, err := SpecPatch(old, images, Whole)
+	p, err := SpecPatch(old, images, nil, Whole)
 	if err != nil {
 		t.Fatal(err)
 	}

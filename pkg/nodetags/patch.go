@@ -127,22 +127,42 @@ func jsonPatch(ops []op) (*Patch, error) {
 	return &Patch{Type: types.JSONPatchType, Data: data}, nil
 }
 
-// SpecPatch builds the write that turns old's spec.images into images,
-// touching only the images that changed, under the given precondition. It
-// returns nil when nothing changed.
-func SpecPatch(old *appsv1beta1.NodeImage, images map[string]appsv1beta1.ImageSpec, pre Precondition) (*Patch, error) {
+// SpecPatch builds the write that turns old's spec.images into images and,
+// when annotations is not nil, its annotations into annotations, touching
+// only the entries that changed, under the given precondition. It returns
+// nil when nothing changed.
+func SpecPatch(old *appsv1beta1.NodeImage, images map[string]appsv1beta1.ImageSpec, annotations map[string]string, pre Precondition) (*Patch, error) {
 	if pre == Entries {
 		ops := entryOps("/spec/images", old.Spec.Images, images)
+		if annotations != nil {
+			ops = append(ops, entryOps("/metadata/annotations", old.Annotations, annotations)...)
+		}
 		if len(ops) == 0 {
 			return nil, nil
 		}
 		return jsonPatch(ops)
 	}
 	changes, err := mergepatch.Diff(old.Spec.Images, images)
-	if err != nil || len(changes) == 0 {
+	if err != nil {
 		return nil, err
 	}
-	data, err := mergepatch.WithResourceVersion(old.ResourceVersion, map[string]any{"spec": map[string]any{"images": changes}})
+	body := map[string]any{}
+	if len(changes) > 0 {
+		body["spec"] = map[string]any{"images": changes}
+	}
+	if annotations != nil {
+		annChanges, err := mergepatch.Diff(old.Annotations, annotations)
+		if err != nil {
+			return nil, err
+		}
+		if len(annChanges) > 0 {
+			body["metadata"] = map[string]any{"annotations": annChanges}
+		}
+	}
+	if len(body) == 0 {
+		return nil, nil
+	}
+	data, err := mergepatch.WithResourceVersion(old.ResourceVersion, body)
 	if err != nil {
 		return nil, err
 	}

@@ -53,7 +53,7 @@ func TestSpecPatchEntries(t *testing.T) {
 	mine["a"] = tags("1", "2")
 	delete(mine, "b")
 	mine["c"] = tags("1")
-	p, err := SpecPatch(read, mine, Entries)
+	p, err := SpecPatch(read, mine, nil, Entries)
 	if err != nil || p == nil {
 		t.Fatalf("patch %v, %v", p, err)
 	}
@@ -97,7 +97,7 @@ func TestSpecPatchEntries(t *testing.T) {
 
 	t.Run("no images yet", func(t *testing.T) {
 		empty := &appsv1beta1.NodeImage{}
-		p, err := SpecPatch(empty, map[string]appsv1beta1.ImageSpec{"a~/x": tags("1")}, Entries)
+		p, err := SpecPatch(empty, map[string]appsv1beta1.ImageSpec{"a~/x": tags("1")}, nil, Entries)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,7 +112,7 @@ func TestSpecPatchEntries(t *testing.T) {
 		}
 	})
 	t.Run("nothing changed", func(t *testing.T) {
-		if p, err := SpecPatch(read, CopyImages(read.Spec.Images), Entries); p != nil || err != nil {
+		if p, err := SpecPatch(read, CopyImages(read.Spec.Images), nil, Entries); p != nil || err != nil {
 			t.Fatalf("patch %s, %v; want none", p.Data, err)
 		}
 	})

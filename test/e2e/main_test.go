@@ -56,6 +56,9 @@ func TestMain(m *testing.M) {
 				{Repo: "public/nginx", Tag: "1.9.1", Layers: 1, LayerSize: 64 << 10},
 			},
 			ControllerArgs: []string{"--unanswered-timeout", "30s"},
+			// What clusters run today; the daemon's integration tests cover
+			// Debian's 1.6 too.
+			Containerd2: true,
 		})
 		if err != nil {
 			return nil, err

@@ -61,6 +61,9 @@ type ClusterOptions struct {
 	// service-account and garbage-collector controllers), as a real
 	// cluster has; it needs the node binaries.
 	ControllerManager bool
+	// Containerd2 runs containerd 2.x (hack/build-containerd.sh) on every
+	// node instead of Debian's 1.6.
+	Containerd2 bool
 }
 
 // NodeOptions shape one node added with AddNode.
@@ -316,7 +319,7 @@ func (c *Cluster) AddNode(ctx context.Context, name string, o NodeOptions) (*Clu
 	if _, err := kube.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
 		return nil, err
 	}
-	ctd, err := StartContainerdWith(ctx, ContainerdOptions{ImageFSBytes: o.ImageFSBytes})
+	ctd, err := StartContainerdWith(ctx, ContainerdOptions{ImageFSBytes: o.ImageFSBytes, V2: c.opts.Containerd2})
 	if err != nil {
 		return nil, err
 	}

@@ -14,9 +14,13 @@ import (
 	"github.com/prepull/prepull/pkg/cri"
 )
 
-// Containerd is a real containerd (Debian's package, installed by
-// hack/install-containerd.sh) with its own root, state and socket.
+// Containerd is a real containerd with its own root, state and socket:
+// Debian's 1.6 (installed by hack/install-containerd.sh) or 2.x (built by
+// hack/build-containerd.sh).
 type Containerd struct {
+	// Name says which release runs, e.g. "containerd-1.6" or
+	// "containerd-2.4", for subtest names.
+	Name     string
 	Dir      string
 	Socket   string
 	Endpoint string
@@ -35,6 +39,44 @@ type ContainerdOptions struct {
 	// ImageFSBytes, when > 0, puts containerd's root (its content and
 	// snapshots) on a tmpfs of this size, so pulls can fill it up.
 	ImageFSBytes int64
+	// V2 runs containerd 2.x from hack/build-containerd.sh's cache instead
+	// of Debian's 1.6.
+	V2 bool
+}
+
+// Containerd2Version is the containerd 2.x release hack/build-containerd.sh
+// builds; keep it in step with hack/tools/containerd/go.mod.
+const Containerd2Version = "v2.4.2"
+
+// Containerd2BinDir is where hack/build-containerd.sh puts containerd 2.x,
+// its runc shim and ctr.
+func Containerd2BinDir() string {
+	if dir := os.Getenv("PREPULL_CONTAINERD2_BIN"); dir != "" {
+		return dir
+	}
+	cache := os.Getenv("XDG_CACHE_HOME")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(cache, "prepull", "containerd", Containerd2Version, "bin")
+}
+
+// ContainerdBinary is the containerd to run: 2.x from the cache, or
+// Debian's from $PATH; its name says which for subtests.
+func ContainerdBinary(v2 bool) (path, name string, err error) {
+	if v2 {
+		path = filepath.Join(Containerd2BinDir(), "containerd")
+		if _, err := os.Stat(path); err != nil {
+			return "", "", fmt.Errorf("containerd %s is not built: run hack/build-containerd.sh (or `make containerd`): %w", Containerd2Version, err)
+		}
+		return path, "containerd-2", nil
+	}
+	path, err = exec.LookPath("containerd")
+	if err != nil {
+		return "", "", fmt.Errorf("containerd is not installed: run hack/install-containerd.sh (or `make containerd`): %w", err)
+	}
+	return path, "containerd-1.6", nil
 }
 
 // StartContainerd starts containerd under a new directory and waits until
@@ -45,16 +87,16 @@ func StartContainerd(ctx context.Context) (*Containerd, error) {
 
 // StartContainerdWith is StartContainerd shaped by o.
 func StartContainerdWith(ctx context.Context, o ContainerdOptions) (*Containerd, error) {
-	bin, err := exec.LookPath("containerd")
+	bin, name, err := ContainerdBinary(o.V2)
 	if err != nil {
-		return nil, fmt.Errorf("containerd is not installed: run hack/install-containerd.sh (or `make containerd`): %w", err)
+		return nil, err
 	}
 	// Socket paths must stay under ~100 bytes: keep the directory short.
 	dir, err := os.MkdirTemp("/tmp", "ctd-")
 	if err != nil {
 		return nil, err
 	}
-	c := &Containerd{Dir: dir, Socket: filepath.Join(dir, "c.sock"), HostsDir: filepath.Join(dir, "certs.d"), Log: filepath.Join(dir, "containerd.log"), bin: bin}
+	c := &Containerd{Name: name, Dir: dir, Socket: filepath.Join(dir, "c.sock"), HostsDir: filepath.Join(dir, "certs.d"), Log: filepath.Join(dir, "containerd.log"), bin: bin}
 	c.Endpoint = "unix://" + c.Socket
 	if err := os.MkdirAll(c.HostsDir, 0o755); err != nil {
 		return nil, err
@@ -69,20 +111,7 @@ func StartContainerdWith(ctx context.Context, o ContainerdOptions) (*Containerd,
 			return nil, fmt.Errorf("mounting a %d-byte filesystem for containerd's root (needs root): %v: %s", o.ImageFSBytes, err, out)
 		}
 	}
-	config := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[debug]
-  address = ""
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "registry.invalid/pause:3.9"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = %q
-`, root, filepath.Join(dir, "state"), c.Socket, c.Socket+".ttrpc", c.HostsDir)
+	config := containerdConfig(o.V2, root, filepath.Join(dir, "state"), c.Socket, c.HostsDir)
 	c.config = filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(c.config, []byte(config), 0o644); err != nil {
 		return nil, err
@@ -92,6 +121,38 @@ state = %q
 		return nil, err
 	}
 	return c, nil
+}
+
+// containerdConfig is a containerd configuration with its own root, state,
+// socket and registry hosts directory, in 1.6's format (version 2) or 2.x's
+// (version 3). No pause image is pulled: the daemon runs no pods.
+func containerdConfig(v2 bool, root, state, socket, hostsDir string) string {
+	head := fmt.Sprintf(`root = %q
+state = %q
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[debug]
+  address = ""
+`, root, state, socket, socket+".ttrpc")
+	if !v2 {
+		return "version = 2\n" + head + fmt.Sprintf(`[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.invalid/pause:3.9"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %q
+`, hostsDir)
+	}
+	// NRI is on by default in 2.x with one socket per machine; several
+	// containerds here would fight over it.
+	return "version = 3\n" + head + fmt.Sprintf(`[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+[plugins."io.containerd.cri.v1.images"]
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "registry.invalid/pause:3.9"
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = %q
+`, hostsDir)
 }
 
 // run starts the containerd process and waits until it answers CRI.

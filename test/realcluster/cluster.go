@@ -49,6 +49,7 @@ type Cluster struct {
 
 	nodeTokens map[string]string
 	procs      []*framework.Process
+	opts       Options
 }
 
 // Options shape a Cluster.
@@ -60,6 +61,9 @@ type Options struct {
 	Spare []string
 	// RegistryUser and RegistryPassword guard the registry outside public/.
 	RegistryUser, RegistryPassword string
+	// Containerd2 runs containerd 2.x (hack/build-containerd.sh) on the
+	// nodes instead of Debian's 1.6.
+	Containerd2 bool
 }
 
 // Start brings a cluster up and waits until every node is Ready and the
@@ -75,7 +79,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: dir, nodeTokens: map[string]string{}}
+	c := &Cluster{Dir: dir, nodeTokens: map[string]string{}, opts: opts}
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("%w\n%s", err, c.Logs())

@@ -94,7 +94,14 @@ func (n *Node) start(ctx context.Context, c *Cluster) error {
 	if err := n.writeConfigs(c); err != nil {
 		return err
 	}
-	if n.containerd, err = n.inNamespace(c, "containerd", "containerd", "--config", filepath.Join(n.Dir, "containerd.toml")); err != nil {
+	bin, _, err := framework.ContainerdBinary(c.opts.Containerd2)
+	if err != nil {
+		return err
+	}
+	// containerd looks for its shim on $PATH before its own directory:
+	// put its own release's shim first (Debian's 1.6 shim is in /usr/bin).
+	path := filepath.Dir(bin) + ":" + os.Getenv("PATH")
+	if n.containerd, err = n.inNamespace(c, "containerd", "env", "PATH="+path, bin, "--config", filepath.Join(n.Dir, "containerd.toml")); err != nil {
 		return err
 	}
 	// The kubelet exits at once when the runtime does not answer yet.
@@ -128,15 +135,19 @@ func (n *Node) inNamespace(c *Cluster, name, bin string, args ...string) (*frame
 		append([]string{"--target", strconv.Itoa(n.holder.Process.Pid), "--mount", "--", bin}, args...)...)
 }
 
-func (n *Node) writeConfigs(c *Cluster) error {
-	containerd := fmt.Sprintf(`version = 2
-root = %q
+// containerdConfig is the node's containerd configuration, in 1.6's format
+// (version 2) or 2.x's (version 3).
+func (n *Node) containerdConfig(c *Cluster) string {
+	root, cniDir, hostsDir := filepath.Join(n.Dir, "containerd"), filepath.Join(n.Dir, "cni"), filepath.Join(n.Dir, "certs.d")
+	head := fmt.Sprintf(`root = %q
 state = "/run/containerd"
 [grpc]
   address = "/run/containerd/containerd.sock"
 [debug]
   address = ""
-[plugins."io.containerd.grpc.v1.cri"]
+`, root)
+	if !c.opts.Containerd2 {
+		return "version = 2\n" + head + fmt.Sprintf(`[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %q
   # Even root lacks CAP_SYS_RESOURCE here: the kubelet's negative OOM scores
   # would make every sandbox fail.
@@ -146,7 +157,27 @@ state = "/run/containerd"
     conf_dir = %q
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = %q
-`, filepath.Join(n.Dir, "containerd"), c.PauseImage, filepath.Join(n.Dir, "cni"), filepath.Join(n.Dir, "certs.d"))
+`, c.PauseImage, cniDir, hostsDir)
+	}
+	return "version = 3\n" + head + fmt.Sprintf(`[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+[plugins."io.containerd.cri.v1.images"]
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = %q
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = %q
+[plugins."io.containerd.cri.v1.runtime"]
+  # Even root lacks CAP_SYS_RESOURCE here: the kubelet's negative OOM scores
+  # would make every sandbox fail.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = %q
+`, c.PauseImage, hostsDir, cniDir)
+}
+
+func (n *Node) writeConfigs(c *Cluster) error {
+	containerd := n.containerdConfig(c)
 	cni := fmt.Sprintf(`{
   "cniVersion": "0.4.0",
   "name": "prepull-%s",

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -35,6 +36,7 @@ import (
 	"github.com/prepull/prepull/pkg/metrics"
 	"github.com/prepull/prepull/pkg/nodetags"
 	"github.com/prepull/prepull/pkg/ownwrites"
+	"github.com/prepull/prepull/pkg/retention"
 )
 
 // JobByUID indexes ImagePullJobs by UID, to map a tag's owner reference to
@@ -358,7 +360,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	tmpl := TagTemplate(job, c.opts.DaemonNamespace)
 	owner := OwnerReference(job)
 	now := metav1.NewTime(c.opts.Now())
-	edit := func(node string, change func(map[string]appsv1beta1.ImageSpec) bool) {
+	edit := func(node string, change imagesChange) {
 		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -373,7 +375,8 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	}
 	renew := sets.New(d.Renew...)
 	for _, node := range d.Write {
-		edit(node, func(images map[string]appsv1beta1.ImageSpec) bool {
+		edit(node, func(e *nodeEdit) bool {
+			images := e.Images
 			changed := nodetags.AddOwner(images, ref.Name, ref.Tag, owner, tmpl, now)
 			if renew.Has(node) {
 				changed = nodetags.Renew(images, ref.Name, ref.Tag, now) || changed
@@ -382,9 +385,20 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 		})
 	}
 	for _, node := range d.Release {
-		edit(node, func(images map[string]appsv1beta1.ImageSpec) bool {
+		edit(node, func(e *nodeEdit) bool {
+			images := e.Images
 			return c.releaseJob(images, job.UID)
 		})
+	}
+	// A pin or completion policy changed after the tags were written: the
+	// retention keys on the job's other nodes follow (the write derives
+	// them; the change itself is empty).
+	policy := retention.JobPolicy(job).String()
+	touched := sets.New(d.Write...).Insert(d.Release...)
+	for _, ni := range owned {
+		if ni.Annotations[retention.RetainPrefix+string(job.UID)] != policy && !touched.Has(ni.Name) {
+			edit(ni.Name, func(*nodeEdit) bool { return false })
+		}
 	}
 	wg.Wait()
 	if _, err := c.writeStatus(ctx, job, d); err != nil {
@@ -440,6 +454,16 @@ func (c *Controller) releaseJob(images map[string]appsv1beta1.ImageSpec, uid typ
 	return changed
 }
 
+// retentionOf answers, for a tag owner, what its job asks of the image
+// beyond one pull; an owner not in the cache is unknown.
+func (c *Controller) retentionOf(uid types.UID) (retention.Policy, bool) {
+	jobs := c.jobsByUID(uid)
+	if len(jobs) == 0 {
+		return retention.Policy{}, false
+	}
+	return retention.JobPolicy(jobs[0]), true
+}
+
 // secretsOf answers, for a tag owner, the pull secrets its job needs on
 // the node; an owner not in the cache is unknown.
 func (c *Controller) secretsOf(owner corev1.ObjectReference) ([]appsv1beta1.ReferenceObject, bool) {
@@ -464,10 +488,16 @@ func (c *Controller) editNodeImage(ctx context.Context, name string, change imag
 		return err
 	}
 	for attempt := 1; ; attempt++ {
-		images := nodetags.CopyImages(ni.Spec.Images)
-		if !change(images) {
+		e := &nodeEdit{Images: nodetags.CopyImages(ni.Spec.Images), Annotations: maps.Clone(ni.Annotations)}
+		changed := change(e)
+		// The owners' retention policies follow the tags just written, and
+		// a job whose pin annotation changed gets its keys rewritten here
+		// even when its tags did not change.
+		annotations := retention.Annotations(e.Annotations, e.Images, c.retentionOf, c.opts.Now())
+		if !changed && maps.Equal(annotations, ni.Annotations) {
 			return nil
 		}
+		images := e.Images
 		// Entry preconditions let tag writes of other jobs and the
 		// daemon's status writes pass; after a stale fresh read, the
 		// whole object is the precondition (see nodetags.Whole).
@@ -475,7 +505,7 @@ func (c *Controller) editNodeImage(ctx context.Context, name string, change imag
 		if attempt >= maxWriteAttempts {
 			pre = nodetags.Whole
 		}
-		patch, err := nodetags.SpecPatch(ni, images, pre)
+		patch, err := nodetags.SpecPatch(ni, images, annotations, pre)
 		if err != nil || patch == nil {
 			return err
 		}
@@ -589,8 +619,20 @@ func (c *Controller) cleanup(ctx context.Context, job *appsv1beta1.ImagePullJob)
 	}
 	var errs []error
 	for _, ni := range owned {
-		if err := c.edit(ctx, ni.Name, func(images map[string]appsv1beta1.ImageSpec) bool {
-			return c.releaseJob(images, job.UID)
+		purge := retention.Requested(job.Annotations, retention.RemoveOnDeleteAnnotation)
+		if err := c.edit(ctx, ni.Name, func(e *nodeEdit) bool {
+			if purge {
+				// Each tag the job held goes to the daemon as one request;
+				// it removes only what no other tag and no container uses.
+				for name, img := range e.Images {
+					for _, t := range img.Tags {
+						if nodetags.OwnedBy(&t, job.UID) {
+							e.Annotations = retention.WithPurge(e.Annotations, job.UID, name, t.Tag, c.opts.Now())
+						}
+					}
+				}
+			}
+			return c.releaseJob(e.Images, job.UID)
 		}); err != nil {
 			errs = append(errs, err)
 		}

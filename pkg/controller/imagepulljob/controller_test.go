@@ -77,11 +77,15 @@ func TestEditNodeImageRetriesAConflictFromAFreshRead(t *testing.T) {
 	if err := indexer.Add(stale); err != nil {
 		t.Fatal(err)
 	}
-	c := &Controller{client: client, nodeImages: appslisters.NewNodeImageLister(indexer)}
+	jobs := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{JobByUID: func(obj any) ([]string, error) {
+		return []string{string(obj.(*appsv1beta1.ImagePullJob).UID)}, nil
+	}})
+	c := &Controller{client: client, nodeImages: appslisters.NewNodeImageLister(indexer), jobIndexer: jobs, opts: Options{Now: time.Now}}
 	conflicts := testutil.ToFloat64(metrics.NodeImageWrites.WithLabelValues("imagepulljob", "conflict"))
 	oks := testutil.ToFloat64(metrics.NodeImageWrites.WithLabelValues("imagepulljob", "ok"))
 	owner := corev1.ObjectReference{Name: "job", Namespace: "ns", UID: "uid-1"}
-	err := c.editNodeImage(context.Background(), "n1", func(images map[string]appsv1beta1.ImageSpec) bool {
+	err := c.editNodeImage(context.Background(), "n1", func(e *nodeEdit) bool {
+		images := e.Images
 		return nodetags.AddOwner(images, "nginx", "1.25", owner, nodetags.TagTemplate{}, metav1.Now())
 	})
 	if err != nil {

@@ -7,10 +7,18 @@ import (
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 )
 
-// imagesChange edits a NodeImage's images and says whether it changed
-// anything. It may run more than once (on a fresh copy after a conflict),
-// so it must only depend on the copy it is given.
-type imagesChange func(images map[string]appsv1beta1.ImageSpec) bool
+// nodeEdit is what one write may change of a NodeImage: the images of its
+// spec and its annotations (where deleted jobs' purge requests go; the
+// writer derives the owners' retention policies from the images itself).
+type nodeEdit struct {
+	Images      map[string]appsv1beta1.ImageSpec
+	Annotations map[string]string
+}
+
+// imagesChange edits a NodeImage and says whether it changed anything. It
+// may run more than once (on a fresh copy after a conflict), so it must
+// only depend on the copy it is given.
+type imagesChange func(e *nodeEdit) bool
 
 // groupWriter serialises the controller's writes to each NodeImage and
 // folds the changes that arrive while one is in flight into the next
@@ -69,10 +77,10 @@ func (w *groupWriter) edit(ctx context.Context, name string, change imagesChange
 		g := q.next
 		q.next = nil
 		w.mu.Unlock()
-		g.err = w.write(ctx, name, func(images map[string]appsv1beta1.ImageSpec) bool {
+		g.err = w.write(ctx, name, func(e *nodeEdit) bool {
 			changed := false
 			for _, c := range g.changes {
-				if c(images) {
+				if c(e) {
 					changed = true
 				}
 			}

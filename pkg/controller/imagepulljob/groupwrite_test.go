@@ -34,7 +34,7 @@ func TestGroupWriterFoldsConcurrentChanges(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		inFlight--
-		change(stored)
+		change(&nodeEdit{Images: stored})
 		if name == "broken" {
 			return errors.New("refused")
 		}
@@ -42,7 +42,8 @@ func TestGroupWriterFoldsConcurrentChanges(t *testing.T) {
 	})
 	var wg sync.WaitGroup
 	add := func(image string) imagesChange {
-		return func(images map[string]appsv1beta1.ImageSpec) bool {
+		return func(e *nodeEdit) bool {
+			images := e.Images
 			images[image] = appsv1beta1.ImageSpec{Tags: []appsv1beta1.ImageTagSpec{{Tag: "v1"}}}
 			return true
 		}

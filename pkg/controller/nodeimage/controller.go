@@ -174,7 +174,7 @@ func (c *Controller) housekeep(ctx context.Context, ni *appsv1beta1.NodeImage) (
 	r := Housekeep(Input{NodeImage: ni, OwnerExists: c.ownerExists, Now: c.opts.Now(), UnansweredTimeout: c.opts.UnansweredTimeout})
 	// A stale entry comes back as a conflict and the sync is retried
 	// from the (by then newer) cache.
-	patch, err := nodetags.SpecPatch(ni, r.Images, nodetags.Entries)
+	patch, err := nodetags.SpecPatch(ni, r.Images, nil, nodetags.Entries)
 	if err != nil {
 		return 0, err
 	}

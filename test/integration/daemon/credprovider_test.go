@@ -17,25 +17,25 @@ import (
 // runs once within its cache duration; its password shows nowhere; a
 // plugin that fails makes a Failed tag that names it.
 func TestCredentialProviderPlugin(t *testing.T) {
-	e := newEnv(t)
-	e.push(e.repo+"/cloud", "v1", 1, 4<<10)
-	e.push(e.repo+"/cloud", "v2", 1, 4<<10)
-	e.push(e.repo+"/broken", "v1", 1, 4<<10)
+	eachRuntime(t, func(t *testing.T, e *env) {
+		e.push(e.repo+"/cloud", "v1", 1, 4<<10)
+		e.push(e.repo+"/cloud", "v2", 1, 4<<10)
+		e.push(e.repo+"/broken", "v1", 1, 4<<10)
 
-	binDir := t.TempDir()
-	plugin, err := framework.BuildBinary(binDir, "./test/credplugin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(plugin, filepath.Join(binDir, "cloud-credential-provider")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(filepath.Join(binDir, "cloud-credential-provider"), filepath.Join(binDir, "broken-provider")); err != nil {
-		t.Fatal(err)
-	}
-	count := filepath.Join(t.TempDir(), "calls")
-	host := reg.Host
-	config := `apiVersion: kubelet.config.k8s.io/v1
+		binDir := t.TempDir()
+		plugin, err := framework.BuildBinary(binDir, "./test/credplugin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(plugin, filepath.Join(binDir, "cloud-credential-provider")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join(binDir, "cloud-credential-provider"), filepath.Join(binDir, "broken-provider")); err != nil {
+			t.Fatal(err)
+		}
+		count := filepath.Join(t.TempDir(), "calls")
+		host := reg.Host
+		config := `apiVersion: kubelet.config.k8s.io/v1
 kind: CredentialProviderConfig
 providers:
 - name: cloud-credential-provider
@@ -50,34 +50,35 @@ providers:
   apiVersion: credentialprovider.kubelet.k8s.io/v1
   args: ["-mode=fail"]
 `
-	configPath := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d := e.startDaemon("--image-credential-provider-config", configPath, "--image-credential-provider-bin-dir", binDir)
+		configPath := filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d := e.startDaemon("--image-credential-provider-config", configPath, "--image-credential-provider-bin-dir", binDir)
 
-	cloud, broken := e.image(e.repo+"/cloud"), e.image(e.repo+"/broken")
-	v1 := e.setTag(cloud, "v1", nil)
-	if st := e.waitFinal(cloud, "v1", v1, time.Minute, nil); st.Phase != appsv1beta1.ImagePhaseSucceeded {
-		t.Fatalf("pull with the plugin's credentials: %+v", st)
-	}
-	v2 := e.setTag(cloud, "v2", nil)
-	if st := e.waitFinal(cloud, "v2", v2, time.Minute, nil); st.Phase != appsv1beta1.ImagePhaseSucceeded {
-		t.Fatalf("second pull: %+v", st)
-	}
-	if data, _ := os.ReadFile(count); strings.Count(string(data), "\n") != 1 {
-		t.Errorf("plugin calls:\n%s\nwant one: the Registry-keyed answer is cached for 10m", data)
-	}
-	v3 := e.setTag(broken, "v1", nil, withPolicy(30, 0))
-	st := e.waitFinal(broken, "v1", v3, time.Minute, nil)
-	if st.Phase != appsv1beta1.ImagePhaseFailed || !strings.Contains(st.Message, "credential provider broken-provider failed: exit status 1: no cloud identity on this node") {
-		t.Errorf("failing plugin: %+v, want Failed naming the provider and its error", st)
-	}
-	d.Stop()
-	logs, _ := os.ReadFile(d.Log)
-	if strings.Contains(string(logs), registryPass) || strings.Contains(st.Message, registryPass) {
-		t.Errorf("the plugin's password appears in the daemon's log or status")
-	}
+		cloud, broken := e.image(e.repo+"/cloud"), e.image(e.repo+"/broken")
+		v1 := e.setTag(cloud, "v1", nil)
+		if st := e.waitFinal(cloud, "v1", v1, time.Minute, nil); st.Phase != appsv1beta1.ImagePhaseSucceeded {
+			t.Fatalf("pull with the plugin's credentials: %+v", st)
+		}
+		v2 := e.setTag(cloud, "v2", nil)
+		if st := e.waitFinal(cloud, "v2", v2, time.Minute, nil); st.Phase != appsv1beta1.ImagePhaseSucceeded {
+			t.Fatalf("second pull: %+v", st)
+		}
+		if data, _ := os.ReadFile(count); strings.Count(string(data), "\n") != 1 {
+			t.Errorf("plugin calls:\n%s\nwant one: the Registry-keyed answer is cached for 10m", data)
+		}
+		v3 := e.setTag(broken, "v1", nil, withPolicy(30, 0))
+		st := e.waitFinal(broken, "v1", v3, time.Minute, nil)
+		if st.Phase != appsv1beta1.ImagePhaseFailed || !strings.Contains(st.Message, "credential provider broken-provider failed: exit status 1: no cloud identity on this node") {
+			t.Errorf("failing plugin: %+v, want Failed naming the provider and its error", st)
+		}
+		d.Stop()
+		logs, _ := os.ReadFile(d.Log)
+		if strings.Contains(string(logs), registryPass) || strings.Contains(st.Message, registryPass) {
+			t.Errorf("the plugin's password appears in the daemon's log or status")
+		}
+	})
 }
 
 // --logging-format=json: every line the daemon writes is one JSON object.

@@ -35,13 +35,26 @@ type env struct {
 	// repo is a repository name unique to the test, so images pulled by
 	// other tests are never "already present".
 	repo string
+	// ctd is the containerd the test's daemon pulls through.
+	ctd *framework.Containerd
 }
 
-func newEnv(t *testing.T) *env {
+// newEnv is a test's node on the first runtime (containerd 2.x).
+func newEnv(t *testing.T) *env { return newEnvOn(t, runtimes[0]) }
+
+// eachRuntime runs test once per containerd release, as subtests named
+// for it, each on its own node.
+func eachRuntime(t *testing.T, test func(t *testing.T, e *env)) {
+	for _, ctd := range runtimes {
+		t.Run(ctd.Name, func(t *testing.T) { test(t, newEnvOn(t, ctd)) })
+	}
+}
+
+func newEnvOn(t *testing.T, ctd *framework.Containerd) *env {
 	cfg := framework.Shared(t).Config
 	n := seq.Add(1)
 	e := &env{t: t, kube: kubernetes.NewForConfigOrDie(cfg), client: versioned.NewForConfigOrDie(cfg),
-		node: fmt.Sprintf("daemon-node-%d", n), repo: fmt.Sprintf("t%d", n)}
+		node: fmt.Sprintf("daemon-node-%d", n), repo: fmt.Sprintf("t%d", n), ctd: ctd}
 	ni := &appsv1beta1.NodeImage{ObjectMeta: metav1.ObjectMeta{Name: e.node}}
 	if _, err := e.client.AppsV1beta1().NodeImages().Create(context.Background(), ni, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -71,7 +84,7 @@ func (e *env) startDaemon(extra ...string) *daemonProc {
 	args := append([]string{
 		"--kubeconfig", framework.Shared(e.t).Kubeconfig,
 		"--node-name", e.node,
-		"--runtime-endpoint", ctd.Endpoint,
+		"--runtime-endpoint", e.ctd.Endpoint,
 		"--daemon-namespace", daemonNS,
 		"--metrics-bind-address", metricsAddr,
 		"--health-probe-bind-address", "",
@@ -176,7 +189,7 @@ func (e *env) setTag(image, tag string, secrets []appsv1beta1.ReferenceObject, o
 			img.Tags = append(img.Tags, spec)
 		}
 		images[image] = img
-		patch, err := nodetags.SpecPatch(ni, images, nodetags.Whole)
+		patch, err := nodetags.SpecPatch(ni, images, nil, nodetags.Whole)
 		if err != nil || patch == nil {
 			return false, err
 		}

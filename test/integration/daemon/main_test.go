@@ -23,7 +23,9 @@ const (
 )
 
 var (
-	ctd       *framework.Containerd
+	// runtimes are containerd 2.x (first: what clusters run; newEnv's
+	// default) and Debian's 1.6, each with its own root and socket.
+	runtimes  []*framework.Containerd
 	reg       *framework.Registry
 	daemonBin string
 )
@@ -44,16 +46,20 @@ func TestMain(m *testing.M) {
 		if daemonBin, err = framework.BuildBinary(binDir, "./cmd/prepull-daemon"); err != nil {
 			return teardown, err
 		}
-		if ctd, err = framework.StartContainerd(ctx); err != nil {
-			return teardown, err
-		}
-		stops = append(stops, ctd.Stop)
 		if reg, err = framework.StartRegistry(registryUser, registryPass); err != nil {
 			return teardown, err
 		}
 		stops = append(stops, reg.Stop)
-		if err := ctd.TrustRegistry(reg.Host); err != nil {
-			return teardown, err
+		for _, v2 := range []bool{true, false} {
+			ctd, err := framework.StartContainerdWith(ctx, framework.ContainerdOptions{V2: v2})
+			if err != nil {
+				return teardown, err
+			}
+			stops = append(stops, ctd.Stop)
+			if err := ctd.TrustRegistry(reg.Host); err != nil {
+				return teardown, err
+			}
+			runtimes = append(runtimes, ctd)
 		}
 		kube := kubernetes.NewForConfigOrDie(cp.Config)
 		if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: daemonNS}}, metav1.CreateOptions{}); err != nil {

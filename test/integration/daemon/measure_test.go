@@ -38,8 +38,11 @@ func TestMeasureWritesAndMemory(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		e.push(fmt.Sprintf("%s/small%d", e.repo, i), "v1", 2, 64<<10)
 	}
+	// One layer each: containerd 2.x downloads at most 3 layers at once
+	// across all pulls of the node (its max_concurrent_downloads), so three
+	// 3-layer images would run one after another there.
 	for i := 0; i < 3; i++ {
-		e.push(fmt.Sprintf("%s/big%d", e.repo, i), "v1", 3, 3<<20)
+		e.push(fmt.Sprintf("%s/big%d", e.repo, i), "v1", 1, 9<<20)
 	}
 	d := e.startDaemon()
 	e.waitDaemonSynced(d)
