@@ -24,6 +24,8 @@ import (
 	"github.com/prepull/prepull/pkg/credprovider"
 	"github.com/prepull/prepull/pkg/cri"
 	"github.com/prepull/prepull/pkg/daemon"
+	"github.com/prepull/prepull/pkg/diskbudget"
+	"github.com/prepull/prepull/pkg/imagestore"
 	"github.com/prepull/prepull/pkg/logging"
 	"github.com/prepull/prepull/pkg/metrics"
 	"github.com/prepull/prepull/pkg/progress"
@@ -39,6 +41,9 @@ type options struct {
 	qps                                                      float64
 	metricsAddr, healthAddr                                  string
 	credProviderConfig, credProviderBinDir                   string
+	imageFSPath                                              string
+	maxImageFSUsage, maxPinnedFraction                       float64
+	verifyInterval                                           time.Duration
 }
 
 func main() {
@@ -58,6 +63,10 @@ func main() {
 	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":9091", "Address of /healthz and /readyz; empty disables them.")
 	fs.StringVar(&o.credProviderConfig, "image-credential-provider-config", "", "The kubelet's CredentialProviderConfig file (kubelet.config.k8s.io/v1), to pull from cloud registries (ECR, Artifact Registry, ACR) without pull secrets as the kubelet does. Same format and flag name as the kubelet's; needs --image-credential-provider-bin-dir.")
 	fs.StringVar(&o.credProviderBinDir, "image-credential-provider-bin-dir", "", "Directory holding the credential provider plugins named in --image-credential-provider-config (the kubelet's flag of the same name).")
+	fs.Float64Var(&o.maxImageFSUsage, "max-image-fs-usage", 0.75, "Used fraction of the image filesystem above which pulls wait (status Waiting, naming the usage and this limit) until space is freed. Keep it below the kubelet's imageGCHighThresholdPercent (0.85 by default), or warmed images are collected as they land. 0 disables the budget.")
+	fs.Float64Var(&o.maxPinnedFraction, "max-pinned-fraction", 0.5, "Largest fraction of the image filesystem that images pinned against the kubelet's image GC (prepull.io/pin) may take together; beyond it images are pulled but not pinned, and the tag's message says so. The kubelet's GC must always have unpinned images to free.")
+	fs.StringVar(&o.imageFSPath, "image-fs-path", "", "A path on the image filesystem, read with statfs for the disk budget. Empty: the mountpoint the runtime reports in CRI ImageFsInfo (mount it into the pod read-only at the same path).")
+	fs.DurationVar(&o.verifyInterval, "verify-interval", 5*time.Minute, "How often the images of succeeded tags that their jobs keep warm (completionPolicy Never, workload warming) are checked still on the node, one CRI call each; an image the kubelet's GC or `crictl rmi` removed is pulled again.")
 	logFormat := logging.AddFlags(fs)
 	showVersion := fs.Bool("version", false, "Print the version and exit.")
 	klog.InitFlags(fs)
@@ -69,6 +78,15 @@ func main() {
 	if *showVersion {
 		fmt.Printf("prepull-daemon %s (revision %s, %s)\n", version.Version, version.Revision, goruntime.Version())
 		return
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"--max-image-fs-usage", o.maxImageFSUsage}, {"--max-pinned-fraction", o.maxPinnedFraction}} {
+		if f.v < 0 || f.v > 1 {
+			fmt.Fprintf(os.Stderr, "%s=%g: give a fraction between 0 and 1 (0.75 is 75%%)\n", f.name, f.v)
+			os.Exit(2)
+		}
 	}
 	if err := logging.Setup(*logFormat); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -139,6 +157,11 @@ func run(ctx context.Context, o options) error {
 			prog = tracker.Progress
 		}
 	}
+	pins, noPin := pinner(ctx, rt, containerdAddr)
+	if pins != nil {
+		defer pins.Close()
+	}
+	imageFS := imageFSReader(ctx, rt, o)
 
 	scheme := runtime.NewScheme()
 	_ = corev1.AddToScheme(scheme)
@@ -147,12 +170,19 @@ func run(ctx context.Context, o options) error {
 	broadcaster.StartRecordingToSink(core)
 	defer broadcaster.Shutdown()
 
-	d, err := daemon.New(client, core, daemon.Options{
+	dopts := daemon.Options{
 		NodeName: nodeName, DaemonNamespace: o.daemonNS, MaxConcurrent: o.maxPulls,
 		StatusInterval: o.statusInterval, ProgressInterval: o.progressInterval,
 		Images: rt.Images, Backoff: puller.DefaultBackoff, Progress: prog, Providers: providers,
-		Recorder: broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "prepull-daemon", Host: nodeName}),
-	})
+		RuntimeVersion: rt.Name + " " + rt.Version, NoPinReason: noPin, Remover: rt, ImageFS: imageFS,
+		Budget:         diskbudget.Budget{MaxUsage: o.maxImageFSUsage, MaxPinned: o.maxPinnedFraction},
+		VerifyInterval: o.verifyInterval,
+		Recorder:       broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "prepull-daemon", Host: nodeName}),
+	}
+	if pins != nil {
+		dopts.Pins = pins
+	}
+	d, err := daemon.New(client, core, dopts)
 	if err != nil {
 		return err
 	}
@@ -164,6 +194,49 @@ func run(ctx context.Context, o options) error {
 		}
 	}()
 	return d.Run(ctx)
+}
+
+// pinner connects to containerd's image store to pin images, or says why
+// the runtime cannot pin (the reason goes into the tags' messages).
+func pinner(ctx context.Context, rt *cri.Runtime, containerdAddr string) (*imagestore.Store, string) {
+	if rt.Name != "containerd" {
+		return nil, fmt.Sprintf("the runtime %s %s has no API to pin an image (CRI-O pins only the images of its pinned_images config)", rt.Name, rt.Version)
+	}
+	if containerdAddr == "" || containerdAddr == "none" {
+		return nil, "pinning needs containerd's API socket (--containerd-address is \"none\")"
+	}
+	s, err := imagestore.Dial(ctx, containerdAddr)
+	if err != nil {
+		klog.ErrorS(err, "Pinning unavailable; pinned jobs' images are pulled but not pinned", "address", containerdAddr)
+		return nil, fmt.Sprintf("containerd's images service did not answer: %v", err)
+	}
+	return s, ""
+}
+
+// imageFSReader reads the image filesystem for the disk budget, or is nil
+// when the budget is off; a filesystem that cannot be read is logged once
+// here, and pulls then go on without the budget.
+func imageFSReader(ctx context.Context, rt *cri.Runtime, o options) func(context.Context) (diskbudget.Usage, error) {
+	if o.maxImageFSUsage == 0 && o.maxPinnedFraction >= 1 {
+		return nil
+	}
+	path := o.imageFSPath
+	if path == "" {
+		p, err := rt.ImageFSPath(ctx)
+		if err != nil {
+			klog.ErrorS(err, "Disk budget off: the runtime names no image filesystem; set --image-fs-path")
+			return nil
+		}
+		path = p
+	}
+	u, err := diskbudget.Statfs(path)
+	if err != nil {
+		klog.ErrorS(err, "Disk budget off: the image filesystem cannot be read")
+		return nil
+	}
+	klog.InfoS("Disk budget on", "path", path, "capacity", diskbudget.Bytes(u.Capacity), "usage", fmt.Sprintf("%.0f%%", u.Ratio()*100),
+		"maxImageFSUsage", o.maxImageFSUsage, "maxPinnedFraction", o.maxPinnedFraction)
+	return func(context.Context) (diskbudget.Usage, error) { return diskbudget.Statfs(path) }
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -94,3 +94,60 @@ func Probe(ctx context.Context, endpoints []string) (*Runtime, error) {
 	}
 	return nil, fmt.Errorf("no CRI runtime found; tried %s; set --runtime-endpoint: %w", strings.Join(endpoints, ", "), errors.Join(errs...))
 }
+
+// RemoveUnused removes the image name from the node unless a container
+// (running or not: the kubelet counts both as using it) uses it, or one of
+// the images named in keep is the same image (removing by name removes the
+// image with all its names). It reports whether it removed it, and
+// otherwise why not.
+func (r *Runtime) RemoveUnused(ctx context.Context, name string, keep []string) (bool, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	id, err := r.imageID(ctx, name)
+	if err != nil || id == "" {
+		return false, "not on the node", err
+	}
+	for _, k := range keep {
+		if other, err := r.imageID(ctx, k); err == nil && other == id {
+			return false, "the same image is held by the tag " + k, nil
+		}
+	}
+	cs, err := r.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	if err != nil {
+		return false, "", fmt.Errorf("listing containers: %w", err)
+	}
+	for _, c := range cs.GetContainers() {
+		if c.GetImageRef() == id || c.GetImage().GetImage() == id {
+			return false, "container " + c.GetMetadata().GetName() + " (" + c.GetId() + ") uses it", nil
+		}
+	}
+	if _, err := r.Images.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: name}}); err != nil {
+		return false, "", fmt.Errorf("removing image %s: %w", name, err)
+	}
+	return true, "", nil
+}
+
+func (r *Runtime) imageID(ctx context.Context, name string) (string, error) {
+	st, err := r.Images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: name}})
+	if err != nil {
+		return "", fmt.Errorf("image status of %s: %w", name, err)
+	}
+	return st.GetImage().GetId(), nil
+}
+
+// ImageFSPath is the mountpoint of the filesystem the runtime stores
+// images on, as its CRI ImageFsInfo reports it.
+func (r *Runtime) ImageFSPath(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	info, err := r.Images.ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{})
+	if err != nil {
+		return "", fmt.Errorf("CRI ImageFsInfo: %w", err)
+	}
+	for _, fs := range info.GetImageFilesystems() {
+		if p := fs.GetFsId().GetMountpoint(); p != "" {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("CRI ImageFsInfo names no image filesystem mountpoint")
+}

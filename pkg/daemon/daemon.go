@@ -28,6 +28,7 @@ import (
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/credentials"
 	"github.com/prepull/prepull/pkg/credprovider"
+	"github.com/prepull/prepull/pkg/diskbudget"
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/imageref"
 	"github.com/prepull/prepull/pkg/metrics"
@@ -61,6 +62,24 @@ type Options struct {
 	Recorder         record.EventRecorder
 	// Providers are the kubelet credential provider plugins, or nil.
 	Providers *credprovider.Providers
+	// RuntimeVersion names the runtime in messages, e.g. "containerd 1.6.20".
+	RuntimeVersion string
+	// Pins pins images against the kubelet's image GC, or is nil when the
+	// runtime cannot, NoPinReason saying why for the tags' messages.
+	Pins        Pinner
+	NoPinReason string
+	// Remover removes deleted jobs' images (prepull.io/remove-on-delete),
+	// or is nil.
+	Remover Remover
+	// ImageFS reads the image filesystem for the disk budget; nil: no budget.
+	ImageFS func(ctx context.Context) (diskbudget.Usage, error)
+	Budget  diskbudget.Budget
+	// BudgetInterval is how often a pull waiting for disk space reads the
+	// usage again.
+	BudgetInterval time.Duration
+	// VerifyInterval is how often the images of succeeded tags that their
+	// owners keep warm are checked still on the node (one CRI call each).
+	VerifyInterval time.Duration
 }
 
 // Daemon pulls the images of one node's NodeImage.
@@ -80,7 +99,13 @@ type Daemon struct {
 	stopping chan struct{}
 	// written is the NodeImage as our last status write returned it;
 	// only the reporter's goroutine (writeStatus) uses it.
-	written  *appsv1beta1.NodeImage
+	written *appsv1beta1.NodeImage
+	// retentionChanged wakes the keeper when the tags or their owners'
+	// retention annotations changed; lastRetention is what it last saw.
+	retentionChanged chan struct{}
+	lastRetention    string
+	// purged are the purge requests acted on (keeper goroutine only).
+	purged   map[string]bool
 	secretMu sync.Mutex
 	// secretErrs remembers the last problem logged per secret, so a
 	// missing or broken secret is logged once, not at every pull.
@@ -95,12 +120,23 @@ func New(client *NodeImageClient, core *CoreClient, opts Options) (*Daemon, erro
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = time.Second
 	}
+	if opts.BudgetInterval <= 0 {
+		opts.BudgetInterval = 10 * time.Second
+	}
+	if opts.VerifyInterval <= 0 {
+		opts.VerifyInterval = 5 * time.Minute
+	}
+	if opts.ImageFS != nil {
+		imageFSLimit.Set(opts.Budget.MaxUsage)
+	}
 	d := &Daemon{
 		opts: opts, client: client, core: core,
-		puller:     &puller.Puller{Images: opts.Images, Backoff: opts.Backoff},
-		trigger:    make(chan struct{}, 1),
-		stopping:   make(chan struct{}),
-		secretErrs: map[string]string{},
+		puller:           &puller.Puller{Images: opts.Images, Backoff: opts.Backoff},
+		trigger:          make(chan struct{}, 1),
+		stopping:         make(chan struct{}),
+		secretErrs:       map[string]string{},
+		retentionChanged: make(chan struct{}, 1),
+		purged:           map[string]bool{},
 	}
 	d.pool = newPool(opts.MaxConcurrent, func(q, r int) { queueLength.Set(float64(q)); inFlight.Set(float64(r)) })
 	d.reporter = newReporter(opts.StatusInterval, d.writeStatus)
@@ -184,6 +220,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() { d.reporter.run(reporterCtx); close(reporterDone) }()
 	poolDone := make(chan struct{})
 	go func() { d.pool.run(ctx); close(poolDone) }()
+	keeperDone := make(chan struct{})
+	go func() { d.keep(ctx); close(keeperDone) }()
 
 	d.kick()
 	for {
@@ -191,6 +229,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			close(d.stopping)
 			<-poolDone
+			<-keeperDone
 			stopReporter()
 			<-reporterDone
 			stopInformers()
@@ -214,6 +253,13 @@ func (d *Daemon) sync(ctx context.Context) {
 	defer syncs.Inc()
 	wanted := map[taskKey]bool{}
 	if ni != nil {
+		if k := retentionKey(ni); k != d.lastRetention {
+			d.lastRetention = k
+			select {
+			case d.retentionChanged <- struct{}{}:
+			default:
+			}
+		}
 		for name, img := range ni.Spec.Images {
 			for _, tag := range img.Tags {
 				key := taskKey{name, tag.Tag}
@@ -253,16 +299,15 @@ func (d *Daemon) newTask(ctx context.Context, ni *appsv1beta1.NodeImage, name st
 		created = tag.CreatedAt.Time
 	}
 	niRef := &corev1.ObjectReference{APIVersion: appsv1beta1.SchemeGroupVersion.String(), Kind: "NodeImage", Name: ni.Name, UID: ni.UID}
-	return &task{
-		key: taskKey{name, tag.Tag}, version: tag.Version, createdAt: created,
-		run: func(tctx context.Context) {
-			d.pull(klog.NewContext(tctx, klog.FromContext(ctx)), niRef, name, img, tag, created)
-		},
+	t := &task{key: taskKey{name, tag.Tag}, version: tag.Version, createdAt: created}
+	t.run = func(tctx context.Context) {
+		d.pull(klog.NewContext(tctx, klog.FromContext(ctx)), niRef, name, img, tag, created, t.note)
 	}
+	return t
 }
 
 // pull runs one task to its end and reports it.
-func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name string, img appsv1beta1.ImageSpec, tag appsv1beta1.ImageTagSpec, created time.Time) {
+func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name string, img appsv1beta1.ImageSpec, tag appsv1beta1.ImageTagSpec, created time.Time, note string) {
 	ref := imageref.Join(name, tag.Tag)
 	logger := klog.FromContext(ctx).WithValues("image", ref, "version", tag.Version)
 	start := metav1.Now()
@@ -275,6 +320,11 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 			change(st)
 		})
 	}
+	if d.awaitDiskSpace(ctx, set) != nil {
+		d.interrupted(set)
+		return
+	}
+	start = metav1.Now()
 	set(func(st *appsv1beta1.ImageTagStatus) {
 		*st = appsv1beta1.ImageTagStatus{Tag: tag.Tag, Phase: appsv1beta1.ImagePhasePulling, Version: tag.Version, StartTime: &start}
 	})
@@ -327,15 +377,7 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 	took := time.Since(start.Time)
 
 	if ctx.Err() != nil {
-		select {
-		case <-d.stopping:
-			set(func(st *appsv1beta1.ImageTagStatus) {
-				st.Phase, st.Progress = appsv1beta1.ImagePhaseWaiting, 0
-				st.Message = "interrupted by prepull-daemon shutdown; pulled again when the daemon restarts"
-			})
-		default:
-			// Cancelled for a newer version or a removed tag: its owner reports.
-		}
+		d.interrupted(set)
 		return
 	}
 	now := metav1.Now()
@@ -357,6 +399,7 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 	} else if res.Attempts > 1 {
 		msg += fmt.Sprintf(" on attempt %d", res.Attempts)
 	}
+	msg += note + d.pin(ctx, name, tag.Tag)
 	pullsTotal.WithLabelValues(result).Inc()
 	pullDuration.WithLabelValues(result).Observe(took.Seconds())
 	if d.opts.Progress != nil && !res.Present {
@@ -371,6 +414,20 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 	})
 	// No Event: a success is news once per job (the controller's Completed
 	// Event), not once per node; the status and metrics have it.
+}
+
+// interrupted records a task cut short: by the daemon's shutdown, it
+// waits for the next run; cancelled for a newer version or a removed tag,
+// its successor reports.
+func (d *Daemon) interrupted(set func(func(*appsv1beta1.ImageTagStatus))) {
+	select {
+	case <-d.stopping:
+		set(func(st *appsv1beta1.ImageTagStatus) {
+			st.Phase, st.Progress = appsv1beta1.ImagePhaseWaiting, 0
+			st.Message = "interrupted by prepull-daemon shutdown; pulled again when the daemon restarts"
+		})
+	default:
+	}
 }
 
 // followProgress reports the pull's byte progress until ctx ends (the

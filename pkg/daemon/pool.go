@@ -18,6 +18,8 @@ type task struct {
 	seq       uint64
 	run       func(ctx context.Context)
 	cancel    context.CancelFunc
+	// note is added to the task's final message (why it runs again).
+	note string
 }
 
 // pool runs tasks holding at most size slots at once, oldest createdAt
