@@ -106,12 +106,25 @@ func (s *Store) Unpin(ctx context.Context, name string) error {
 }
 
 // setLabels sets (or, absent from labels, removes) prepull's and CRI's pin
-// labels on name, leaving its other labels alone.
+// labels on name, leaving its other labels alone. The update carries the
+// image as read: containerd 2.4 crashes on an update without a target.
 func (s *Store) setLabels(ctx context.Context, name string, labels map[string]string) error {
 	cctx, cancel := s.call(ctx)
 	defer cancel()
-	_, err := s.images.Update(cctx, &imagesapi.UpdateImageRequest{
-		Image:      &imagesapi.Image{Name: name, Labels: labels},
+	got, err := s.images.Get(cctx, &imagesapi.GetImageRequest{Name: name})
+	if status.Code(err) == codes.NotFound {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("reading image %s from containerd: %w", name, err)
+	}
+	img := got.GetImage()
+	if img == nil || img.GetTarget() == nil {
+		return ErrNotFound
+	}
+	img.Labels = labels
+	_, err = s.images.Update(cctx, &imagesapi.UpdateImageRequest{
+		Image:      img,
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"labels." + CRIPinnedLabel, "labels." + OwnLabel}},
 	})
 	if status.Code(err) == codes.NotFound {

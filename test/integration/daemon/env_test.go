@@ -90,6 +90,8 @@ func (e *env) startDaemon(extra ...string) *daemonProc {
 		"--health-probe-bind-address", "",
 		"--status-interval", "200ms",
 		"--progress-interval", "100ms",
+		// The shared machine's disk is no test's to budget, unless it says so.
+		"--max-image-fs-usage", "0",
 		"-v", "2",
 	}, extra...)
 	p, err := framework.StartProcess(e.t.TempDir(), "prepull-daemon", daemonBin, args...)
@@ -102,6 +104,9 @@ func (e *env) startDaemon(extra ...string) *daemonProc {
 		if e.t.Failed() {
 			out, _ := os.ReadFile(p.Log)
 			e.t.Logf("prepull-daemon log:\n%s", out)
+			if out, err := os.ReadFile(e.ctd.Log); err == nil {
+				e.t.Logf("%s log (end):\n%s", e.ctd.Name, out[max(0, len(out)-3000):])
+			}
 		}
 	})
 	return d
