@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	prepullv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/retention"
 )
 
 // Policy is what the cluster's admin decides for every workload
@@ -121,7 +122,9 @@ func DecideWarm(in WarmInput) WarmPlan {
 			p.Create = append(p.Create, jobFor(w, s, in.Policy, name, image, targets, secrets))
 			created = append(created, image)
 		case have == nil:
-		case !slices.Equal(have.Spec.PullSecrets, secrets):
+		case !slices.Equal(have.Spec.PullSecrets, secrets) || have.Annotations[retention.PinAnnotation] != w.Obj.GetAnnotations()[retention.PinAnnotation]:
+			// Replaced on the next sync: a job's pull secrets and pin are
+			// fixed at creation.
 			p.Delete = append(p.Delete, have)
 		case have.Spec.Selector == nil || !slices.Equal(have.Spec.Selector.Names, targets):
 			if len(targets) > 0 {
@@ -178,9 +181,15 @@ func jobFor(w *Workload, s *Settings, pol Policy, name, image string, targets, s
 	if s.Parallelism != nil {
 		parallelism = s.Parallelism
 	}
+	var annotations map[string]string
+	if v, ok := w.Obj.GetAnnotations()[retention.PinAnnotation]; ok {
+		// The workload's prepull.io/pin keeps its warmed images against the
+		// kubelet's image GC, as on a job.
+		annotations = map[string]string{retention.PinAnnotation: v}
+	}
 	return &prepullv1beta1.ImagePullJob{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: name, Namespace: w.Obj.GetNamespace(),
+			Name: name, Namespace: w.Obj.GetNamespace(), Annotations: annotations,
 			Labels: map[string]string{LabelWorkloadUID: string(w.Obj.GetUID()), LabelWorkloadKind: w.Kind},
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: w.APIVersion, Kind: w.Kind, Name: w.Obj.GetName(), UID: w.Obj.GetUID(),
