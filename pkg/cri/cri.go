@@ -55,13 +55,7 @@ func Connect(ctx context.Context, endpoint string) (*Runtime, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("runtime endpoint %s: %w", endpoint, err)
 	}
-	conn, err := grpc.NewClient("passthrough:///"+path,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", addr)
-		}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.MaxCallSendMsgSize(maxMsgSize)),
-	)
+	conn, err := DialUnix(path, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.MaxCallSendMsgSize(maxMsgSize)))
 	if err != nil {
 		return nil, fmt.Errorf("runtime endpoint %s: %w", endpoint, err)
 	}
@@ -79,6 +73,18 @@ func Connect(ctx context.Context, endpoint string) (*Runtime, error) {
 	}
 	r.Name, r.Version = v.RuntimeName, v.RuntimeVersion
 	return r, nil
+}
+
+// DialUnix is a gRPC client of a unix socket (a path, or unix:///path):
+// the CRI runtime's, or containerd's own API (byte progress, pinning).
+func DialUnix(address string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	path := strings.TrimPrefix(address, "unix://")
+	return grpc.NewClient("passthrough:///"+path, append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", addr)
+		}),
+	}, opts...)...)
 }
 
 // Probe connects to the first of endpoints that answers, and otherwise

@@ -93,7 +93,8 @@ func (d *Daemon) pinOne(ctx context.Context, image, tag string) string {
 	size, pinnedNow, _ := d.imageSize(ctx, name)
 	if !pinnedNow && d.opts.ImageFS != nil {
 		if u, err := d.opts.ImageFS(ctx); err == nil {
-			if ok, why := d.opts.Budget.MayPin(u, d.pinnedBytes(ctx), size); !ok {
+			_, pinned := d.pinned(ctx)
+			if ok, why := d.opts.Budget.MayPin(u, pinned, size); !ok {
 				return "; " + why
 			}
 		}
@@ -127,11 +128,11 @@ var errImageGone = fmt.Errorf("image not on the node")
 // criCallTimeout bounds one CRI image status call.
 const criCallTimeout = 10 * time.Second
 
-// pinnedBytes sums the sizes of the images this daemon pinned.
-func (d *Daemon) pinnedBytes(ctx context.Context) int64 {
+// pinned counts the images this daemon pinned and sums their sizes.
+func (d *Daemon) pinned(ctx context.Context) (int, int64) {
 	names, err := d.opts.Pins.Pinned(ctx)
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	var total int64
 	for _, n := range names {
@@ -139,7 +140,7 @@ func (d *Daemon) pinnedBytes(ctx context.Context) int64 {
 			total += size
 		}
 	}
-	return total
+	return len(names), total
 }
 
 // keep runs until ctx ends: at every interval, and when the NodeImage's
@@ -233,17 +234,8 @@ func withNote(msg, note string) string {
 }
 
 func (d *Daemon) observePins(ctx context.Context) {
-	names, err := d.opts.Pins.Pinned(ctx)
-	if err != nil {
-		return
-	}
-	pinnedImages.Set(float64(len(names)))
-	var total int64
-	for _, n := range names {
-		if size, _, err := d.imageSize(ctx, n); err == nil {
-			total += size
-		}
-	}
+	n, total := d.pinned(ctx)
+	pinnedImages.Set(float64(n))
 	pinnedBytesGauge.Set(float64(total))
 }
 

@@ -13,17 +13,16 @@ package imagestore
 import (
 	"context"
 	"fmt"
-	"net"
-	"strings"
 	"time"
 
 	imagesapi "github.com/containerd/containerd/api/services/images/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/prepull/prepull/pkg/cri"
 )
 
 const (
@@ -50,12 +49,7 @@ type Store struct {
 // Dial connects to containerd's API socket (unix:///... or a path) and
 // checks that its images service answers.
 func Dial(ctx context.Context, address string) (*Store, error) {
-	path := strings.TrimPrefix(address, "unix://")
-	conn, err := grpc.NewClient("passthrough:///"+path,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", addr)
-		}))
+	conn, err := cri.DialUnix(address)
 	if err != nil {
 		return nil, fmt.Errorf("containerd at %s: %w", address, err)
 	}

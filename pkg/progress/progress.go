@@ -18,9 +18,9 @@ import (
 
 	contentapi "github.com/containerd/containerd/api/services/content/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/prepull/prepull/pkg/cri"
 	"github.com/prepull/prepull/pkg/imageref"
 )
 
@@ -53,12 +53,7 @@ type layer struct {
 
 // Dial connects to containerd's API socket (unix:///... or a path).
 func Dial(ctx context.Context, address string) (*Tracker, error) {
-	path := strings.TrimPrefix(address, "unix://")
-	conn, err := grpc.NewClient("passthrough:///"+path,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", addr)
-		}))
+	conn, err := cri.DialUnix(address)
 	if err != nil {
 		return nil, fmt.Errorf("containerd at %s: %w", address, err)
 	}

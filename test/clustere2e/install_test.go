@@ -169,7 +169,11 @@ func TestInstallOnRealCluster(t *testing.T) {
 	checkControllerAway(t, ctx)
 	checkWorkloadsDeleted(t, ctx)
 
-	// 8. Uninstall as the README says, with opted-in workloads (sts, ds,
+	// 8. Warm images stay warm: pins, the kubelet's image GC, the disk
+	// budget, lost images, purge.
+	checkImagesStayWarm(t, ctx)
+
+	// 9. Uninstall as the README says, with opted-in workloads (sts, ds,
 	// job, nightly) still there: opt-ins off, gates off, jobs, then
 	// everything kubectl applied.
 	for _, args := range [][]string{
@@ -306,12 +310,18 @@ func writeOverlay(t *testing.T, refs map[string]string) string {
 		fmt.Fprintf(&images, "- name: %s\n  newName: %s\n  digest: %s\n", name, repo, digest)
 	}
 	// The node condition on (it is off by default), and a short grace for
-	// gated pods no warming releases.
+	// gated pods no warming releases; the daemons' disk budget below the
+	// GC node's kubelet threshold (70%), and lost images noticed in
+	// seconds.
 	args := `patches:
 - target: {kind: Deployment, name: prepull-controller}
   patch: |-
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: --node-condition=true}
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: --gate-release-grace=10s}
+- target: {kind: DaemonSet, name: prepull-daemon}
+  patch: |-
+    - {op: add, path: /spec/template/spec/containers/0/args/-, value: --max-image-fs-usage=0.4}
+    - {op: add, path: /spec/template/spec/containers/0/args/-, value: --verify-interval=2s}
 `
 	k := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- %s\nimages:\n%s%s", base, images.String(), args)
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {

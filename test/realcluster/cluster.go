@@ -64,6 +64,21 @@ type Options struct {
 	// Containerd2 runs containerd 2.x (hack/build-containerd.sh) on the
 	// nodes instead of Debian's 1.6.
 	Containerd2 bool
+	// NodeOptions shape single nodes, by name.
+	NodeOptions map[string]NodeOptions
+}
+
+// NodeOptions shape one node.
+type NodeOptions struct {
+	// ImageFSBytes is the size of the node's image filesystem (a tmpfs at
+	// /var/lib/containerd in the node's mount namespace, containerd's root,
+	// as on a real node with a dedicated image disk); 0 means 2 GiB.
+	ImageFSBytes int64
+	// ImageGC makes the kubelet collect images as soon as the image
+	// filesystem has less than 30% free (its eviction manager frees unused
+	// images at once, where the periodic GC would wait up to 5 minutes),
+	// with no minimum image age. Otherwise the kubelet never collects.
+	ImageGC bool
 }
 
 // Start brings a cluster up and waits until every node is Ready and the
@@ -88,7 +103,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}()
 	var ips []string
 	for i, name := range append(slices.Clone(opts.Nodes), opts.Spare...) {
-		n := &Node{Name: name, IP: fmt.Sprintf("10.250.0.%d", i+1), Dir: filepath.Join(dir, name), index: i + 1, CgroupRoot: "/prepull-" + filepath.Base(dir) + "-" + name}
+		n := &Node{Name: name, IP: fmt.Sprintf("10.250.0.%d", i+1), Dir: filepath.Join(dir, name), index: i + 1, CgroupRoot: "/prepull-" + filepath.Base(dir) + "-" + name, opts: opts.NodeOptions[name]}
 		if i < len(opts.Nodes) {
 			c.Nodes = append(c.Nodes, n)
 		} else {

@@ -34,12 +34,28 @@ type Node struct {
 	CgroupRoot string
 
 	index      int
+	opts       NodeOptions
 	taints     []string
 	mountNS    string
 	holder     *exec.Cmd
 	holderDone chan struct{}
 	containerd *framework.Process
 	kubelet    *framework.Process
+}
+
+// ImageFSPath is containerd's root on every node, a filesystem of the
+// node's own (NodeOptions.ImageFSBytes).
+const ImageFSPath = "/var/lib/containerd"
+
+// Exec runs a command in the node's mount namespace (to fill its image
+// filesystem, say) and returns its combined output.
+func (n *Node) Exec(ctx context.Context, name string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--target", strconv.Itoa(n.holder.Process.Pid), "--mount", "--", name}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("%s %s on node %s: %w: %s", name, strings.Join(args, " "), n.Name, err, out)
+	}
+	return out, nil
 }
 
 // podCIDR is the node's pod network: one bridge per node, all in the
@@ -57,10 +73,19 @@ func (n *Node) start(ctx context.Context, c *Cluster) error {
 	}
 	// The namespace's holder: it binds the node's directories and then
 	// sleeps, keeping the namespace alive for containerd and the kubelet.
+	size := n.opts.ImageFSBytes
+	if size <= 0 {
+		size = 2 << 30
+	}
 	script := []string{
 		"set -e",
 		fmt.Sprintf("mount --bind %s /run", filepath.Join(n.Dir, "run")),
 		fmt.Sprintf("mount --bind %s /var/log", filepath.Join(n.Dir, "log")),
+		// The image filesystem, where a real node keeps it: a DaemonSet's
+		// hostPath of containerd's snapshot directory reaches this node's,
+		// and its size is the node's own, not the shared machine's disk.
+		"mkdir -p " + ImageFSPath,
+		fmt.Sprintf("mount -t tmpfs -o size=%d prepull-imagefs-%s %s", size, n.Name, ImageFSPath),
 	}
 	for key, value := range kubeletSysctls {
 		file := filepath.Join(n.Dir, "sysctl", strings.ReplaceAll(key, "/", "."))
@@ -138,7 +163,7 @@ func (n *Node) inNamespace(c *Cluster, name, bin string, args ...string) (*frame
 // containerdConfig is the node's containerd configuration, in 1.6's format
 // (version 2) or 2.x's (version 3).
 func (n *Node) containerdConfig(c *Cluster) string {
-	root, cniDir, hostsDir := filepath.Join(n.Dir, "containerd"), filepath.Join(n.Dir, "cni"), filepath.Join(n.Dir, "certs.d")
+	root, cniDir, hostsDir := ImageFSPath, filepath.Join(n.Dir, "cni"), filepath.Join(n.Dir, "certs.d")
 	head := fmt.Sprintf(`root = %q
 state = "/run/containerd"
 [grpc]
@@ -176,7 +201,18 @@ state = "/run/containerd"
 `, c.PauseImage, hostsDir, cniDir)
 }
 
+// kubeletGC are the kubelet's image GC settings for the node.
+type kubeletGC struct {
+	evict     string
+	high, low int
+	minAge    string
+}
+
 func (n *Node) writeConfigs(c *Cluster) error {
+	gc := kubeletGC{evict: "1%", high: 100, low: 99, minAge: "2m"}
+	if n.opts.ImageGC {
+		gc = kubeletGC{evict: "30%", high: 70, low: 50, minAge: "0s"}
+	}
 	containerd := n.containerdConfig(c)
 	cni := fmt.Sprintf(`{
   "cniVersion": "0.4.0",
@@ -211,10 +247,12 @@ failSwapOn: false
 resolvConf: ""
 serializeImagePulls: false
 # The shared machine's disk is not this node's to police.
-evictionHard: {memory.available: 50Mi, nodefs.available: 1%%, imagefs.available: 1%%, nodefs.inodesFree: 1%%}
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-`, n.CgroupRoot, n.IP, n.IP)
+evictionHard: {memory.available: 50Mi, nodefs.available: 1%%, imagefs.available: %s, nodefs.inodesFree: 1%%}
+evictionPressureTransitionPeriod: 5s
+imageGCHighThresholdPercent: %d
+imageGCLowThresholdPercent: %d
+imageMinimumGCAge: %s
+`, n.CgroupRoot, n.IP, n.IP, gc.evict, gc.high, gc.low, gc.minAge)
 	files := map[string]string{
 		"containerd.toml":        containerd,
 		"cni/10-bridge.conflist": cni,
