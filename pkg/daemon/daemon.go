@@ -129,6 +129,9 @@ func New(client *NodeImageClient, core *CoreClient, opts Options) (*Daemon, erro
 	if opts.ImageFS != nil {
 		imageFSLimit.Set(opts.Budget.MaxUsage)
 	}
+	if opts.Pins == nil && opts.NoPinReason == "" {
+		opts.NoPinReason = "this daemon has no access to the runtime's image store"
+	}
 	d := &Daemon{
 		opts: opts, client: client, core: core,
 		puller:           &puller.Puller{Images: opts.Images, Backoff: opts.Backoff},

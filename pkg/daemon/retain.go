@@ -91,12 +91,16 @@ func (d *Daemon) pinOne(ctx context.Context, image, tag string) string {
 	}
 	name := storeName(image, tag)
 	size, pinnedNow, _ := d.imageSize(ctx, name)
-	if !pinnedNow && d.opts.ImageFS != nil {
-		if u, err := d.opts.ImageFS(ctx); err == nil {
-			_, pinned := d.pinned(ctx)
-			if ok, why := d.opts.Budget.MayPin(u, pinned, size); !ok {
-				return "; " + why
-			}
+	if !pinnedNow {
+		// Without a reading of the filesystem the cap cannot be checked,
+		// and MayPin refuses (unless there is no cap).
+		var u diskbudget.Usage
+		if d.opts.ImageFS != nil {
+			u, _ = d.opts.ImageFS(ctx)
+		}
+		_, pinned := d.pinned(ctx)
+		if ok, why := d.opts.Budget.MayPin(u, pinned, size); !ok {
+			return "; " + why
 		}
 	}
 	if err := d.opts.Pins.Pin(ctx, name); err != nil {

@@ -211,7 +211,8 @@ type kubeletGC struct {
 func (n *Node) writeConfigs(c *Cluster) error {
 	gc := kubeletGC{evict: "1%", high: 100, low: 99, minAge: "2m"}
 	if n.opts.ImageGC {
-		gc = kubeletGC{evict: "30%", high: 70, low: 50, minAge: "0s"}
+		// 0 means the default (2m) to the kubelet: the least age is 1s.
+		gc = kubeletGC{evict: "30%", high: 70, low: 50, minAge: "1s"}
 	}
 	containerd := n.containerdConfig(c)
 	cni := fmt.Sprintf(`{
