@@ -212,3 +212,21 @@ func TestDiskBudgetHoldsPulls(t *testing.T) {
 		t.Fatalf("after freeing space: %+v, want Succeeded", st)
 	}
 }
+
+// Pins beyond --max-pinned-fraction of the image filesystem are refused:
+// the image is pulled, not pinned, and the message says why.
+func TestPinCap(t *testing.T) {
+	e := newEnv(t)
+	e.push(e.repo+"/capped", "v1", 1, 64<<10)
+	e.startDaemon("--max-pinned-fraction", "0")
+	image := e.image(e.repo + "/capped")
+	e.annotate(retention.RetainPrefix+"job-cap", "pin")
+	v := e.setTag(image, "v1", []appsv1beta1.ReferenceObject{e.pullSecret("good", registryPass)}, withOwner("job-cap"))
+	st := e.waitFinal(image, "v1", v, time.Minute, nil)
+	if st.Phase != appsv1beta1.ImagePhaseSucceeded || !strings.Contains(st.Message, "not pinned") || !strings.Contains(st.Message, "--max-pinned-fraction 0%") {
+		t.Fatalf("status %+v, want Succeeded, not pinned, naming --max-pinned-fraction", st)
+	}
+	if slices.Contains(e.pinnedByPrepull(), image+":v1") || e.criImage(image+":v1").GetPinned() {
+		t.Error("the image was pinned beyond the cap")
+	}
+}
