@@ -313,7 +313,7 @@ func (d *Daemon) newTask(ctx context.Context, ni *appsv1beta1.NodeImage, name st
 func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name string, img appsv1beta1.ImageSpec, tag appsv1beta1.ImageTagSpec, created time.Time, note string) {
 	ref := imageref.Join(name, tag.Tag)
 	logger := klog.FromContext(ctx).WithValues("image", ref, "version", tag.Version)
-	start := metav1.Now()
+	ctx = klog.NewContext(ctx, logger)
 	set := func(change func(*appsv1beta1.ImageTagStatus)) {
 		d.reporter.update(name, tag.Tag, func(st *appsv1beta1.ImageTagStatus) {
 			if st.Version != tag.Version {
@@ -327,46 +327,12 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 		d.interrupted(set)
 		return
 	}
-	start = metav1.Now()
+	start := metav1.Now()
 	set(func(st *appsv1beta1.ImageTagStatus) {
 		*st = appsv1beta1.ImageTagStatus{Tag: tag.Tag, Phase: appsv1beta1.ImagePhasePulling, Version: tag.Version, StartTime: &start}
 	})
 
-	req := puller.Request{
-		Image:        ref,
-		Auths:        func() ([]credentials.Auth, error) { return d.credentials(ctx, ref, img, tag) },
-		Sandbox:      img.SandboxConfig,
-		PullPolicy:   tag.ImagePullPolicy,
-		Timeout:      appsv1beta1.DefaultTimeoutSeconds * time.Second,
-		BackoffLimit: appsv1beta1.DefaultBackoffLimit,
-		OnAttempt: func(attempt int) {
-			if attempt > 1 {
-				set(func(st *appsv1beta1.ImageTagStatus) { st.Progress = 0 })
-			}
-		},
-		// The cause of a failed attempt shows at once, while the retry waits.
-		OnRetry: func(failed int, cause error, wait time.Duration) {
-			logger.V(2).Info("Pull attempt failed, retrying", "attempt", failed, "wait", wait, "err", cause)
-			set(func(st *appsv1beta1.ImageTagStatus) {
-				st.Message = puller.Bound(fmt.Sprintf("attempt %d failed, retrying in %s: %v", failed, wait.Round(100*time.Millisecond), cause))
-			})
-		},
-		// A backoff gives the pull slot back, so a failing image never holds
-		// up healthy ones.
-		Wait: func(ctx context.Context, wait time.Duration) error {
-			return d.pool.pause(ctx, func(ctx context.Context) error { return puller.Sleep(ctx, wait) })
-		},
-	}
-	if p := tag.PullPolicy; p != nil {
-		if p.TimeoutSeconds != nil {
-			req.Timeout = time.Duration(*p.TimeoutSeconds) * time.Second
-		}
-		req.BackoffLimit = int(ptr.Deref(p.BackoffLimit, appsv1beta1.DefaultBackoffLimit))
-		if p.ActiveDeadlineSeconds != nil {
-			req.Deadline = created.Add(time.Duration(*p.ActiveDeadlineSeconds) * time.Second)
-		}
-	}
-
+	req := d.request(ctx, ref, img, tag, created, set)
 	progressDone := make(chan struct{})
 	progressCtx, stopProgress := context.WithCancel(ctx)
 	if d.opts.Progress != nil {
@@ -417,6 +383,47 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 	})
 	// No Event: a success is news once per job (the controller's Completed
 	// Event), not once per node; the status and metrics have it.
+}
+
+// request is the pull of one tag with its policy: its timeout, backoff
+// and deadline, credentials read at every attempt, each failed attempt's
+// cause in the status while the retry waits, and the pool slot given back
+// during a backoff.
+func (d *Daemon) request(ctx context.Context, ref string, img appsv1beta1.ImageSpec, tag appsv1beta1.ImageTagSpec, created time.Time, set func(func(*appsv1beta1.ImageTagStatus))) puller.Request {
+	logger := klog.FromContext(ctx)
+	req := puller.Request{
+		Image:        ref,
+		Auths:        func() ([]credentials.Auth, error) { return d.credentials(ctx, ref, img, tag) },
+		Sandbox:      img.SandboxConfig,
+		PullPolicy:   tag.ImagePullPolicy,
+		Timeout:      appsv1beta1.DefaultTimeoutSeconds * time.Second,
+		BackoffLimit: appsv1beta1.DefaultBackoffLimit,
+		OnAttempt: func(attempt int) {
+			if attempt > 1 {
+				set(func(st *appsv1beta1.ImageTagStatus) { st.Progress = 0 })
+			}
+		},
+		OnRetry: func(failed int, cause error, wait time.Duration) {
+			logger.V(2).Info("Pull attempt failed, retrying", "attempt", failed, "wait", wait, "err", cause)
+			set(func(st *appsv1beta1.ImageTagStatus) {
+				st.Message = puller.Bound(fmt.Sprintf("attempt %d failed, retrying in %s: %v", failed, wait.Round(100*time.Millisecond), cause))
+			})
+		},
+		Wait: func(ctx context.Context, wait time.Duration) error {
+			return d.pool.pause(ctx, func(ctx context.Context) error { return puller.Sleep(ctx, wait) })
+		},
+	}
+	if p := tag.PullPolicy; p != nil {
+		if p.TimeoutSeconds != nil {
+			req.Timeout = time.Duration(*p.TimeoutSeconds) * time.Second
+		}
+		req.BackoffLimit = int(ptr.Deref(p.BackoffLimit, appsv1beta1.DefaultBackoffLimit))
+		if p.ActiveDeadlineSeconds != nil {
+			req.Deadline = created.Add(time.Duration(*p.ActiveDeadlineSeconds) * time.Second)
+		}
+	}
+
+	return req
 }
 
 // interrupted records a task cut short: by the daemon's shutdown, it
