@@ -94,14 +94,18 @@ func TestDeployManifests(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		dir, socketDir string
-		dryRun         bool
-		extraKinds     []string
+		// imageFS is the image store the daemon statfs's for its disk
+		// budget, mounted read-only at the same path (containerd's when
+		// empty).
+		imageFS    string
+		dryRun     bool
+		extraKinds []string
 		// credential provider overlays: the plugin config file, the bin
 		// dir and the CA bundle, read-only
 		extraHostPaths []string
 	}{
 		{dir: ".", socketDir: "/run/containerd", dryRun: true},
-		{dir: "overlays/cri-o", socketDir: "/run/crio", dryRun: true},
+		{dir: "overlays/cri-o", socketDir: "/run/crio", imageFS: crioImageFS, dryRun: true},
 		{dir: "overlays/monitoring", socketDir: "/run/containerd", extraKinds: []string{"Service", "ServiceMonitor"}},
 		{dir: "overlays/eks", socketDir: "/run/containerd", dryRun: true, extraHostPaths: []string{"/etc/eks/image-credential-provider/config.json", "/etc/eks/image-credential-provider", "/etc/ssl/certs"}},
 		{dir: "overlays/gke", socketDir: "/run/containerd", dryRun: true, extraHostPaths: []string{"/etc/srv/kubernetes/cri_auth_config.yaml", "/home/kubernetes/bin", "/etc/ssl/certs"}},
@@ -129,7 +133,11 @@ func TestDeployManifests(t *testing.T) {
 					t.Errorf("rendered manifests lack a %s", kind)
 				}
 			}
-			checkHardening(t, objects, tc.socketDir, tc.extraHostPaths)
+			imageFS := tc.imageFS
+			if imageFS == "" {
+				imageFS = containerdImageFS
+			}
+			checkHardening(t, objects, tc.socketDir, imageFS, tc.extraHostPaths)
 			if tc.dryRun {
 				out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "--dry-run=server", "-k", dir).CombinedOutput()
 				if err != nil {
@@ -141,7 +149,12 @@ func TestDeployManifests(t *testing.T) {
 }
 
 // checkHardening holds the rules the deploy manifests promise in the README.
-func checkHardening(t *testing.T, objects map[string]map[string]any, socketDir string, extraHostPaths []string) {
+const (
+	containerdImageFS = "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs"
+	crioImageFS       = "/var/lib/containers/storage/overlay-images"
+)
+
+func checkHardening(t *testing.T, objects map[string]map[string]any, socketDir, imageFS string, extraHostPaths []string) {
 	t.Helper()
 	if got := lookup(objects["Namespace/prepull-system"], "metadata", "labels", "pod-security.kubernetes.io/enforce"); got == nil {
 		t.Errorf("namespace prepull-system has no Pod Security enforce label")
@@ -195,8 +208,12 @@ func checkHardening(t *testing.T, objects map[string]map[string]any, socketDir s
 	for _, c := range daemon["containers"].([]any) {
 		for _, m := range lookup(c.(map[string]any), "volumeMounts").([]any) {
 			m := m.(map[string]any)
-			mounts[m["name"].(string)] = m["mountPath"].(string)
-			readOnly[m["name"].(string)] = m["readOnly"] == true
+			name := m["name"].(string)
+			if _, twice := mounts[name]; twice {
+				t.Errorf("daemon mounts volume %s twice (%s and %s): an overlay left the base's mount behind", name, mounts[name], m["mountPath"])
+			}
+			mounts[name] = m["mountPath"].(string)
+			readOnly[name] = m["readOnly"] == true
 		}
 	}
 	for _, v := range daemon["volumes"].([]any) {
@@ -208,8 +225,14 @@ func checkHardening(t *testing.T, objects map[string]map[string]any, socketDir s
 		if !readOnly[v["name"].(string)] {
 			t.Errorf("daemon mounts host path %s writable", path)
 		}
+		if path == imageFS {
+			if mp := mounts[v["name"].(string)]; mp != imageFS {
+				t.Errorf("daemon mounts the image filesystem %s at %s, want the same path (the mountpoint CRI reports)", path, mp)
+			}
+			continue
+		}
 		if path != socketDir && !slices.Contains(extraHostPaths, path) {
-			t.Errorf("daemon mounts host path %s, want only %s and %v", path, socketDir, extraHostPaths)
+			t.Errorf("daemon mounts host path %s, want only %s, %s and %v", path, socketDir, imageFS, extraHostPaths)
 			continue
 		}
 		if mp := mounts[v["name"].(string)]; !strings.HasPrefix(mp, "/host/") && mp != "/etc/ssl/certs" {
