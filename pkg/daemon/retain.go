@@ -106,12 +106,27 @@ func (d *Daemon) pinOne(ctx context.Context, image, tag string) string {
 	if err := d.opts.Pins.Pin(ctx, name); err != nil {
 		return fmt.Sprintf("; not pinned: %v", err)
 	}
-	// Only CRI's own answer tells whether the kubelet will see the pin.
-	if _, pinned, err := d.imageSize(ctx, name); err == nil && !pinned {
-		return fmt.Sprintf("; labelled pinned, but %s does not report it pinned over CRI, so the kubelet's image GC may still remove it (containerd 2.x reports it)", d.opts.RuntimeVersion)
+	// Only CRI's own answer tells whether the kubelet will see the pin;
+	// containerd's CRI plugin learns of the label from an event, a moment
+	// after the update returns.
+	deadline := time.Now().Add(pinSettle)
+	for {
+		_, pinned, err := d.imageSize(ctx, name)
+		if err == nil && pinned {
+			return "; pinned against the kubelet's image GC"
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Sprintf("; labelled pinned, but %s does not report it pinned over CRI, so the kubelet's image GC may still remove it (containerd 2.x reports it)", d.opts.RuntimeVersion)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return "; pinned against the kubelet's image GC"
 }
+
+// pinSettle is how long CRI gets to report a pin just set.
+const pinSettle = 3 * time.Second
 
 // imageSize asks CRI for an image's size and whether it is pinned.
 func (d *Daemon) imageSize(ctx context.Context, name string) (int64, bool, error) {
@@ -196,9 +211,15 @@ func (d *Daemon) reconcilePins(ctx context.Context) {
 		return
 	}
 	logger := klog.FromContext(ctx)
-	want := map[string]retention.TagKey{}
+	// A pinning tag keeps its pin in any phase (its pull may be pinning it
+	// right now); only a succeeded one is pinned from here.
+	keep, want := map[string]bool{}, map[string]retention.TagKey{}
 	for k, p := range retention.Policies(ni) {
-		if st, ok := d.reporter.get(k.Image, k.Tag); p.Pin && ok && st.Phase == appsv1beta1.ImagePhaseSucceeded {
+		if !p.Pin {
+			continue
+		}
+		keep[storeName(k.Image, k.Tag)] = true
+		if st, ok := d.reporter.get(k.Image, k.Tag); ok && st.Phase == appsv1beta1.ImagePhaseSucceeded {
 			want[storeName(k.Image, k.Tag)] = k
 		}
 	}
@@ -208,7 +229,7 @@ func (d *Daemon) reconcilePins(ctx context.Context) {
 		return
 	}
 	for _, name := range have {
-		if _, ok := want[name]; ok {
+		if keep[name] {
 			delete(want, name)
 			continue
 		}
