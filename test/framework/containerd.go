@@ -51,15 +51,7 @@ const Containerd2Version = "v2.4.2"
 // Containerd2BinDir is where hack/build-containerd.sh puts containerd 2.x,
 // its runc shim and ctr.
 func Containerd2BinDir() string {
-	if dir := os.Getenv("PREPULL_CONTAINERD2_BIN"); dir != "" {
-		return dir
-	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(cache, "prepull", "containerd", Containerd2Version, "bin")
+	return cachedBinDir("PREPULL_CONTAINERD2_BIN", "containerd", Containerd2Version)
 }
 
 // ContainerdBinary is the containerd to run: 2.x from the cache, or

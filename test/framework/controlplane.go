@@ -38,7 +38,14 @@ const KubernetesVersion = "v1.37.2"
 // BinDir is where hack/build-controlplane.sh puts etcd, kube-apiserver and
 // kubectl.
 func BinDir() string {
-	if dir := os.Getenv("PREPULL_CONTROLPLANE_BIN"); dir != "" {
+	return cachedBinDir("PREPULL_CONTROLPLANE_BIN", "controlplane", KubernetesVersion)
+}
+
+// cachedBinDir is where a hack/build-*.sh script caches the binaries of
+// one version of what, as the script computes it: $env when set, else
+// under $XDG_CACHE_HOME (or ~/.cache)/prepull.
+func cachedBinDir(env, what, version string) string {
+	if dir := os.Getenv(env); dir != "" {
 		return dir
 	}
 	cache := os.Getenv("XDG_CACHE_HOME")
@@ -46,7 +53,7 @@ func BinDir() string {
 		home, _ := os.UserHomeDir()
 		cache = filepath.Join(home, ".cache")
 	}
-	return filepath.Join(cache, "prepull", "controlplane", KubernetesVersion, "bin")
+	return filepath.Join(cache, "prepull", what, version, "bin")
 }
 
 // ControlPlane is a running etcd and kube-apiserver.
