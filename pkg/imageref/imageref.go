@@ -20,14 +20,15 @@ import (
 // DefaultTag is the tag of a reference that names none.
 const DefaultTag = "latest"
 
-// MaxNameLength is the longest image name (without tag or digest) a
-// registry accepts.
-const MaxNameLength = reference.NameTotalLengthMax
+// MaxNameLength is the longest repository path (the name without registry
+// host or tag, library/nginx for nginx) a registry accepts.
+const MaxNameLength = reference.RepositoryNameTotalLengthMax
 
 // Pattern is the reference grammar the CRDs' CEL rules check at admission,
 // written for CEL's RE2: distribution's grammar, narrowed to what prepull
 // can pull (sha256 digests only, no IPv6 hosts). Every string it matches
-// whose name is at most MaxNameLength long parses here (FuzzParse checks).
+// whose repository path is at most MaxNameLength long parses here, and no
+// other (FuzzParse checks).
 const Pattern = `^(([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)([.][a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?` +
 	`[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*)*` +
 	`(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$`

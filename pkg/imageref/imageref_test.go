@@ -112,7 +112,24 @@ func admissible(ref string) bool {
 	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
 		name = name[:i]
 	}
-	return len(name) <= MaxNameLength
+	return len(name)+pathAdjust(ref) <= MaxNameLength
+}
+
+// pathAdjust mirrors the CRDs' rule for turning a reference's name into
+// the repository path a runtime checks against the limit: without the
+// registry host, and with library/ for a Docker Hub image named in one
+// component (nginx, docker.io/nginx).
+func pathAdjust(ref string) int {
+	first, _, found := strings.Cut(ref, "/")
+	switch {
+	case !found:
+		return len("library/")
+	case !strings.ContainsAny(first, ".:ABCDEFGHIJKLMNOPQRSTUVWXYZ") && first != "localhost":
+		return 0 // no registry host: the whole name is the path
+	case strings.Count(ref, "/") == 1 && (first == "docker.io" || first == "index.docker.io"):
+		return len("library/") - len(first) - 1
+	}
+	return -len(first) - 1
 }
 
 // The CRDs check images with Pattern: what admission accepts, Parse must.
@@ -130,7 +147,7 @@ func TestCRDsUsePattern(t *testing.T) {
 		if n := strings.Count(rules, ".matches('"+Pattern+"')"); n != 2 {
 			t.Errorf("%s: the image rule uses imageref.Pattern %d times, want once per version (2): keep the marker in step with Pattern", f, n)
 		}
-		if n := strings.Count(rules, fmt.Sprintf(".size() <= %d", MaxNameLength)); n != 2 {
+		if n := strings.Count(rules, fmt.Sprintf(".size() - 1) <= %d", MaxNameLength)); n != 2 {
 			t.Errorf("%s: the name length rule (<= %d) appears %d times, want 2", f, MaxNameLength, n)
 		}
 	}
@@ -162,6 +179,14 @@ func FuzzParse(f *testing.F) {
 		"r.io:5000/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "localhost:5000", "a:b@c:d", "[::1]:5000/x"} {
 		f.Add(s)
 	}
+	// Names at the edges of the repository path limit, where the CRD
+	// rule's reckoning of the path is exact or off by one.
+	for _, prefix := range []string{"", "team/", "docker.io/", "index.docker.io/", "localhost/", "r.io/"} {
+		for _, extra := range []int{-1, 0, 1} {
+			n := MaxNameLength - len(prefix) - pathAdjust(prefix+"x") + extra
+			f.Add(prefix + strings.Repeat("a", n) + ":v1")
+		}
+	}
 	f.Fuzz(func(t *testing.T, s string) {
 		r, err := Parse(s)
 		if admissible(s) {
@@ -175,6 +200,9 @@ func FuzzParse(f *testing.F) {
 		}
 		if err != nil {
 			return
+		}
+		if patternRE.MatchString(s) && !imageID.MatchString(s) && !admissible(s) {
+			t.Fatalf("admission refuses %q for its length, but a runtime accepts it", s)
 		}
 		host, path := Repository(s)
 		named, nerr := reference.ParseNormalizedNamed(s)

@@ -127,8 +127,12 @@ var admissionCases = []admissionCase{
 		want: []string{"spec.image", "image must be an image reference"}},
 	{name: "job image sha512 digest", manifest: job("  image: nginx@sha512:" + strings.Repeat("ab", 64) + "\n"),
 		want: []string{"spec.image", "only sha256 digests"}},
-	{name: "job image name over 255 characters", manifest: job("  image: example.com/" + strings.Repeat("a", 250) + ":v1\n"),
+	{name: "job image path over 255 characters", manifest: job("  image: example.com/" + strings.Repeat("a", 256) + ":v1\n"),
 		want: []string{"spec.image", "at most 255 characters"}},
+	// A runtime names nginx docker.io/library/nginx: 248 characters make a
+	// 256-character path.
+	{name: "job Docker Hub image path over 255 characters", manifest: job("  image: " + strings.Repeat("a", 248) + ":v1\n"),
+		want: []string{"spec.image", "at most 255 characters", "library/"}},
 	{name: "job image a bare image ID", manifest: job("  image: \"" + digest[len("sha256:"):] + "\"\n"),
 		want: []string{"spec.image", "a bare 64-hex-digit string is an image ID"}},
 	{name: "selector label key invalid", manifest: job("  image: nginx\n  selector:\n    matchLabels: {\"bad key!\": v}\n"),
@@ -159,6 +163,8 @@ var admissionCases = []admissionCase{
 		want: []string{"spec.images", "must have at most 255 items"}},
 	{name: "list with a bad image", manifest: listJob("  images: [nginx, \"Bad Image\"]\n"),
 		want: []string{"spec.images", "every entry of images must be an image reference"}},
+	{name: "list with a Docker Hub image path over 255 characters", manifest: listJob("  images: [nginx, " + strings.Repeat("a", 248) + "]\n"),
+		want: []string{"spec.images", "at most 255 characters"}},
 	{name: "list with a short digest", manifest: listJob("  images: [nginx, \"busybox@" + digest[:len(digest)-1] + "\"]\n"),
 		want: []string{"spec.images", "only sha256 digests"}},
 	{name: "list selector label value invalid", manifest: listJob("  images: [nginx]\n  selector:\n    matchLabels: {zone: \"a b\"}\n"),
