@@ -1,11 +1,15 @@
 # prepull: see README.md. `make help` lists the targets.
 SHELL := /usr/bin/env bash
 GO ?= go
-# The product builds from the committed vendor/ directory.
-export GOFLAGS := -mod=vendor
+# The product builds from the committed vendor/ directory. Everything here
+# builds static and -trimpath, as the images are, so tests, the binaries the
+# tests start and the images share one build cache: a cold make test
+# compiles the dependency tree once per architecture, not three times.
+export GOFLAGS := -mod=vendor -trimpath
+export CGO_ENABLED := 0
 BIN_DIR ?= bin
 
-.PHONY: chaos bench-quick bench-micro help demo demo-stop build dist images cluster-e2e fuzz alert-rules test test-unit test-integration e2e verify verify-fresh generate controlplane containerd bench clean
+.PHONY: servers chaos bench-quick bench-micro help demo demo-stop build dist images cluster-e2e fuzz alert-rules test test-unit test-integration e2e verify verify-fresh generate controlplane containerd bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -24,7 +28,7 @@ build: ## Build every package (and binaries under cmd/ into bin/, stamped with V
 	$(GO) build ./...
 	$(GO) build -ldflags "-X github.com/prepull/prepull/pkg/version.Version=$(VERSION) -X github.com/prepull/prepull/pkg/version.Revision=$(REVISION)" -o $(BIN_DIR)/ ./cmd/...
 
-test: verify verify-fresh test-unit fuzz test-integration alert-rules e2e cluster-e2e chaos bench-quick ## The full check CI runs: verify, a fresh-cache check, unit, integration and end-to-end tests.
+test: verify verify-fresh test-unit fuzz servers test-integration alert-rules e2e cluster-e2e chaos bench-quick ## The full check CI runs: verify, a fresh-cache check, unit, integration and end-to-end tests.
 
 test-unit: ## Unit tests (no servers).
 	$(GO) test -count=1 ./pkg/... $(if $(wildcard cmd),./cmd/...)
@@ -62,6 +66,13 @@ controlplane: ## Build (or find cached) etcd, kube-apiserver and kubectl.
 containerd: ## Install Debian's containerd 1.6 if missing and build (or find cached) containerd 2.x; the tests run their own instances.
 	@hack/install-containerd.sh
 	@hack/build-containerd.sh >/dev/null
+
+servers: ## Everything the tests run, built (or found cached) side by side: control plane and node binaries, containerd 2.x, Debian's packages.
+	@hack/install-containerd.sh node
+	@hack/install-containerd.sh promtool
+	@hack/build-containerd.sh >/dev/null & ctd=$$!; \
+	  hack/build-controlplane.sh all >/dev/null; cp=$$?; \
+	  wait $$ctd && exit $$cp
 
 verify: ## gofmt, go vet, vendor and generated-code freshness.
 	hack/verify-gofmt.sh

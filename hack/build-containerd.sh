@@ -38,7 +38,7 @@ build() {
   for n in "${NAMES[@]}"; do pkgs+=("github.com/containerd/containerd/v2/cmd/$n"); done
   # The version stamp makes CRI's Version call report the release, which the
   # daemon logs and the tests check.
-  (cd "$MOD" && GOFLAGS="-mod=mod -buildvcs=false" quietly go build \
+  (cd "$MOD" && unset CGO_ENABLED && GOFLAGS="-mod=mod -buildvcs=false" quietly go build \
     -ldflags "-X github.com/containerd/containerd/v2/version.Version=${VERSION#v}" \
     -o "$tmp/" "${pkgs[@]}")
   rm -f "$BIN/.stamp"

@@ -9,6 +9,8 @@
 # real node and a full control plane add: kubelet, kube-controller-manager,
 # kube-scheduler and kube-proxy (the real-cluster test, make cluster-e2e).
 #
+# `hack/build-controlplane.sh all` builds both sets in one go.
+#
 # Prints the bin directory on stdout. PREPULL_CONTROLPLANE_BIN overrides it.
 # Two runs at once (e.g. from two clones) take turns on a lock: the second
 # finds what the first built.
@@ -29,53 +31,68 @@ BIN=${PREPULL_CONTROLPLANE_BIN:-"${XDG_CACHE_HOME:-$HOME/.cache}/prepull/control
 # this script (its build flags).
 STAMP=$(cat "$MOD/go.mod" "$MOD/go.sum" "$MOD/etcd/main.go" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
 
+CP_NAMES=(etcd kube-apiserver kubectl)
+CP_PKGS=(./etcd k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+NODE_NAMES=(kubelet kube-controller-manager kube-scheduler kube-proxy)
+NODE_PKGS=(k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy)
 case "${1:-}" in
-"")
-  SET=controlplane
-  NAMES=(etcd kube-apiserver kubectl)
-  PKGS=(./etcd k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
-  WHAT="kube-apiserver, etcd and kubectl $VERSION once (about 10 minutes on 2 cores the first time"
-  ;;
-node)
-  SET=node
-  NAMES=(kubelet kube-controller-manager kube-scheduler kube-proxy)
-  PKGS=(k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy)
-  WHAT="kubelet, kube-controller-manager, kube-scheduler and kube-proxy $VERSION once (about 5 more minutes the first time"
-  ;;
+"") SETS=(controlplane) ;;
+node) SETS=(node) ;;
+# Both in one go build: the sets share most packages, and one build links
+# its binaries side by side.
+all) SETS=(controlplane node) ;;
 *)
-  say "usage: $0 [node]"
+  say "usage: $0 [node|all]"
   exit 2
   ;;
 esac
 
+# cached SET: the set's binaries are there and were built from this exact
+# module set and script.
 cached() {
-  [[ -f "$BIN/.stamp-$SET" && "$(cat "$BIN/.stamp-$SET")" == "$STAMP" ]] || return 1
-  local n
-  for n in "${NAMES[@]}"; do [[ -x "$BIN/$n" ]] || return 1; done
+  local set=$1 n names
+  [[ -f "$BIN/.stamp-$set" && "$(cat "$BIN/.stamp-$set")" == "$STAMP" ]] || return 1
+  if [[ $set == node ]]; then names=("${NODE_NAMES[@]}"); else names=("${CP_NAMES[@]}"); fi
+  for n in "${names[@]}"; do [[ -x "$BIN/$n" ]] || return 1; done
+}
+
+# missing lists the requested sets that are not cached.
+missing() {
+  local set
+  for set in "${SETS[@]}"; do cached "$set" || echo "$set"; done
 }
 
 build() {
-  cached && return 0
-  say "building $WHAT; cached in $BIN afterwards)"
-  local tmp start=$SECONDS n
+  local todo=() set names=() pkgs=() tmp start=$SECONDS n
+  mapfile -t todo < <(missing)
+  ((${#todo[@]})) || return 0
+  for set in "${todo[@]}"; do
+    if [[ $set == node ]]; then
+      names+=("${NODE_NAMES[@]}") pkgs+=("${NODE_PKGS[@]}")
+    else
+      names+=("${CP_NAMES[@]}") pkgs+=("${CP_PKGS[@]}")
+    fi
+  done
+  say "building ${names[*]} $VERSION once (the control plane takes about 10 minutes on 2 cores the first time, the node binaries about 5 more; cached in $BIN afterwards)"
   tmp=$(mktemp -d "$BIN/../build.XXXXXX")
   # shellcheck disable=SC2064 # expand now: tmp is local
   trap "rm -rf '$tmp'" EXIT
   # The tool module is not vendored; it resolves through the module proxy.
   # The version stamp makes `kubectl version` and the kubelet's node status
-  # report the real release instead of v0.0.0-master.
-  (cd "$MOD" && GOFLAGS="-mod=mod -buildvcs=false" quietly go build \
+  # report the real release instead of v0.0.0-master. CGO_ENABLED is Go's
+  # own default here, whatever the caller (make test) set for prepull.
+  (cd "$MOD" && unset CGO_ENABLED && GOFLAGS="-mod=mod -buildvcs=false" quietly go build \
     -ldflags "-X k8s.io/component-base/version.gitVersion=$VERSION -X k8s.io/client-go/pkg/version.gitVersion=$VERSION" \
-    -o "$tmp/" "${PKGS[@]}")
-  # Each rename is atomic; the stamp goes last, so a reader never trusts a
-  # half-filled directory.
-  rm -f "$BIN/.stamp-$SET"
-  for n in "${NAMES[@]}"; do mv "$tmp/$n" "$BIN/"; done
-  echo "$STAMP" >"$BIN/.stamp-$SET"
+    -o "$tmp/" "${pkgs[@]}")
+  # Each rename is atomic; a set's stamp goes last, so a reader never
+  # trusts a half-filled directory.
+  for set in "${todo[@]}"; do rm -f "$BIN/.stamp-$set"; done
+  for n in "${names[@]}"; do mv "$tmp/$n" "$BIN/"; done
+  for set in "${todo[@]}"; do echo "$STAMP" >"$BIN/.stamp-$set"; done
   say "built in $((SECONDS - start))s"
 }
 
-if ! cached; then
+if [[ -n "$(missing)" ]]; then
   mkdir -p "$BIN"
   with_lock "$BIN/../.build.lock" build
 fi

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +19,15 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the plugin build plugin made.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if pluginBin != "" {
+		_ = os.RemoveAll(filepath.Dir(pluginBin))
+	}
+	os.Exit(code)
+}
+
 // plugin builds test/credplugin once and links it into a new bin dir under
 // each name given.
 func plugin(t *testing.T, names ...string) string {
@@ -30,12 +38,13 @@ func plugin(t *testing.T, names ...string) string {
 			buildErr = err
 			return
 		}
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
+		// go test runs in this package's directory; the source file's path
+		// is no guide under -trimpath (make test).
+		root := filepath.Join("..", "..")
 		pluginBin = filepath.Join(dir, "credplugin")
-		cmd := exec.Command("go", "build", "-o", pluginBin, "./test/credplugin")
+		cmd := exec.Command("go", "build", "-trimpath", "-o", pluginBin, "./test/credplugin")
 		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=vendor")
+		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=vendor", "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = err
 			t.Logf("%s", out)

@@ -11,20 +11,20 @@ import (
 // BuildBinary builds one of the repository's commands (e.g.
 // "./cmd/prepull-daemon") into dir and returns its path.
 func BuildBinary(dir, pkg string) (string, error) {
-	out := filepath.Join(dir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = RepoRoot()
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=vendor")
-	if output, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building %s: %w\n%s", pkg, err, output)
-	}
-	return out, nil
+	return goBuild(filepath.Join(dir, filepath.Base(pkg)), pkg)
 }
 
 // BuildStatic builds a command of this repository as a static linux binary
 // for this machine's architecture, for packaging into an image.
 func BuildStatic(dir, pkg string) (string, error) {
-	out := filepath.Join(dir, "static", filepath.Base(pkg))
+	return goBuild(filepath.Join(dir, "static", filepath.Base(pkg)), pkg)
+}
+
+// goBuild builds every binary the tests run one way: static and -trimpath,
+// as the images are (hack/images) and as make test compiles everything
+// (its GOFLAGS and CGO_ENABLED), so all of them share one build cache and a
+// cold run compiles the dependency tree once for this architecture.
+func goBuild(out, pkg string) (string, error) {
 	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
 	cmd.Dir = RepoRoot()
 	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=vendor", "CGO_ENABLED=0", "GOOS=linux")

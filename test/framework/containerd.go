@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -219,8 +221,31 @@ func (c *Containerd) TrustRegistry(host string) error {
 // left mounted there).
 func (c *Containerd) Stop() {
 	c.terminate()
-	_ = exec.Command("umount", "-R", "-l", c.Dir).Run()
+	unmountUnder(c.Dir)
 	_ = os.RemoveAll(c.Dir)
+}
+
+// unmountUnder detaches every mount below dir, deepest first: the image
+// filesystem's tmpfs and whatever containerd mounted inside it. (umount -R
+// on dir itself does nothing when dir is no mount point, and the tmpfs
+// then outlives the test.)
+func unmountUnder(dir string) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		// The fifth field is the mount point (octal escapes for spaces,
+		// which these paths do not have).
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			points = append(points, f[4])
+		}
+	}
+	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	for _, p := range points {
+		_ = syscall.Unmount(p, syscall.MNT_DETACH)
+	}
 }
 
 func tail(b []byte, n int) []byte {

@@ -7,7 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
+	"sync"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -21,11 +21,36 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// RepoRoot is the root of the prepull source tree this package was built from.
+// RepoRoot is the root of the prepull source tree the test runs in: the
+// nearest directory above the working directory (go test runs in the
+// package's) whose go.mod is prepull's. It does not use the source file's
+// path, which -trimpath builds (make test) leave relative.
 func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
+	rootOnce.Do(func() {
+		dir, err := os.Getwd()
+		if err != nil {
+			panic(fmt.Sprintf("finding the repository root: %v", err))
+		}
+		for {
+			data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+			if err == nil && bytes.HasPrefix(data, []byte("module github.com/prepull/prepull\n")) {
+				root = dir
+				return
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				panic("finding the repository root: no go.mod of github.com/prepull/prepull above the working directory")
+			}
+			dir = parent
+		}
+	})
+	return root
 }
+
+var (
+	rootOnce sync.Once
+	root     string
+)
 
 // CRDDir holds the generated CRD manifests.
 func CRDDir() string { return filepath.Join(RepoRoot(), "artifacts", "crds") }
