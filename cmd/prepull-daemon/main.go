@@ -36,14 +36,15 @@ import (
 // options are the daemon's flags.
 type options struct {
 	kubeconfig, nodeName, endpoint, containerdAddr, daemonNS string
-	maxPulls, burst                                          int
+	maxPulls, burst, largePulls                              int
+	largeImageBytes                                          int64
 	statusInterval, progressInterval                         time.Duration
 	qps                                                      float64
 	metricsAddr, healthAddr                                  string
 	credProviderConfig, credProviderBinDir                   string
 	imageFSPath                                              string
 	maxImageFSUsage, maxPinnedFraction                       float64
-	verifyInterval                                           time.Duration
+	verifyInterval, stallTimeout                             time.Duration
 }
 
 func main() {
@@ -54,6 +55,10 @@ func main() {
 	fs.StringVar(&o.endpoint, "runtime-endpoint", "", "CRI socket, e.g. unix:///run/containerd/containerd.sock. Empty: try "+strings.Join(cri.DefaultEndpoints, ", ")+" and use the first that answers CRI v1.")
 	fs.StringVar(&o.containerdAddr, "containerd-address", "", "containerd's own API socket, for byte progress of pulls. Empty: the runtime endpoint when the runtime is containerd; \"none\" disables progress (it then jumps 0 -> 100).")
 	fs.IntVar(&o.maxPulls, "max-concurrent-pulls", 3, "Pulls run at once on this node; the rest wait, oldest first. A pull waiting out a retry backoff does not count.")
+	fs.IntVar(&o.maxPulls, "max-concurrency", 3, "The same as --max-concurrent-pulls, spelt as Kruise's daemon spells it.")
+	fs.IntVar(&o.largePulls, "max-large-pulls", 1, "Pulls of large images (--large-image-bytes) that may run beside the --max-concurrent-pulls slots: a pull found to be large moves to one of these slots when one is free, so small images queued behind a 20 GB pull keep flowing. 0: large pulls keep their slot.")
+	fs.Int64Var(&o.largeImageBytes, "large-image-bytes", 1<<30, "Compressed layer bytes from which a pull counts as large (read from containerd once the manifest is in).")
+	fs.DurationVar(&o.stallTimeout, "pull-stall-timeout", 2*time.Minute, "A pull attempt whose layer bytes have not moved for this long is abandoned and retried (the retry resumes from the bytes already there), whatever its timeout. With the default pullPolicy.timeoutSeconds (600) an attempt whose bytes keep moving runs past it; any other timeoutSeconds bounds each attempt. Needs byte progress (containerd); 0 never abandons.")
 	fs.StringVar(&o.daemonNS, "daemon-namespace", "prepull-system", "The only namespace whose secrets the daemon reads (prepull-controller copies jobs' pull secrets there).")
 	fs.DurationVar(&o.statusInterval, "status-interval", 300*time.Millisecond, "Least time between two NodeImage status writes; changes in between are coalesced into one write.")
 	fs.DurationVar(&o.progressInterval, "progress-interval", time.Second, "How often a running pull's byte progress is read.")
@@ -145,6 +150,7 @@ func run(ctx context.Context, o options) error {
 	}
 
 	var prog daemon.ProgressFunc
+	var holder daemon.Holder
 	if containerdAddr == "" && rt.Name == "containerd" {
 		containerdAddr = rt.Endpoint
 	}
@@ -155,6 +161,7 @@ func run(ctx context.Context, o options) error {
 		} else {
 			defer tracker.Close()
 			prog = tracker.Progress
+			holder = daemon.HolderFunc(func(ctx context.Context, image string) (daemon.Hold, error) { return tracker.Hold(ctx, image) })
 		}
 	}
 	pins, noPin := pinner(ctx, rt, containerdAddr)
@@ -172,7 +179,8 @@ func run(ctx context.Context, o options) error {
 
 	dopts := daemon.Options{
 		NodeName: nodeName, DaemonNamespace: o.daemonNS, MaxConcurrent: o.maxPulls,
-		StatusInterval: o.statusInterval, ProgressInterval: o.progressInterval,
+		StatusInterval: o.statusInterval, ProgressInterval: o.progressInterval, StallTimeout: o.stallTimeout, Holder: holder,
+		LargeImageBytes: o.largeImageBytes, LargePulls: o.largePulls,
 		Images: rt.Images, Backoff: puller.DefaultBackoff, Progress: prog, Providers: providers,
 		RuntimeVersion: rt.Name + " " + rt.Version, NoPinReason: noPin, Remover: rt, ImageFS: imageFS,
 		Budget:         diskbudget.Budget{MaxUsage: o.maxImageFSUsage, MaxPinned: o.maxPinnedFraction},

@@ -35,6 +35,7 @@ import (
 	"github.com/prepull/prepull/pkg/nodetags"
 	"github.com/prepull/prepull/pkg/ownwrites"
 	"github.com/prepull/prepull/pkg/puller"
+	"github.com/prepull/prepull/pkg/pullwatch"
 )
 
 // Event reasons, as Kruise's daemon uses them.
@@ -42,10 +43,29 @@ const (
 	ReasonPullFailed = "PullImageFailed"
 )
 
-// ProgressFunc reads how far a running pull of image is, in percent of
-// bytes, and the image's total layer bytes, or false when the runtime
-// cannot tell.
-type ProgressFunc func(ctx context.Context, image string, since time.Time) (percent int32, total int64, ok bool)
+// ProgressFunc reads how many of a running pull's layer bytes are present,
+// of how many, or false when the runtime cannot tell.
+type ProgressFunc func(ctx context.Context, image string, since time.Time) (pullwatch.Bytes, bool)
+
+// Holder keeps a pull's downloaded bytes between its attempts, so that a
+// retry resumes rather than downloading again.
+type Holder interface {
+	Hold(ctx context.Context, image string) (Hold, error)
+}
+
+// Hold keeps one image's downloaded bytes until released.
+type Hold interface {
+	// Keep takes in what the running attempt has downloaded so far.
+	Keep(ctx context.Context, since time.Time)
+	// Release lets go: the pull is over, for good or ill.
+	Release(ctx context.Context) error
+}
+
+// HolderFunc adapts a function to Holder.
+type HolderFunc func(ctx context.Context, image string) (Hold, error)
+
+// Hold calls f.
+func (f HolderFunc) Hold(ctx context.Context, image string) (Hold, error) { return f(ctx, image) }
 
 // Options configure a Daemon.
 type Options struct {
@@ -56,10 +76,20 @@ type Options struct {
 	StatusInterval time.Duration
 	// ProgressInterval is how often a running pull's progress is read.
 	ProgressInterval time.Duration
-	Images           puller.ImageService
-	Backoff          puller.Backoff
-	Progress         ProgressFunc
-	Recorder         record.EventRecorder
+	// StallTimeout abandons (and retries) an attempt whose layer bytes have
+	// not moved for this long; 0 never does. It needs Progress.
+	StallTimeout time.Duration
+	// Holder keeps failed attempts' bytes for the retry, or is nil.
+	Holder Holder
+	// A pull whose layers add up to LargeImageBytes or more (0: none is
+	// large) moves out of the MaxConcurrent slots into one of LargePulls
+	// slots of its own, when one is free.
+	LargeImageBytes int64
+	LargePulls      int
+	Images          puller.ImageService
+	Backoff         puller.Backoff
+	Progress        ProgressFunc
+	Recorder        record.EventRecorder
 	// Providers are the kubelet credential provider plugins, or nil.
 	Providers *credprovider.Providers
 	// RuntimeVersion names the runtime in messages, e.g. "containerd 1.6.20".
@@ -110,6 +140,8 @@ type Daemon struct {
 	// secretErrs remembers the last problem logged per secret, so a
 	// missing or broken secret is logged once, not at every pull.
 	secretErrs map[string]string
+	// queuedMessage is a queued tag's message.
+	queuedMessage string
 }
 
 // New builds a daemon; Run starts it.
@@ -141,7 +173,8 @@ func New(client *NodeImageClient, core *CoreClient, opts Options) (*Daemon, erro
 		retentionChanged: make(chan struct{}, 1),
 		purged:           map[string]bool{},
 	}
-	d.pool = newPool(opts.MaxConcurrent, func(q, r int) { queueLength.Set(float64(q)); inFlight.Set(float64(r)) })
+	d.queuedMessage = fmt.Sprintf("waiting for a pull slot: at most %d pulls run at once on this node (prepull-daemon --max-concurrent-pulls)", max(1, opts.MaxConcurrent))
+	d.pool = newPool(opts.MaxConcurrent, opts.LargePulls, func(q, r int) { queueLength.Set(float64(q)); inFlight.Set(float64(r)) })
 	d.reporter = newReporter(opts.StatusInterval, d.writeStatus)
 
 	// Only this node's NodeImage, and only secrets of the daemon namespace.
@@ -274,7 +307,7 @@ func (d *Daemon) sync(ctx context.Context) {
 					continue
 				}
 				d.reporter.update(name, tag.Tag, func(st *appsv1beta1.ImageTagStatus) {
-					*st = appsv1beta1.ImageTagStatus{Tag: tag.Tag, Phase: appsv1beta1.ImagePhaseWaiting, Version: tag.Version}
+					*st = appsv1beta1.ImageTagStatus{Tag: tag.Tag, Phase: appsv1beta1.ImagePhaseWaiting, Version: tag.Version, Message: d.queuedMessage}
 				})
 				d.pool.submit(d.newTask(ctx, ni, name, *img.DeepCopy(), *tag.DeepCopy()))
 			}
@@ -303,7 +336,9 @@ func (d *Daemon) newTask(ctx context.Context, ni *appsv1beta1.NodeImage, name st
 	}
 	niRef := &corev1.ObjectReference{APIVersion: appsv1beta1.SchemeGroupVersion.String(), Kind: "NodeImage", Name: ni.Name, UID: ni.UID}
 	t := &task{key: taskKey{name, tag.Tag}, version: tag.Version, createdAt: created}
+	queued := time.Now()
 	t.run = func(tctx context.Context) {
+		phaseSeconds.WithLabelValues("queued").Observe(time.Since(queued).Seconds())
 		d.pull(klog.NewContext(tctx, klog.FromContext(ctx)), niRef, name, img, tag, created, t.note)
 	}
 	return t
@@ -332,17 +367,26 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 		*st = appsv1beta1.ImageTagStatus{Tag: tag.Tag, Phase: appsv1beta1.ImagePhasePulling, Version: tag.Version, StartTime: &start}
 	})
 
-	req := d.request(ctx, ref, img, tag, created, set)
+	req, runs := d.request(ctx, ref, img, tag, created, set)
+	hold := d.hold(ctx, ref)
 	progressDone := make(chan struct{})
 	progressCtx, stopProgress := context.WithCancel(ctx)
 	if d.opts.Progress != nil {
-		go d.followProgress(progressCtx, ref, start.Time, set, progressDone)
+		go d.followProgress(progressCtx, ref, start.Time, runs, hold, set, progressDone)
 	} else {
 		close(progressDone)
 	}
 	res := d.puller.Pull(ctx, req)
 	stopProgress()
 	<-progressDone
+	runs.end(time.Now())
+	if hold != nil && ctx.Err() == nil {
+		// A pull cut short keeps its bytes for whoever pulls the tag next
+		// (a newer version, or this daemon after a restart).
+		if err := hold.Release(ctx); err != nil {
+			logger.Error(err, "Releasing the downloaded layers' lease")
+		}
+	}
 	took := time.Since(start.Time)
 
 	if ctx.Err() != nil {
@@ -372,8 +416,8 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 	pullsTotal.WithLabelValues(result).Inc()
 	pullDuration.WithLabelValues(result).Observe(took.Seconds())
 	if d.opts.Progress != nil && !res.Present {
-		if _, total, ok := d.opts.Progress(ctx, ref, start.Time); ok {
-			imageBytes.Add(float64(total))
+		if b, ok := d.opts.Progress(ctx, ref, start.Time); ok {
+			imageBytes.Add(float64(b.Total))
 		}
 	}
 	logger.V(2).Info("Pull succeeded", "took", took, "attempts", res.Attempts, "present", res.Present)
@@ -388,9 +432,17 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 // request is the pull of one tag with its policy: its timeout, backoff
 // and deadline, credentials read at every attempt, each failed attempt's
 // cause in the status while the retry waits, and the pool slot given back
-// during a backoff.
-func (d *Daemon) request(ctx context.Context, ref string, img appsv1beta1.ImageSpec, tag appsv1beta1.ImageTagSpec, created time.Time, set func(func(*appsv1beta1.ImageTagStatus))) puller.Request {
+// during a backoff. The attempts it returns are watched for stalls.
+//
+// The timeout rule: a timeoutSeconds other than the default 600 (which
+// admission fills in when a job sets none) bounds each attempt, as Kruise
+// documents. With the default, where the runtime shows byte progress, an
+// attempt runs as long as its bytes keep moving: it ends when they stop for
+// the stall interval or its unpack runs far past what its size needs; where
+// the runtime shows no bytes, the default bounds it.
+func (d *Daemon) request(ctx context.Context, ref string, img appsv1beta1.ImageSpec, tag appsv1beta1.ImageTagSpec, created time.Time, set func(func(*appsv1beta1.ImageTagStatus))) (puller.Request, *attempts) {
 	logger := klog.FromContext(ctx)
+	runs := &attempts{rule: pullwatch.Rule{Stall: d.opts.StallTimeout, MinUnpackRate: pullwatch.DefaultMinUnpackRate}}
 	req := puller.Request{
 		Image:        ref,
 		Auths:        func() ([]credentials.Auth, error) { return d.credentials(ctx, ref, img, tag) },
@@ -398,12 +450,11 @@ func (d *Daemon) request(ctx context.Context, ref string, img appsv1beta1.ImageS
 		PullPolicy:   tag.ImagePullPolicy,
 		Timeout:      appsv1beta1.DefaultTimeoutSeconds * time.Second,
 		BackoffLimit: appsv1beta1.DefaultBackoffLimit,
-		OnAttempt: func(attempt int) {
-			if attempt > 1 {
-				set(func(st *appsv1beta1.ImageTagStatus) { st.Progress = 0 })
-			}
+		OnAttempt: func(_ int, abandon context.CancelCauseFunc) {
+			runs.begin(time.Now(), abandon)
 		},
 		OnRetry: func(failed int, cause error, wait time.Duration) {
+			runs.end(time.Now())
 			logger.V(2).Info("Pull attempt failed, retrying", "attempt", failed, "wait", wait, "err", cause)
 			set(func(st *appsv1beta1.ImageTagStatus) {
 				st.Message = puller.Bound(fmt.Sprintf("attempt %d failed, retrying in %s: %v", failed, wait.Round(100*time.Millisecond), cause))
@@ -413,17 +464,20 @@ func (d *Daemon) request(ctx context.Context, ref string, img appsv1beta1.ImageS
 			return d.pool.pause(ctx, func(ctx context.Context) error { return puller.Sleep(ctx, wait) })
 		},
 	}
+	explicit := false
 	if p := tag.PullPolicy; p != nil {
-		if p.TimeoutSeconds != nil {
-			req.Timeout = time.Duration(*p.TimeoutSeconds) * time.Second
+		if p.TimeoutSeconds != nil && *p.TimeoutSeconds != appsv1beta1.DefaultTimeoutSeconds {
+			req.Timeout, explicit = time.Duration(*p.TimeoutSeconds)*time.Second, true
 		}
 		req.BackoffLimit = int(ptr.Deref(p.BackoffLimit, appsv1beta1.DefaultBackoffLimit))
 		if p.ActiveDeadlineSeconds != nil {
 			req.Deadline = created.Add(time.Duration(*p.ActiveDeadlineSeconds) * time.Second)
 		}
 	}
-
-	return req
+	if !explicit && d.opts.Progress != nil {
+		runs.rule.Blind, req.Timeout = req.Timeout, 0
+	}
+	return req, runs
 }
 
 // interrupted records a task cut short: by the daemon's shutdown, it
@@ -437,28 +491,6 @@ func (d *Daemon) interrupted(set func(func(*appsv1beta1.ImageTagStatus))) {
 			st.Message = "interrupted by prepull-daemon shutdown; pulled again when the daemon restarts"
 		})
 	default:
-	}
-}
-
-// followProgress reports the pull's byte progress until ctx ends (the
-// caller cancels it when the pull returns), then closes done.
-func (d *Daemon) followProgress(ctx context.Context, ref string, since time.Time, set func(func(*appsv1beta1.ImageTagStatus)), done chan struct{}) {
-	defer close(done)
-	tick := time.NewTicker(d.opts.ProgressInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		if p, _, ok := d.opts.Progress(ctx, ref, since); ok && p < 100 {
-			set(func(st *appsv1beta1.ImageTagStatus) {
-				if st.Phase == appsv1beta1.ImagePhasePulling {
-					st.Progress = p
-				}
-			})
-		}
 	}
 }
 

@@ -14,11 +14,16 @@ var (
 		Name: "prepull_daemon_pull_duration_seconds", Help: "Duration of pull tasks, retries included, by result.",
 		Buckets: prometheus.ExponentialBuckets(0.1, 2, 14),
 	}, []string{"result"})
-	inFlight     = prometheus.NewGauge(prometheus.GaugeOpts{Name: "prepull_daemon_pulls_in_flight", Help: "Pulls running now."})
-	queueLength  = prometheus.NewGauge(prometheus.GaugeOpts{Name: "prepull_daemon_queue_length", Help: "Pull tasks waiting for a worker."})
-	statusWrites = prometheus.NewCounter(prometheus.CounterOpts{Name: "prepull_daemon_status_writes_total", Help: "NodeImage status patches written."})
-	imageBytes   = prometheus.NewCounter(prometheus.CounterOpts{Name: "prepull_daemon_pulled_image_bytes_total", Help: "Compressed layer bytes of the images pulled, where the runtime reports them (containerd)."})
-	syncs        = prometheus.NewCounter(prometheus.CounterOpts{Name: "prepull_daemon_syncs_total", Help: "Times the daemon read its NodeImage spec into tasks."})
+	inFlight        = prometheus.NewGauge(prometheus.GaugeOpts{Name: "prepull_daemon_pulls_in_flight", Help: "Pulls running now."})
+	queueLength     = prometheus.NewGauge(prometheus.GaugeOpts{Name: "prepull_daemon_queue_length", Help: "Pull tasks waiting for a worker."})
+	statusWrites    = prometheus.NewCounter(prometheus.CounterOpts{Name: "prepull_daemon_status_writes_total", Help: "NodeImage status patches written."})
+	imageBytes      = prometheus.NewCounter(prometheus.CounterOpts{Name: "prepull_daemon_pulled_image_bytes_total", Help: "Compressed layer bytes of the images pulled, where the runtime reports them (containerd)."})
+	downloadedBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "prepull_daemon_downloaded_bytes_total", Help: "Layer bytes seen arriving in the runtime's content store during pulls (containerd); bytes a retry found already there are not counted again."})
+	phaseSeconds    = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "prepull_daemon_pull_phase_seconds", Help: "Time pulls spent per phase: queued (waiting for a pull slot), starting (resolving, reading the manifest), downloading, unpacking; one observation per phase of each attempt.",
+		Buckets: prometheus.ExponentialBuckets(0.1, 2, 16),
+	}, []string{"phase"})
+	syncs = prometheus.NewCounter(prometheus.CounterOpts{Name: "prepull_daemon_syncs_total", Help: "Times the daemon read its NodeImage spec into tasks."})
 
 	imageFSCapacity  = prometheus.NewGauge(prometheus.GaugeOpts{Name: "prepull_daemon_image_fs_capacity_bytes", Help: "Size of the node's image filesystem (statfs of the runtime's image store)."})
 	imageFSAvailable = prometheus.NewGauge(prometheus.GaugeOpts{Name: "prepull_daemon_image_fs_available_bytes", Help: "Free bytes of the node's image filesystem."})
@@ -34,5 +39,5 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(pullsTotal, pullDuration, inFlight, queueLength, statusWrites, imageBytes, syncs,
-		imageFSCapacity, imageFSAvailable, imageFSUsage, imageFSLimit, budgetWaiting, budgetWaits, pinnedImages, pinnedBytesGauge, imagesLost, imagesPurged)
+		downloadedBytes, phaseSeconds, imageFSCapacity, imageFSAvailable, imageFSUsage, imageFSLimit, budgetWaiting, budgetWaits, pinnedImages, pinnedBytesGauge, imagesLost, imagesPurged)
 }

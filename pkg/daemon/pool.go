@@ -20,19 +20,26 @@ type task struct {
 	cancel    context.CancelFunc
 	// note is added to the task's final message (why it runs again).
 	note string
+	// large says the task moved to a large-pull slot (promote).
+	large bool
 }
 
 // pool runs tasks holding at most size slots at once, oldest createdAt
 // first (ties in submission order). A newer version of a key replaces a
 // queued one and cancels a running one. A task waiting out a retry backoff
 // gives its slot back (pause), so one failing image never holds a slot
-// that a healthy one could pull with.
+// that a healthy one could pull with. A task found to pull a large image
+// moves to one of largeSize slots of its own (promote), so one 20 GB pull
+// does not hold back the small images queued behind it for its whole
+// duration.
 type pool struct {
-	size    int
-	mu      sync.Mutex
-	cond    *sync.Cond
-	queue   []*task
-	running map[taskKey]*task
+	size int
+	// largeSize bounds the promoted tasks, large the ones running.
+	largeSize, large int
+	mu               sync.Mutex
+	cond             *sync.Cond
+	queue            []*task
+	running          map[taskKey]*task
 	// slots counts the tasks holding a slot: running, not paused.
 	slots  int
 	seq    uint64
@@ -42,8 +49,8 @@ type pool struct {
 	onChange func(queued, running int)
 }
 
-func newPool(size int, onChange func(queued, running int)) *pool {
-	p := &pool{size: max(1, size), running: map[taskKey]*task{}, onChange: onChange}
+func newPool(size, largeSize int, onChange func(queued, running int)) *pool {
+	p := &pool{size: max(1, size), largeSize: max(0, largeSize), running: map[taskKey]*task{}, onChange: onChange}
 	p.cond = sync.NewCond(&p.mu)
 	return p
 }
@@ -122,7 +129,7 @@ func (p *pool) keys() []taskKey {
 
 func (p *pool) changedLocked() {
 	if p.onChange != nil {
-		p.onChange(len(p.queue), p.slots)
+		p.onChange(len(p.queue), p.slots+p.large)
 	}
 }
 
@@ -149,7 +156,7 @@ func (p *pool) run(ctx context.Context) {
 		}
 		t := p.queue[0]
 		p.queue = p.queue[1:]
-		tctx, cancel := context.WithCancel(ctx)
+		tctx, cancel := context.WithCancel(context.WithValue(ctx, taskKeyCtx{}, t))
 		t.cancel = cancel
 		p.running[t.key] = t
 		p.slots++
@@ -169,10 +176,40 @@ func (p *pool) exec(ctx context.Context, t *task) {
 	if p.running[t.key] == t {
 		delete(p.running, t.key)
 	}
-	p.slots--
+	if t.large {
+		p.large--
+	} else {
+		p.slots--
+	}
 	p.changedLocked()
 	p.cond.Broadcast()
 	p.mu.Unlock()
+}
+
+type taskKeyCtx struct{}
+
+// running is the task a ctx of exec belongs to, or nil.
+func running(ctx context.Context) *task {
+	t, _ := ctx.Value(taskKeyCtx{}).(*task)
+	return t
+}
+
+// promote moves the calling task (ctx is exec's) from its slot to a free
+// large-pull slot, freeing its slot for the queue; false when none is free
+// (the task keeps its slot) or it moved already.
+func (p *pool) promote(ctx context.Context) bool {
+	t := running(ctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t == nil || t.large || p.large >= p.largeSize {
+		return false
+	}
+	t.large = true
+	p.large++
+	p.slots--
+	p.changedLocked()
+	p.cond.Broadcast()
+	return true
 }
 
 // pause gives the calling task's slot back while it waits (a retry
@@ -180,8 +217,16 @@ func (p *pool) exec(ctx context.Context, t *task) {
 // again, waiting for one if needed, and returns wait's error, or ctx's if
 // ctx ended first.
 func (p *pool) pause(ctx context.Context, wait func(context.Context) error) error {
+	large := false
+	if t := running(ctx); t != nil {
+		large = t.large
+	}
+	held, size := &p.slots, p.size
+	if large {
+		held, size = &p.large, p.largeSize
+	}
 	p.mu.Lock()
-	p.slots--
+	*held--
 	p.changedLocked()
 	p.cond.Broadcast()
 	p.mu.Unlock()
@@ -194,11 +239,11 @@ func (p *pool) pause(ctx context.Context, wait func(context.Context) error) erro
 		p.mu.Unlock()
 	})
 	defer stop()
-	for p.slots >= p.size && ctx.Err() == nil && !p.closed {
+	for *held >= size && ctx.Err() == nil && !p.closed {
 		p.cond.Wait()
 	}
 	// The slot is taken back even when cancelled: exec returns it.
-	p.slots++
+	*held++
 	p.changedLocked()
 	if err == nil {
 		err = ctx.Err()

@@ -33,7 +33,7 @@ func TestPoolBoundAndOrder(t *testing.T) {
 	}
 	defer rt.Close()
 	p := &puller.Puller{Images: rt.Images}
-	pool := newPool(3, nil)
+	pool := newPool(3, 0, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
@@ -80,7 +80,7 @@ func TestPoolBoundAndOrder(t *testing.T) {
 
 // A new version of a key cancels the running one; cancel drops a key.
 func TestPoolReplacesAndCancels(t *testing.T) {
-	pool := newPool(1, nil)
+	pool := newPool(1, 0, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go pool.run(ctx)
@@ -123,7 +123,7 @@ func waitFor(t *testing.T, cond func() bool) {
 // A task waiting out a backoff gives its slot back: with one slot, another
 // task pulls meanwhile, and the waiting one resumes after it.
 func TestPoolPausedTaskFreesItsSlot(t *testing.T) {
-	pool := newPool(1, nil)
+	pool := newPool(1, 0, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go pool.run(ctx)
@@ -155,5 +155,73 @@ func TestPoolPausedTaskFreesItsSlot(t *testing.T) {
 	defer mu.Unlock()
 	if want := []string{"a: attempt 1 failed", "b: pulled", "a: attempt 2"}; !slices.Equal(events, want) {
 		t.Errorf("events %v, want %v", events, want)
+	}
+}
+
+// A task that promotes itself to a large-pull slot frees its slot for the
+// next task; with the large slots taken, a second large task keeps its
+// slot, and the queue waits for it.
+func TestPoolPromote(t *testing.T) {
+	pool := newPool(1, 1, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); pool.run(ctx) }()
+
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	started := make(chan string, 4)
+	finish := map[string]chan struct{}{}
+	promoted := make(chan bool, 4)
+	for i, name := range []string{"big1", "small", "big2", "after"} {
+		finish[name] = make(chan struct{})
+		pool.submit(&task{key: taskKey{name, "v1"}, version: 1, createdAt: base.Add(time.Duration(i) * time.Second),
+			run: func(ctx context.Context) {
+				started <- name
+				if name == "big1" || name == "big2" {
+					promoted <- pool.promote(ctx)
+					if pool.promote(ctx) {
+						t.Errorf("%s promoted twice", name)
+					}
+				}
+				<-finish[name]
+			}})
+	}
+	next := func(want string) {
+		t.Helper()
+		select {
+		case got := <-started:
+			if got != want {
+				t.Fatalf("started %s, want %s", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s never started", want)
+		}
+	}
+	next("big1")
+	if !<-promoted {
+		t.Fatal("big1 was not promoted with a large slot free")
+	}
+	// big1 holds the large slot; its regular slot went to the queue.
+	next("small")
+	close(finish["small"])
+	next("big2")
+	if <-promoted {
+		t.Fatal("big2 was promoted with the only large slot taken")
+	}
+	pool.mu.Lock()
+	slots, large, queued := pool.slots, pool.large, len(pool.queue)
+	pool.mu.Unlock()
+	if slots != 1 || large != 1 || queued != 1 {
+		t.Fatalf("with big2 unpromoted: %d slots, %d large slots held, %d queued; want 1, 1 and 1 (after waits)", slots, large, queued)
+	}
+	close(finish["big2"])
+	next("after")
+	close(finish["after"])
+	close(finish["big1"])
+	cancel()
+	wg.Wait()
+	if pool.slots != 0 || pool.large != 0 {
+		t.Errorf("after every task: %d slots and %d large slots held, want none", pool.slots, pool.large)
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prepull/prepull/pkg/cri"
 	"github.com/prepull/prepull/pkg/imageref"
+	"github.com/prepull/prepull/pkg/pullwatch"
 )
 
 // Namespace is where the CRI plugin keeps Kubernetes' images.
@@ -74,12 +75,41 @@ func (t *Tracker) ns(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "containerd-namespace", Namespace)
 }
 
-// Progress returns the percentage of image's layer bytes present and the
-// image's total layer bytes, or false while the manifest is not known yet.
-// since is when the pull started: a repository's manifests written before
-// it belong to earlier pulls.
-func (t *Tracker) Progress(ctx context.Context, image string, since time.Time) (int32, int64, bool) {
+// Progress returns how many of image's layer bytes are present, of how
+// many, or false while the manifest is not known yet. since is when the
+// pull started: a repository's manifests written before it belong to
+// earlier pulls.
+func (t *Tracker) Progress(ctx context.Context, image string, since time.Time) (pullwatch.Bytes, bool) {
 	ctx = t.ns(ctx)
+	st, ok := t.state(ctx, image, since)
+	if !ok {
+		return pullwatch.Bytes{}, false
+	}
+	var b pullwatch.Bytes
+	for _, l := range st.layers {
+		b.Total += l.Size
+		if off, moving := st.offsets[l.Digest]; moving {
+			b.Done += min(off, l.Size)
+		} else if st.committed[l.Digest] || t.exists(ctx, l.Digest) {
+			b.Done += l.Size
+		}
+	}
+	if b.Total == 0 {
+		return pullwatch.Bytes{}, false
+	}
+	return b, true
+}
+
+// pullState is what the content store holds of one pull.
+type pullState struct {
+	layers    []layer
+	offsets   map[string]int64  // in-flight layer digests: bytes written
+	refs      map[string]string // in-flight layer digests: their ingest ref
+	committed map[string]bool   // blobs labelled with the image's registry
+}
+
+// state finds the manifest of image's pull (ctx carries the namespace).
+func (t *Tracker) state(ctx context.Context, image string, since time.Time) (*pullState, bool) {
 	host, repo := imageref.Repository(image)
 	// containerd 1.6 labels blobs with the registry's hostname only; later
 	// releases keep the port. Either label will do.
@@ -93,23 +123,23 @@ func (t *Tracker) Progress(ctx context.Context, image string, since time.Time) (
 	}
 	infos, err := t.list(ctx, filters...)
 	if err != nil {
-		return 0, 0, false
+		return nil, false
 	}
 	statuses, err := t.content.ListStatuses(ctx, &contentapi.ListStatusesRequest{})
 	if err != nil {
-		return 0, 0, false
+		return nil, false
 	}
-	offsets := map[string]int64{}
+	st := &pullState{offsets: map[string]int64{}, refs: map[string]string{}, committed: map[string]bool{}}
 	for _, s := range statuses.GetStatuses() {
 		if _, dgst, ok := strings.Cut(s.GetRef(), "-"); ok {
-			offsets[dgst] = s.GetOffset()
+			st.offsets[dgst] = s.GetOffset()
+			st.refs[dgst] = s.GetRef()
 		}
 	}
-	committed := map[string]bool{}
 	var best *manifest
 	var bestScore int64 = -1
 	for _, info := range infos {
-		committed[info.GetDigest()] = true
+		st.committed[info.GetDigest()] = true
 	}
 	for _, info := range infos {
 		labelled := false
@@ -126,7 +156,7 @@ func (t *Tracker) Progress(ctx context.Context, image string, since time.Time) (
 		// Prefer the manifest whose layers are moving now, then the newest.
 		var score int64
 		for _, l := range m.Layers {
-			if _, moving := offsets[l.Digest]; moving {
+			if _, moving := st.offsets[l.Digest]; moving {
 				score += 1 << 40
 			}
 		}
@@ -138,21 +168,10 @@ func (t *Tracker) Progress(ctx context.Context, image string, since time.Time) (
 		}
 	}
 	if best == nil {
-		return 0, 0, false
+		return nil, false
 	}
-	var total, done int64
-	for _, l := range best.Layers {
-		total += l.Size
-		if off, moving := offsets[l.Digest]; moving {
-			done += min(off, l.Size)
-		} else if committed[l.Digest] || t.exists(ctx, l.Digest) {
-			done += l.Size
-		}
-	}
-	if total == 0 {
-		return 0, 0, false
-	}
-	return int32(done * 100 / total), total, true
+	st.layers = best.Layers
+	return st, true
 }
 
 // exists says a blob is committed (a layer may not carry the repository

@@ -45,14 +45,17 @@ type Request struct {
 	Auths      func() ([]credentials.Auth, error)
 	Sandbox    *appsv1beta1.SandboxConfig
 	PullPolicy appsv1beta1.ImagePullPolicy
-	// Timeout bounds one attempt.
+	// Timeout bounds one attempt; zero means no bound of its own (the
+	// deadline and whoever abandons attempts still apply).
 	Timeout time.Duration
 	// BackoffLimit is the number of retries after the first attempt.
 	BackoffLimit int
 	// Deadline bounds every attempt and wait; zero means none.
 	Deadline time.Time
-	// OnAttempt is called as each attempt starts (1-based).
-	OnAttempt func(attempt int)
+	// OnAttempt is called as each attempt starts (1-based), with a function
+	// that abandons it: the attempt then fails with the cause given (e.g. a
+	// stalled download) and is retried like any failed attempt.
+	OnAttempt func(attempt int, abandon context.CancelCauseFunc)
 	// OnRetry is called after a failed attempt that will be retried, with
 	// the cause and the wait before the next one, so the cause shows at
 	// once, not only after the last attempt.
@@ -167,10 +170,7 @@ func (p *Puller) Pull(ctx context.Context, req Request) Result {
 	attempts := req.BackoffLimit + 1
 	failed, unavailable := 0, 0
 	for attempt := 1; ; attempt++ {
-		if req.OnAttempt != nil {
-			req.OnAttempt(attempt)
-		}
-		ref, err := p.attempt(ctx, req, spec, sandbox, now)
+		ref, err := p.attempt(ctx, attempt, req, spec, sandbox, now)
 		if err == nil {
 			return Result{ImageRef: ref, Attempts: attempt}
 		}
@@ -212,7 +212,7 @@ var errDeadline = errors.New("the task's activeDeadlineSeconds passed")
 
 // attempt is one try, with each matching credential in turn (anonymous when
 // none matches), bounded by the timeout and the deadline.
-func (p *Puller) attempt(ctx context.Context, req Request, spec *runtimeapi.ImageSpec, sandbox *runtimeapi.PodSandboxConfig, now func() time.Time) (string, error) {
+func (p *Puller) attempt(ctx context.Context, n int, req Request, spec *runtimeapi.ImageSpec, sandbox *runtimeapi.PodSandboxConfig, now func() time.Time) (string, error) {
 	limit := req.Timeout
 	if !req.Deadline.IsZero() {
 		left := req.Deadline.Sub(now())
@@ -223,11 +223,17 @@ func (p *Puller) attempt(ctx context.Context, req Request, spec *runtimeapi.Imag
 			limit = left
 		}
 	}
-	actx, cancel := ctx, context.CancelFunc(func() {})
+	// abandoned ends when the attempt is abandoned; actx adds the limit.
+	abandoned, abandon := context.WithCancelCause(ctx)
+	defer abandon(nil)
+	actx, cancel := abandoned, context.CancelFunc(func() {})
 	if limit > 0 {
-		actx, cancel = context.WithTimeout(ctx, limit)
+		actx, cancel = context.WithTimeout(abandoned, limit)
 	}
 	defer cancel()
+	if req.OnAttempt != nil {
+		req.OnAttempt(n, abandon)
+	}
 
 	auths := []*runtimeapi.AuthConfig{nil}
 	var sources []string
@@ -252,6 +258,10 @@ func (p *Puller) attempt(ctx context.Context, req Request, spec *runtimeapi.Imag
 		}
 		lastErr = err
 		msg := describe(err)
+		if ctx.Err() == nil && abandoned.Err() != nil {
+			cause := context.Cause(abandoned)
+			return "", &attemptError{msg: cause.Error(), cause: cause}
+		}
 		if ctx.Err() == nil && timedOut(actx, err) {
 			if limit < req.Timeout || req.Timeout <= 0 {
 				return "", errDeadline

@@ -75,7 +75,7 @@ func TestPullFailsWithTheRegistryAnswer(t *testing.T) {
 	res := connect(t, fake).Pull(context.Background(), Request{
 		Image: "r.io/app:v1", Timeout: time.Second, BackoffLimit: 2,
 		Auths:     fixed(credentials.Auth{Source: "ns/creds:r.io", Password: "wrong"}),
-		OnAttempt: func(n int) { attempts = append(attempts, n) },
+		OnAttempt: func(n int, _ context.CancelCauseFunc) { attempts = append(attempts, n) },
 	})
 	if res.Err == nil || res.Attempts != 3 || len(attempts) != 3 {
 		t.Fatalf("result %+v, attempts %v; want 3 failed attempts", res, attempts)
@@ -103,6 +103,41 @@ func TestPullTimesOutThenRetries(t *testing.T) {
 	res = connect(t, fake).Pull(context.Background(), Request{Image: "r.io/stall:v1", Timeout: 50 * time.Millisecond, BackoffLimit: 1})
 	if res.Err == nil || !strings.Contains(res.Err.Error(), "timed out after 50ms (pullPolicy.timeoutSeconds)") || res.Attempts != 2 {
 		t.Fatalf("result %+v, want 2 timed-out attempts", res)
+	}
+}
+
+// An attempt abandoned from outside (the daemon's stall watch) fails with
+// the cause given, and the next attempt runs; with no timeout of its own an
+// attempt runs until then.
+func TestPullAbandonedAttemptRetries(t *testing.T) {
+	var calls atomic.Int32
+	fake := critest.Start(t, func(ctx context.Context, _ *runtimeapi.PullImageRequest) (string, error) {
+		if calls.Add(1) == 1 {
+			return "", critest.Block(ctx)
+		}
+		return "sha256:second", nil
+	})
+	var causes []string
+	res := connect(t, fake).Pull(context.Background(), Request{
+		Image: "r.io/big:v1", BackoffLimit: 1,
+		OnAttempt: func(n int, abandon context.CancelCauseFunc) {
+			if n == 1 {
+				go func() {
+					// Abandon once the runtime holds the call.
+					for len(fake.Pulls()) == 0 {
+						time.Sleep(time.Millisecond)
+					}
+					abandon(fmt.Errorf("stalled: no layer bytes arrived for 2m0s"))
+				}()
+			}
+		},
+		OnRetry: func(_ int, cause error, _ time.Duration) { causes = append(causes, cause.Error()) },
+	})
+	if res.Err != nil || res.Attempts != 2 || res.ImageRef != "sha256:second" {
+		t.Fatalf("result %+v, want success on attempt 2", res)
+	}
+	if len(causes) != 1 || causes[0] != "stalled: no layer bytes arrived for 2m0s" {
+		t.Fatalf("retry causes %q, want the abandon cause once", causes)
 	}
 }
 

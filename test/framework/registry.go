@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,9 +38,48 @@ type Registry struct {
 	// enough to watch their progress.
 	BytesPerSecond atomic.Int64
 	// Stall makes blob downloads hang until the client gives up.
-	Stall   atomic.Bool
+	Stall atomic.Bool
+	// BlobBytes counts the blob bytes served, RangedGets the blob GETs
+	// that asked for a range (a client resuming a download).
+	BlobBytes, RangedGets atomic.Int64
+	// cuts are the repositories whose first download of each blob stops
+	// after some bytes (CutBlobs).
+	cuts    sync.Map // repository -> *cut
 	srv     *http.Server
 	handler http.Handler
+}
+
+type cut struct {
+	after int64
+	done  sync.Map // blob path -> true once cut
+}
+
+// CutBlobs makes the first whole-blob download of each blob of repo send
+// after bytes and then hang, sending nothing more, until the client gives
+// up: a registry or link that stops mid-blob. Later downloads of the blob
+// are served in full.
+func (r *Registry) CutBlobs(repo string, after int64) {
+	r.cuts.Store(repo, &cut{after: after})
+}
+
+// cutAfter says how many bytes this blob GET may send before it hangs, or
+// -1 for all of them.
+func (r *Registry) cutAfter(req *http.Request) int64 {
+	if req.Header.Get("Range") != "" {
+		return -1
+	}
+	repo, _, ok := strings.Cut(strings.TrimPrefix(req.URL.Path, "/v2/"), "/blobs/")
+	if !ok {
+		return -1
+	}
+	c, ok := r.cuts.Load(repo)
+	if !ok {
+		return -1
+	}
+	if _, seen := c.(*cut).done.LoadOrStore(req.URL.Path, true); seen {
+		return -1
+	}
+	return c.(*cut).after
 }
 
 // StartRegistry serves a registry until Stop.
@@ -64,10 +104,12 @@ func StartRegistry(username, password string) (*Registry, error) {
 				<-req.Context().Done()
 				return
 			}
+			w = &counted{ResponseWriter: w, n: &r.BlobBytes, cut: r.cutAfter(req), ctx: req.Context()}
 			if bps := r.BytesPerSecond.Load(); bps > 0 {
 				w = &throttled{ResponseWriter: w, bps: bps}
 			}
 			if req.Header.Get("Range") != "" {
+				r.RangedGets.Add(1)
 				// go-containerregistry's registry refuses ranges (416);
 				// real registries serve them, and containerd asks for one
 				// when it resumes a download (say, after a restart).
@@ -177,6 +219,40 @@ func (t *throttled) Write(p []byte) (int, error) {
 		time.Sleep(time.Duration(int64(n) * int64(time.Second) / t.bps))
 	}
 	return written, nil
+}
+
+// counted counts the bytes written, and once cut of them are written (cut
+// >= 0) sends nothing more until the request ends.
+type counted struct {
+	http.ResponseWriter
+	n   *atomic.Int64
+	cut int64
+	ctx context.Context
+}
+
+func (c *counted) Write(p []byte) (int, error) {
+	if c.cut >= 0 && int64(len(p)) > c.cut {
+		p = p[:c.cut]
+	}
+	m, err := c.ResponseWriter.Write(p)
+	c.n.Add(int64(m))
+	if c.cut >= 0 {
+		c.cut -= int64(m)
+		if c.cut == 0 {
+			if f, ok := c.ResponseWriter.(http.Flusher); ok {
+				f.Flush()
+			}
+			<-c.ctx.Done()
+			return m, c.ctx.Err()
+		}
+	}
+	return m, err
+}
+
+func (c *counted) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // serveRange answers a ranged blob GET from the whole blob as inner serves
