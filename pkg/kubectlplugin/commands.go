@@ -27,6 +27,9 @@ import (
 type IO struct {
 	Out, Err io.Writer
 	Terminal bool
+	// Width reads the terminal's width in columns (0: unknown); the live
+	// view reads it at every frame, so a resized window is followed.
+	Width func() int
 	// Interval is how often the live view redraws; zero means 500ms.
 	Interval time.Duration
 }
@@ -57,6 +60,7 @@ Run "kubectl prepull COMMAND --help" for a command's flags and examples.
 // Run runs one command line (the words after "kubectl prepull") and
 // returns the exit code.
 func Run(ctx context.Context, args []string, std IO) int {
+	args = commandFirst(args)
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(std.Out, usage)
 		if len(args) == 0 {
@@ -92,6 +96,33 @@ func Run(ctx context.Context, args []string, std IO) int {
 }
 
 type jobFailed struct{ error }
+
+// valueFlags are the global flags that take a value as the next word.
+var valueFlags = map[string]bool{"--kubeconfig": true, "--context": true, "--namespace": true, "-n": true, "--output": true, "-o": true}
+
+// commandFirst moves the subcommand to the front, so global flags may come
+// before it as kubectl users type them: `kubectl prepull -n team status`,
+// `kubectl prepull --kubeconfig F warm nginx`. The flags are then parsed by
+// the subcommand, which knows them all.
+func commandFirst(args []string) []string {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			return args
+		case valueFlags[a]:
+			i++ // its value
+		case strings.HasPrefix(a, "-"):
+		default:
+			if i == 0 {
+				return args
+			}
+			out := append([]string{a}, args[:i]...)
+			return append(out, args[i+1:]...)
+		}
+	}
+	return args
+}
 
 func flags(name, use, examples string, std IO, g *globals) *pflag.FlagSet {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
@@ -307,7 +338,6 @@ func snapshot(ctx context.Context, c *clients, ns, name string) (*appsv1beta1.Im
 // terminal, as changed lines otherwise. The exit says whether every node
 // succeeded.
 func follow(ctx context.Context, c *clients, ns, name string, std IO) error {
-	var sp speeds
 	var drawn int
 	var last string
 	for {
@@ -315,22 +345,31 @@ func follow(ctx context.Context, c *clients, ns, name string, std IO) error {
 		if err != nil {
 			return err
 		}
-		lines := Render(job, rows, &sp, time.Now())
+		width := 0
+		if std.Terminal {
+			width = 80
+			if std.Width != nil {
+				if w := std.Width(); w > 0 {
+					width = w
+				}
+			}
+		}
+		lines := Render(job, rows, width)
 		text := strings.Join(lines, "\n")
 		switch {
 		case std.Terminal:
+			// Every line fits on one row, so the frame took exactly drawn
+			// rows: go back up over them, redraw, and clear whatever is
+			// left below (a longer earlier frame).
 			var b strings.Builder
 			if drawn > 0 {
-				fmt.Fprintf(&b, "\x1b[%dA", drawn)
+				fmt.Fprintf(&b, "\r\x1b[%dA", drawn)
 			}
 			for _, l := range lines {
 				b.WriteString("\x1b[2K" + l + "\n")
 			}
-			// Lines left from a longer earlier frame.
-			for i := len(lines); i < drawn; i++ {
-				b.WriteString("\x1b[2K\n")
-			}
-			drawn = max(drawn, len(lines))
+			b.WriteString("\x1b[J")
+			drawn = len(lines)
 			fmt.Fprint(std.Out, b.String())
 		case text != last:
 			fmt.Fprintln(std.Out, text)

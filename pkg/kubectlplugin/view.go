@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/imageref"
@@ -100,59 +101,52 @@ func bar(p int32) string {
 	return "[" + strings.Repeat("#", n) + strings.Repeat(".", 20-n) + "]"
 }
 
-// speeds turns two looks at the rows into percent per second per node.
-type speeds struct {
-	last map[string]struct {
-		p  int32
-		at time.Time
-	}
-}
-
-func (s *speeds) of(r NodeRow, now time.Time) string {
-	if s.last == nil {
-		s.last = map[string]struct {
-			p  int32
-			at time.Time
-		}{}
-	}
-	prev, ok := s.last[r.Node]
-	if !ok || prev.p > r.Progress || prev.at.Equal(now) {
-		s.last[r.Node] = struct {
-			p  int32
-			at time.Time
-		}{r.Progress, now}
-		return ""
-	}
-	if r.Progress != prev.p {
-		s.last[r.Node] = struct {
-			p  int32
-			at time.Time
-		}{r.Progress, now}
-	}
-	if r.Phase != string(appsv1beta1.ImagePhasePulling) {
-		return ""
-	}
-	rate := float64(r.Progress-prev.p) / now.Sub(prev.at).Seconds()
-	return fmt.Sprintf("%.0f%%/s", rate)
-}
-
 // Render draws a job and its rows as lines (no trailing newline on each).
-func Render(job *appsv1beta1.ImagePullJob, rows []NodeRow, sp *speeds, now time.Time) []string {
+// A pulling node shows its daemon's word on where the pull is (bytes, rate
+// and time left, or unpacking), a failed one its error. With a width (a
+// terminal's; 0 for none), a message that would not fit beside its row
+// goes on a line of its own below it, and every line is fitted to the width.
+func Render(job *appsv1beta1.ImagePullJob, rows []NodeRow, width int) []string {
 	s := job.Status
 	head := fmt.Sprintf("%s/%s  %s  nodes %d: %d succeeded, %d failed, %d pulling, %d waiting — %s",
 		job.Namespace, job.Name, job.Spec.Image, s.Desired, s.Succeeded, s.Failed, s.Active,
 		max(0, s.Desired-s.Succeeded-s.Failed-s.Active), s.Message)
 	lines := []string{head}
 	for _, r := range rows {
-		speed := ""
-		if sp != nil {
-			speed = sp.of(r, now)
+		line := fmt.Sprintf("  %-20s %-9s %3d%% %s %7s", r.Node, r.Phase, r.Progress, bar(r.Progress), r.Elapsed)
+		if r.Message == "" || (r.Phase != string(appsv1beta1.ImagePhaseFailed) && r.Phase != string(appsv1beta1.ImagePhasePulling)) {
+			lines = append(lines, line)
+			continue
 		}
-		line := fmt.Sprintf("  %-20s %-9s %3d%% %s %6s %7s", r.Node, r.Phase, r.Progress, bar(r.Progress), speed, r.Elapsed)
-		if r.Message != "" && r.Phase == string(appsv1beta1.ImagePhaseFailed) {
-			line += "  " + r.Message
+		if width > 0 && utf8.RuneCountInString(line)+2+utf8.RuneCountInString(r.Message) >= width {
+			lines = append(lines, line, "      "+r.Message)
+			continue
 		}
-		lines = append(lines, strings.TrimRight(line, " "))
+		lines = append(lines, line+"  "+r.Message)
+	}
+	if width > 0 {
+		lines = Fit(lines, width)
 	}
 	return lines
+}
+
+// Fit cuts each line to at most width-1 columns (one rune a column), so a
+// terminal never wraps it: a wrapped line would take two rows, and the next
+// redraw, moving up one row a line, would leave the extra rows behind. The
+// last column stays free because some terminals wrap on reaching it.
+// width <= 1 leaves lines as they are.
+func Fit(lines []string, width int) []string {
+	if width <= 1 {
+		return lines
+	}
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		if utf8.RuneCountInString(l) < width {
+			out[i] = l
+			continue
+		}
+		r := []rune(l)
+		out[i] = string(r[:width-2]) + "…"
+	}
+	return out
 }

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -235,7 +236,19 @@ func TestWarmCreatesJobs(t *testing.T) {
 // The live view on a terminal redraws in place (cursor up, clear line)
 // and ends when the job finishes, with exit 0 when every node succeeded.
 // It has a job and NodeImages of its own, which it changes.
+// The live view in a real pseudo-terminal of 80 and 120 columns, with a
+// job message and node messages longer than a line: every frame fits the
+// width, and the final screen (read through a terminal model, not from the
+// byte stream) is exactly the last frame, with nothing of the earlier ones
+// left behind. Global flags come before the subcommand at 80 columns, as
+// kubectl users type them.
 func TestLiveViewOnATerminal(t *testing.T) {
+	for _, width := range []int{80, 120} {
+		t.Run(fmt.Sprintf("%d columns", width), func(t *testing.T) { liveView(t, width) })
+	}
+}
+
+func liveView(t *testing.T, width int) {
 	client := fixture(t)
 	ns := ownNamespace(t, "plugin-live")
 	ctx := context.Background()
@@ -246,11 +259,12 @@ func TestLiveViewOnATerminal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	job.Status = appsv1beta1.ImagePullJobStatus{StartTime: &start, Desired: 2, Active: 2, Message: "job is running, progress 0.0%"}
+	job.Status = appsv1beta1.ImagePullJobStatus{StartTime: &start, Desired: 2, Active: 2,
+		Message: "job is running, progress 35.0%: 2 of 2 nodes pulling r.io/live:1, the largest image of this rollout, 20.0 GiB compressed"}
 	if job, err = client.AppsV1beta1().ImagePullJobs(ns).UpdateStatus(ctx, job, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	setTag := func(node string, phase appsv1beta1.ImagePullPhase, progress int32) {
+	setTag := func(node string, phase appsv1beta1.ImagePullPhase, progress int32, message string) {
 		ni, err := client.AppsV1beta1().NodeImages().Get(ctx, node, metav1.GetOptions{})
 		if err != nil {
 			ni, err = client.AppsV1beta1().NodeImages().Create(ctx, &appsv1beta1.NodeImage{ObjectMeta: metav1.ObjectMeta{Name: node}, Spec: appsv1beta1.NodeImageSpec{Images: map[string]appsv1beta1.ImageSpec{
@@ -261,22 +275,27 @@ func TestLiveViewOnATerminal(t *testing.T) {
 			}
 		}
 		ni.Status = appsv1beta1.NodeImageStatus{Desired: 1, ImageStatuses: map[string]appsv1beta1.ImageStatus{
-			"r.io/live": {Tags: []appsv1beta1.ImageTagStatus{{Tag: "1", Version: 1, Phase: phase, Progress: progress, StartTime: &start}}},
+			"r.io/live": {Tags: []appsv1beta1.ImageTagStatus{{Tag: "1", Version: 1, Phase: phase, Progress: progress, StartTime: &start, Message: message}}},
 		}}
 		if _, err := client.AppsV1beta1().NodeImages().UpdateStatus(ctx, ni, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	n1, n2 := name+"-a", name+"-b"
-	setTag(n1, appsv1beta1.ImagePhasePulling, 10)
-	setTag(n2, appsv1beta1.ImagePhasePulling, 60)
+	setTag(n1, appsv1beta1.ImagePhasePulling, 10, "downloading 2.0 GiB of 20.0 GiB at 45.3 MiB/s, about 7m left")
+	setTag(n2, appsv1beta1.ImagePhasePulling, 60, "downloading 12.0 GiB of 20.0 GiB at 97.0 MiB/s, about 1m left")
 
 	bin, err := framework.BuildBinary(t.TempDir(), "./cmd/kubectl-prepull")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// script(1) gives the plugin a pseudo-terminal and passes its exit code.
-	cmd := exec.Command("script", "-qfec", fmt.Sprintf("%s status %s -n %s --kubeconfig %s", bin, name, ns, framework.Shared(t).Kubeconfig), "/dev/null")
+	command := fmt.Sprintf("%s status %s -n %s --kubeconfig %s", bin, name, ns, framework.Shared(t).Kubeconfig)
+	if width == 80 {
+		command = fmt.Sprintf("%s -n %s --kubeconfig %s status %s", bin, ns, framework.Shared(t).Kubeconfig, name)
+	}
+	// script(1) gives the plugin a pseudo-terminal of the width stty sets,
+	// and passes its exit code.
+	cmd := exec.Command("script", "-qfec", fmt.Sprintf("stty cols %d rows 50; exec %s", width, command), "/dev/null")
 	var out syncBuffer
 	cmd.Stdout = &out
 	if err := cmd.Start(); err != nil {
@@ -285,12 +304,12 @@ func TestLiveViewOnATerminal(t *testing.T) {
 	framework.Eventually(t, 20*time.Second, "the live view to draw", func() (bool, string) {
 		return strings.Contains(out.String(), n2), out.String()
 	})
-	setTag(n1, appsv1beta1.ImagePhasePulling, 50)
+	setTag(n1, appsv1beta1.ImagePhasePulling, 50, "unpacking: all 20.0 GiB of layers downloaded")
 	framework.Eventually(t, 20*time.Second, "the live view to redraw with new progress", func() (bool, string) {
 		return strings.Contains(out.String(), " 50% "), out.String()
 	})
-	setTag(n1, appsv1beta1.ImagePhaseSucceeded, 100)
-	setTag(n2, appsv1beta1.ImagePhaseSucceeded, 100)
+	setTag(n1, appsv1beta1.ImagePhaseSucceeded, 100, "pulled in 2m0s")
+	setTag(n2, appsv1beta1.ImagePhaseSucceeded, 100, "pulled in 2m0s")
 	now := metav1.Now()
 	job.Status.Active, job.Status.Succeeded, job.Status.CompletionTime, job.Status.Message = 0, 2, &now, "job has completed"
 	if _, err := client.AppsV1beta1().ImagePullJobs(ns).UpdateStatus(ctx, job, metav1.UpdateOptions{}); err != nil {
@@ -311,8 +330,32 @@ func TestLiveViewOnATerminal(t *testing.T) {
 	if !regexp.MustCompile(`\x1b\[\d+A`).MatchString(text) || !strings.Contains(text, "\x1b[2K") {
 		t.Errorf("no in-place redraw (cursor up, clear line) in %q", text)
 	}
-	if !strings.Contains(text, "nodes 2: 2 succeeded, 0 failed") {
-		t.Errorf("the last frame lacks the finished job: %q", text)
+	if !strings.Contains(text, "MiB/s") {
+		t.Errorf("no frame showed a rate in bytes a second: %q", text)
+	}
+	sc := newScreen(width)
+	sc.feed(text)
+	lines := sc.lines()
+	shown := strings.Join(lines, "\n")
+	for _, l := range lines {
+		if n := utf8.RuneCountInString(l); n >= width {
+			t.Errorf("a line of %d columns on a %d-column terminal: %q", n, width, l)
+		}
+	}
+	head := kubectlplugin.Fit([]string{ns + "/" + name + "  r.io/live:1  nodes 2: 2 succeeded, 0 failed, 0 pulling, 0 waiting — job has completed"}, width)[0]
+	if len(lines) != 3 || lines[0] != head ||
+		!strings.HasPrefix(lines[1], "  "+n1+" ") || !strings.HasPrefix(lines[2], "  "+n2+" ") {
+		t.Fatalf("the final screen is not exactly the last frame (header, %s, %s):\n%s", n1, n2, shown)
+	}
+	for _, l := range lines[1:] {
+		if !strings.Contains(l, " Succeeded 100% [####################]") {
+			t.Errorf("final row %q, want Succeeded at 100%%", l)
+		}
+	}
+	for _, stale := range []string{"Pulling", "downloading", "unpacking", "35.0%"} {
+		if strings.Contains(shown, stale) {
+			t.Errorf("the final screen still shows %q from an earlier frame:\n%s", stale, shown)
+		}
 	}
 }
 
