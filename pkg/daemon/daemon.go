@@ -36,6 +36,7 @@ import (
 	"github.com/prepull/prepull/pkg/ownwrites"
 	"github.com/prepull/prepull/pkg/puller"
 	"github.com/prepull/prepull/pkg/pullwatch"
+	"github.com/prepull/prepull/pkg/retention"
 )
 
 // Event reasons, as Kruise's daemon uses them.
@@ -329,23 +330,39 @@ func finished(p appsv1beta1.ImagePullPhase) bool {
 	return p == appsv1beta1.ImagePhaseSucceeded || p == appsv1beta1.ImagePhaseFailed
 }
 
+// pullSpec is one version of a tag to pull, and what its owners ask of it.
+type pullSpec struct {
+	niRef   *corev1.ObjectReference
+	name    string
+	img     appsv1beta1.ImageSpec
+	tag     appsv1beta1.ImageTagSpec
+	created time.Time
+	// stall is the stall interval: the owners' (prepull.io/stall-timeout)
+	// or the daemon's.
+	stall time.Duration
+}
+
 func (d *Daemon) newTask(ctx context.Context, ni *appsv1beta1.NodeImage, name string, img appsv1beta1.ImageSpec, tag appsv1beta1.ImageTagSpec) *task {
-	created := time.Now()
+	spec := pullSpec{name: name, img: img, tag: tag, created: time.Now(), stall: d.opts.StallTimeout,
+		niRef: &corev1.ObjectReference{APIVersion: appsv1beta1.SchemeGroupVersion.String(), Kind: "NodeImage", Name: ni.Name, UID: ni.UID}}
 	if tag.CreatedAt != nil {
-		created = tag.CreatedAt.Time
+		spec.created = tag.CreatedAt.Time
 	}
-	niRef := &corev1.ObjectReference{APIVersion: appsv1beta1.SchemeGroupVersion.String(), Kind: "NodeImage", Name: ni.Name, UID: ni.UID}
-	t := &task{key: taskKey{name, tag.Tag}, version: tag.Version, createdAt: created}
+	if p := retention.Policies(ni)[retention.TagKey{Image: name, Tag: tag.Tag}]; p.Stall > 0 {
+		spec.stall = p.Stall
+	}
+	t := &task{key: taskKey{name, tag.Tag}, version: tag.Version, createdAt: spec.created}
 	queued := time.Now()
 	t.run = func(tctx context.Context) {
 		phaseSeconds.WithLabelValues("queued").Observe(time.Since(queued).Seconds())
-		d.pull(klog.NewContext(tctx, klog.FromContext(ctx)), niRef, name, img, tag, created, t.note)
+		d.pull(klog.NewContext(tctx, klog.FromContext(ctx)), spec, t.note)
 	}
 	return t
 }
 
 // pull runs one task to its end and reports it.
-func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name string, img appsv1beta1.ImageSpec, tag appsv1beta1.ImageTagSpec, created time.Time, note string) {
+func (d *Daemon) pull(ctx context.Context, spec pullSpec, note string) {
+	name, tag := spec.name, spec.tag
 	ref := imageref.Join(name, tag.Tag)
 	logger := klog.FromContext(ctx).WithValues("image", ref, "version", tag.Version)
 	ctx = klog.NewContext(ctx, logger)
@@ -367,7 +384,7 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 		*st = appsv1beta1.ImageTagStatus{Tag: tag.Tag, Phase: appsv1beta1.ImagePhasePulling, Version: tag.Version, StartTime: &start}
 	})
 
-	req, runs := d.request(ctx, ref, img, tag, created, set)
+	req, runs := d.request(ctx, ref, spec, set)
 	hold := d.hold(ctx, ref)
 	progressDone := make(chan struct{})
 	progressCtx, stopProgress := context.WithCancel(ctx)
@@ -402,7 +419,7 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 		set(func(st *appsv1beta1.ImageTagStatus) {
 			st.Phase, st.CompletionTime, st.Message = appsv1beta1.ImagePhaseFailed, &now, msg
 		})
-		d.event(niRef, tag, corev1.EventTypeWarning, ReasonPullFailed, fmt.Sprintf("Pulling %s failed: %s", ref, msg))
+		d.event(spec.niRef, tag, corev1.EventTypeWarning, ReasonPullFailed, fmt.Sprintf("Pulling %s failed: %s", ref, msg))
 		return
 	}
 	result := "pulled"
@@ -440,9 +457,10 @@ func (d *Daemon) pull(ctx context.Context, niRef *corev1.ObjectReference, name s
 // attempt runs as long as its bytes keep moving: it ends when they stop for
 // the stall interval or its unpack runs far past what its size needs; where
 // the runtime shows no bytes, the default bounds it.
-func (d *Daemon) request(ctx context.Context, ref string, img appsv1beta1.ImageSpec, tag appsv1beta1.ImageTagSpec, created time.Time, set func(func(*appsv1beta1.ImageTagStatus))) (puller.Request, *attempts) {
+func (d *Daemon) request(ctx context.Context, ref string, spec pullSpec, set func(func(*appsv1beta1.ImageTagStatus))) (puller.Request, *attempts) {
 	logger := klog.FromContext(ctx)
-	runs := &attempts{rule: pullwatch.Rule{Stall: d.opts.StallTimeout, MinUnpackRate: pullwatch.DefaultMinUnpackRate}}
+	img, tag, created := spec.img, spec.tag, spec.created
+	runs := &attempts{rule: pullwatch.Rule{Stall: spec.stall, MinUnpackRate: pullwatch.DefaultMinUnpackRate}}
 	req := puller.Request{
 		Image:        ref,
 		Auths:        func() ([]credentials.Auth, error) { return d.credentials(ctx, ref, img, tag) },

@@ -152,7 +152,7 @@ func (w *Watch) verdict(now time.Time) Verdict {
 		v.Left = time.Duration(float64(w.last.Total-w.last.Done) / v.Rate * float64(time.Second))
 	}
 	if w.rule.Stall > 0 && now.Sub(w.moved) >= w.rule.Stall {
-		v.Stop = fmt.Errorf("stalled: no layer bytes arrived for %s, at %s of %s (the stall interval, prepull-daemon --pull-stall-timeout)", w.rule.Stall, IEC(w.last.Done), IEC(w.last.Total))
+		v.Stop = fmt.Errorf("stalled: no layer bytes arrived for %s, at %s of %s (the stall interval: the job's prepull.io/stall-timeout, else prepull-daemon --pull-stall-timeout)", w.rule.Stall, IEC(w.last.Done), IEC(w.last.Total))
 	}
 	return v
 }

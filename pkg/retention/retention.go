@@ -6,7 +6,7 @@
 // in annotations and the controller carries it to the node's daemon in
 // annotations on the NodeImage, one per owning job:
 //
-//	retain.prepull.io/<job UID>: "pin,repull"
+//	retain.prepull.io/<job UID>: "pin,repull,stall=5m0s"
 //	purge.prepull.io/<job UID>:  "<RFC 3339 time> <image> <tag>"
 //
 // One key per owner lets every job write its own without a read-modify-write
@@ -35,6 +35,10 @@ const (
 	// nodes when the job is deleted, where no container uses it and no
 	// other job's tag holds it.
 	RemoveOnDeleteAnnotation = "prepull.io/remove-on-delete"
+	// StallAnnotation, a duration such as "5m", is how long the job's pulls
+	// may go without a layer byte arriving before an attempt is abandoned
+	// and retried, instead of the daemon's --pull-stall-timeout.
+	StallAnnotation = "prepull.io/stall-timeout"
 )
 
 // NodeImage annotation key prefixes; the rest of the key is an owner's UID.
@@ -54,6 +58,10 @@ type Policy struct {
 	Pin bool
 	// Repull pulls the image again when it disappears from the node.
 	Repull bool
+	// Stall is the stall interval the owners ask for (0: the daemon's).
+	// Owners sharing a tag get the longest: one pull serves them all, and
+	// none is cut short for another's impatience.
+	Stall time.Duration
 }
 
 func (p Policy) String() string {
@@ -64,20 +72,43 @@ func (p Policy) String() string {
 	if p.Repull {
 		words = append(words, "repull")
 	}
+	if p.Stall > 0 {
+		words = append(words, "stall="+p.Stall.String())
+	}
 	return strings.Join(words, ",")
 }
 
 func parsePolicy(v string) Policy {
 	var p Policy
 	for _, w := range strings.Split(v, ",") {
-		switch strings.TrimSpace(w) {
-		case "pin":
+		w = strings.TrimSpace(w)
+		switch {
+		case w == "pin":
 			p.Pin = true
-		case "repull":
+		case w == "repull":
 			p.Repull = true
+		case strings.HasPrefix(w, "stall="):
+			if d, err := time.ParseDuration(strings.TrimPrefix(w, "stall=")); err == nil && d > 0 {
+				p.Stall = d
+			}
 		}
 	}
 	return p
+}
+
+// JobAnnotations are a job's prepull.io/ annotations: what it asks of its
+// nodes beyond Kruise's schema (nil when none).
+func JobAnnotations(annotations map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range annotations {
+		if strings.HasPrefix(k, "prepull.io/") {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // Requested reports whether a job's annotation key is set to "true".
@@ -89,10 +120,31 @@ func Requested(annotations map[string]string, key string) bool {
 // repull for as long as it lives when it never completes (completionPolicy
 // Never: it keeps its nodes warm).
 func JobPolicy(job *appsv1beta1.ImagePullJob) Policy {
+	stall, _ := StallOf(job.Annotations)
 	return Policy{
 		Pin:    Requested(job.Annotations, PinAnnotation),
 		Repull: job.Spec.CompletionPolicy.Type == appsv1beta1.Never,
+		Stall:  stall,
 	}
+}
+
+// MinStall is the shortest stall interval a job may ask for: a shorter
+// one would abandon healthy pulls between two progress reads.
+const MinStall = 10 * time.Second
+
+// StallOf reads a job's stall interval annotation: 0 when it has none, and
+// an error that names the annotation when its value is no duration of at
+// least MinStall (the daemon's own interval then applies).
+func StallOf(annotations map[string]string) (time.Duration, error) {
+	v, ok := annotations[StallAnnotation]
+	if !ok {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil || d < MinStall {
+		return 0, fmt.Errorf("annotation %s: %q is not a duration of at least %s such as 5m; the nodes use their prepull-daemon --pull-stall-timeout until it is fixed", StallAnnotation, v, MinStall)
+	}
+	return d, nil
 }
 
 // OwnerPolicy answers, for a tag owner, its policy, or false when the
@@ -166,7 +218,7 @@ func Policies(ni *appsv1beta1.NodeImage) map[TagKey]Policy {
 			var p Policy
 			for _, o := range t.OwnerReferences {
 				q := byOwner[o.UID]
-				p.Pin, p.Repull = p.Pin || q.Pin, p.Repull || q.Repull
+				p.Pin, p.Repull, p.Stall = p.Pin || q.Pin, p.Repull || q.Repull, max(p.Stall, q.Stall)
 			}
 			if p != (Policy{}) {
 				out[TagKey{name, t.Tag}] = p

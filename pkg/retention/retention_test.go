@@ -2,6 +2,7 @@ package retention
 
 import (
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,7 +67,7 @@ func TestPoliciesAndPurges(t *testing.T) {
 	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	ni := &appsv1beta1.NodeImage{
 		ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{
-			RetainPrefix + "a": "pin", RetainPrefix + "b": "repull", RetainPrefix + "gone": "pin,repull",
+			RetainPrefix + "a": "pin,stall=5m0s", RetainPrefix + "b": "repull,stall=10m0s", RetainPrefix + "c": "stall=bogus", RetainPrefix + "gone": "pin,repull",
 			PurgePrefix + "x": now.Format(time.RFC3339) + " reg/old v1",
 			PurgePrefix + "y": now.Add(-time.Minute).Format(time.RFC3339) + " reg/app v1", // still held by a tag
 			PurgePrefix + "z": now.Add(-time.Hour).Format(time.RFC3339) + " reg/app v0",
@@ -76,9 +77,9 @@ func TestPoliciesAndPurges(t *testing.T) {
 			"reg/warm": {Tags: []appsv1beta1.ImageTagSpec{tag("v1", "b")}},
 		}},
 	}
-	want := map[TagKey]Policy{{"reg/app", "v1"}: {Pin: true, Repull: true}, {"reg/warm", "v1"}: {Repull: true}}
+	want := map[TagKey]Policy{{"reg/app", "v1"}: {Pin: true, Repull: true, Stall: 10 * time.Minute}, {"reg/warm", "v1"}: {Repull: true, Stall: 10 * time.Minute}}
 	if got := Policies(ni); !maps.Equal(got, want) {
-		t.Errorf("Policies = %v, want %v (a tag's policy is its owners' union; a key of an owner no tag lists counts for nothing)", got, want)
+		t.Errorf("Policies = %v, want %v (a tag's policy is its owners' union, the longest stall interval; a key of an owner no tag lists counts for nothing)", got, want)
 	}
 	purges := Purges(ni)
 	if len(purges) != 2 || purges[0].Owner != "z" || purges[1].Owner != "x" || purges[1].Image != "reg/old" || purges[1].Tag != "v1" {
@@ -96,5 +97,36 @@ func TestJobPolicy(t *testing.T) {
 	job.Annotations[PinAnnotation] = "yes"
 	if p := JobPolicy(job); p.Pin || p.Repull {
 		t.Errorf("an Always job with pin \"yes\": %+v, want neither (only \"true\" pins)", p)
+	}
+}
+
+func TestStallOf(t *testing.T) {
+	for v, want := range map[string]time.Duration{"5m": 5 * time.Minute, " 90s ": 90 * time.Second, "10s": 10 * time.Second} {
+		if got, err := StallOf(map[string]string{StallAnnotation: v}); err != nil || got != want {
+			t.Errorf("StallOf(%q) = %v, %v; want %v", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"", "5", "abc", "9s", "-1m"} {
+		got, err := StallOf(map[string]string{StallAnnotation: v})
+		if err == nil || got != 0 || !strings.Contains(err.Error(), StallAnnotation) || !strings.Contains(err.Error(), "--pull-stall-timeout") {
+			t.Errorf("StallOf(%q) = %v, %v; want 0 and an error naming the annotation and the fallback", v, got, err)
+		}
+	}
+	if got, err := StallOf(nil); got != 0 || err != nil {
+		t.Errorf("StallOf(nil) = %v, %v; want 0, nil", got, err)
+	}
+	job := &appsv1beta1.ImagePullJob{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{StallAnnotation: "7m"}}}
+	if p := JobPolicy(job); p.Stall != 7*time.Minute || p.String() != "stall=7m0s" || parsePolicy(p.String()) != p {
+		t.Errorf("JobPolicy = %+v (%q), want a 7m stall that survives its annotation value", p, p.String())
+	}
+}
+
+func TestJobAnnotations(t *testing.T) {
+	got := JobAnnotations(map[string]string{"prepull.io/node-baseline": "true", "kubectl.kubernetes.io/last-applied-configuration": "{}", "team": "ml"})
+	if len(got) != 1 || got["prepull.io/node-baseline"] != "true" {
+		t.Errorf("JobAnnotations = %v, want only the prepull.io/ annotations", got)
+	}
+	if JobAnnotations(map[string]string{"team": "ml"}) != nil {
+		t.Error("no prepull.io/ annotation: want nil")
 	}
 }

@@ -29,6 +29,7 @@ import (
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/mergepatch"
 	"github.com/prepull/prepull/pkg/metrics"
+	"github.com/prepull/prepull/pkg/retention"
 )
 
 // Controller is the ImageListPullJob controller.
@@ -145,10 +146,12 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	for _, image := range d.Create {
 		child := &appsv1beta1.ImagePullJob{
 			ObjectMeta: metav1.ObjectMeta{
-				Name:            ChildName(parent.Name, image),
-				Namespace:       ns,
-				Labels:          map[string]string{ParentLabel: parent.Name, TemplateHashLabel: hash},
-				Annotations:     PrepullAnnotations(parent.Annotations),
+				Name:      ChildName(parent.Name, image),
+				Namespace: ns,
+				Labels:    map[string]string{ParentLabel: parent.Name, TemplateHashLabel: hash},
+				// The parent's prepull.io/ annotations (pin, stall interval,
+				// node-baseline): read from a child as from any job.
+				Annotations:     retention.JobAnnotations(parent.Annotations),
 				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(parent, appsv1beta1.SchemeGroupVersion.WithKind("ImageListPullJob"))},
 			},
 			Spec: appsv1beta1.ImagePullJobSpec{Image: image, ImagePullJobTemplate: tmpl},

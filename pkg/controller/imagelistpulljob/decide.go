@@ -6,7 +6,6 @@ import (
 	"hash/fnv"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -199,20 +198,4 @@ func failureMessage(c *appsv1beta1.ImagePullJob) string {
 		return "cannot run: " + why
 	}
 	return fmt.Sprintf("%d of %d node(s) failed (%v): %s", c.Status.Failed, c.Status.Desired, c.Status.FailedNodes, c.Status.Message)
-}
-
-// PrepullAnnotations are the parent's prepull.io/ annotations (e.g.
-// prepull.io/node-baseline), which its children carry from their creation
-// so that whatever reads jobs reads a list job's children the same way.
-func PrepullAnnotations(parent map[string]string) map[string]string {
-	var out map[string]string
-	for k, v := range parent {
-		if strings.HasPrefix(k, "prepull.io/") {
-			if out == nil {
-				out = map[string]string{}
-			}
-			out[k] = v
-		}
-	}
-	return out
 }

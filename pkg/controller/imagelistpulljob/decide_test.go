@@ -157,13 +157,3 @@ func TestDecideReportsChildrenThatCannotRun(t *testing.T) {
 		t.Errorf("b:1 message %q", m)
 	}
 }
-
-func TestPrepullAnnotations(t *testing.T) {
-	got := PrepullAnnotations(map[string]string{"prepull.io/node-baseline": "true", "kubectl.kubernetes.io/last-applied-configuration": "{}", "team": "ml"})
-	if len(got) != 1 || got["prepull.io/node-baseline"] != "true" {
-		t.Errorf("children carry %v, want only the prepull.io/ annotations", got)
-	}
-	if PrepullAnnotations(map[string]string{"team": "ml"}) != nil {
-		t.Error("no prepull.io/ annotation: want none on the children")
-	}
-}

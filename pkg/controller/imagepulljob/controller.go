@@ -53,8 +53,11 @@ const (
 	ReasonDeadlineExceeded = "DeadlineExceeded"
 	ReasonPullFailed       = "PullImageFailed"
 	ReasonInvalidSpec      = "InvalidSpec"
-	ReasonSecretNotFound   = "PullSecretNotFound"
-	ReasonNoMatchingNodes  = "NoMatchingNodes"
+	// ReasonInvalidAnnotation: a prepull.io/ annotation of the job has a
+	// value that cannot be used; the default applies meanwhile.
+	ReasonInvalidAnnotation = "InvalidAnnotation"
+	ReasonSecretNotFound    = "PullSecretNotFound"
+	ReasonNoMatchingNodes   = "NoMatchingNodes"
 )
 
 // Options tune the controller.
@@ -77,6 +80,9 @@ type Options struct {
 
 // Controller is the ImagePullJob controller.
 type Controller struct {
+	// warned remembers, per job UID, the annotation problem last told in
+	// an Event, so each is told once (again after a restart).
+	warned     sync.Map
 	client     versioned.Interface
 	jobs       appslisters.ImagePullJobLister
 	jobIndexer cache.Indexer
@@ -131,9 +137,12 @@ func New(client versioned.Interface, jobs appsinformers.ImagePullJobInformer, no
 		AddFunc: c.enqueueJob,
 		UpdateFunc: func(old, cur any) {
 			o, n := old.(*appsv1beta1.ImagePullJob), cur.(*appsv1beta1.ImagePullJob)
-			// Our own status writes change neither; skipping them avoids a
-			// second sync after every status update.
-			if o.Generation != n.Generation || !n.DeletionTimestamp.Equal(o.DeletionTimestamp) || !slices.Equal(o.Finalizers, n.Finalizers) {
+			// Our own status writes change none of these; skipping them
+			// avoids a second sync after every status update. The
+			// prepull.io/ annotations (pin, stall interval) are the job's
+			// word too, outside its spec.
+			if o.Generation != n.Generation || !n.DeletionTimestamp.Equal(o.DeletionTimestamp) || !slices.Equal(o.Finalizers, n.Finalizers) ||
+				!maps.Equal(retention.JobAnnotations(o.Annotations), retention.JobAnnotations(n.Annotations)) {
 				c.enqueueJob(cur)
 			}
 		},
@@ -320,6 +329,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	if err != nil {
 		return 0, c.invalid(ctx, job, err.Error())
 	}
+	c.checkAnnotations(job)
 	owned, err := c.ownedNodeImages(job.UID)
 	if err != nil {
 		return 0, err
@@ -609,7 +619,24 @@ func (c *Controller) invalid(ctx context.Context, job *appsv1beta1.ImagePullJob,
 	return err
 }
 
+// checkAnnotations tells, in a Warning Event, once per value, of an
+// annotation the job's nodes cannot use (Kruise's schema has no field for
+// them, so the apiserver cannot refuse a bad value).
+func (c *Controller) checkAnnotations(job *appsv1beta1.ImagePullJob) {
+	_, err := retention.StallOf(job.Annotations)
+	if err == nil {
+		c.warned.Delete(job.UID)
+		return
+	}
+	if last, ok := c.warned.Load(job.UID); ok && last == err.Error() {
+		return
+	}
+	c.warned.Store(job.UID, err.Error())
+	c.recorder.Event(job, corev1.EventTypeWarning, ReasonInvalidAnnotation, err.Error())
+}
+
 func (c *Controller) cleanup(ctx context.Context, job *appsv1beta1.ImagePullJob) error {
+	c.warned.Delete(job.UID)
 	if !slices.Contains(job.Finalizers, Finalizer) {
 		return nil
 	}

@@ -2,6 +2,7 @@ package workload
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -122,9 +123,9 @@ func DecideWarm(in WarmInput) WarmPlan {
 			p.Create = append(p.Create, jobFor(w, s, in.Policy, name, image, targets, secrets))
 			created = append(created, image)
 		case have == nil:
-		case !slices.Equal(have.Spec.PullSecrets, secrets) || have.Annotations[retention.PinAnnotation] != w.Obj.GetAnnotations()[retention.PinAnnotation]:
-			// Replaced on the next sync: a job's pull secrets and pin are
-			// fixed at creation.
+		case !slices.Equal(have.Spec.PullSecrets, secrets) || !maps.Equal(carried(have.Annotations), carried(w.Obj.GetAnnotations())):
+			// Replaced on the next sync: a job's pull secrets and the
+			// annotations carried from its workload are fixed at creation.
 			p.Delete = append(p.Delete, have)
 		case have.Spec.Selector == nil || !slices.Equal(have.Spec.Selector.Names, targets):
 			if len(targets) > 0 {
@@ -181,12 +182,7 @@ func jobFor(w *Workload, s *Settings, pol Policy, name, image string, targets, s
 	if s.Parallelism != nil {
 		parallelism = s.Parallelism
 	}
-	var annotations map[string]string
-	if v, ok := w.Obj.GetAnnotations()[retention.PinAnnotation]; ok {
-		// The workload's prepull.io/pin keeps its warmed images against the
-		// kubelet's image GC, as on a job.
-		annotations = map[string]string{retention.PinAnnotation: v}
-	}
+	annotations := carried(w.Obj.GetAnnotations())
 	return &prepullv1beta1.ImagePullJob{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name, Namespace: w.Obj.GetNamespace(), Annotations: annotations,
@@ -204,4 +200,20 @@ func jobFor(w *Workload, s *Settings, pol Policy, name, image string, targets, s
 			CompletionPolicy: prepullv1beta1.CompletionPolicy{Type: prepullv1beta1.Never},
 		}},
 	}
+}
+
+// carried are the workload's annotations its warm jobs carry, meaning there
+// what they mean on a job: prepull.io/pin keeps the warmed images against
+// the kubelet's image GC, prepull.io/stall-timeout sets the stall interval.
+func carried(annotations map[string]string) map[string]string {
+	var out map[string]string
+	for _, k := range []string{retention.PinAnnotation, retention.StallAnnotation} {
+		if v, ok := annotations[k]; ok {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
 }

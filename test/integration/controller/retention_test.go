@@ -52,6 +52,27 @@ func TestRetentionAnnotations(t *testing.T) {
 		return v == "repull", fmt.Sprintf("%s=%q", key, v)
 	})
 
+	// The stall interval travels the same way; a value the nodes cannot
+	// use is told in a Warning Event and leaves the daemon's default.
+	setStall := func(v string) {
+		t.Helper()
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{retention.StallAnnotation: v}}})
+		if _, err := e.client.AppsV1beta1().ImagePullJobs(e.ns).Patch(context.Background(), job.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setStall("5m")
+	e.eventually(30*time.Second, "the job's stall interval on its NodeImage", func() (bool, string) {
+		v, _ := annotation(key)
+		return v == "repull,stall=5m0s", fmt.Sprintf("%s=%q", key, v)
+	})
+	setStall("soon")
+	e.eventually(30*time.Second, "a Warning Event for the bad stall interval, and the default back on the node", func() (bool, string) {
+		v, _ := annotation(key)
+		ok, events := e.hasEvent(job.Name, "InvalidAnnotation")
+		return ok && v == "repull" && strings.Contains(events, "prepull.io/stall-timeout"), fmt.Sprintf("%s=%q; events: %s", key, v, events)
+	})
+
 	if err := e.client.AppsV1beta1().ImagePullJobs(e.ns).Delete(context.Background(), job.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

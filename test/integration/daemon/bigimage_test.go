@@ -6,13 +6,15 @@ import (
 	"time"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/retention"
 )
 
 // A registry that stops sending in the middle of a layer: with the default
-// timeout the attempt is abandoned after the stall interval (not after
-// timeoutSeconds), the retry resumes with a ranged read instead of
-// downloading the layer again, progress never goes down and reaches 100
-// only with the image there, and the status says where the pull is.
+// timeout the attempt is abandoned after the stall interval its owner asked
+// for (not after timeoutSeconds, nor the daemon's 2m), the retry resumes
+// with a ranged read instead of downloading the layer again, progress never
+// goes down and reaches 100 only with the image there, and the status says
+// where the pull is.
 func TestStalledDownloadResumes(t *testing.T) {
 	eachRuntime(t, func(t *testing.T, e *env) {
 		const layer = 8 << 20
@@ -20,10 +22,14 @@ func TestStalledDownloadResumes(t *testing.T) {
 		e.push(repo, "v1", 1, layer)
 		reg.CutBlobs(repo, 6<<20)
 		secret := e.pullSecret("good", registryPass)
-		d := e.startDaemon("--pull-stall-timeout", "3s")
+		d := e.startDaemon()
 		image := e.image(repo)
 		served, ranged := reg.BlobBytes.Load(), reg.RangedGets.Load()
-		v := e.setTag(image, "v1", []appsv1beta1.ReferenceObject{secret})
+		// What the controller writes for a job annotated
+		// prepull.io/stall-timeout (the daemon takes any positive value; the
+		// controller carries only 10s or more from a job).
+		e.annotate(retention.RetainPrefix+"job-stall", "stall=3s")
+		v := e.setTag(image, "v1", []appsv1beta1.ReferenceObject{secret}, withOwner("job-stall"))
 		var seen []int32
 		var messages []string
 		st := e.waitFinal(image, "v1", v, 2*time.Minute, func(s appsv1beta1.ImageTagStatus) {
