@@ -147,3 +147,94 @@ func TestSmallImagesPassALargeOne(t *testing.T) {
 		t.Fatalf("big image: %+v", st)
 	}
 }
+
+// A generated 2 GiB image (two 1 GiB layers of random bytes, gzip) through
+// a registry with a bandwidth limit that stops sending partway into the
+// first layer, beside nine small images, on one pull slot: the small images
+// finish while the big one runs (it moved to the large-pull slot); the big
+// one is abandoned after its stall interval, resumes with a ranged read
+// (the registry serves little more than the image once), its progress
+// never goes down and is 100 only once the image is there, and its status
+// names the phases on the way.
+func TestMultiGiBImage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("pulls 2 GiB")
+	}
+	e := newEnv(t)
+	repo := e.repo + "/model"
+	began := time.Now()
+	size, err := reg.PushLarge(repo, "v1", 2, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("built and pushed the 2 GiB image in %s", time.Since(began).Round(time.Millisecond))
+	reg.CutBlobs(repo, 300<<20)
+	var smalls []string
+	for i := range 9 {
+		s := e.repo + "/tool-" + string(rune('a'+i))
+		e.push(s, "v1", 1, 64<<10)
+		smalls = append(smalls, s)
+	}
+	secret := []appsv1beta1.ReferenceObject{e.pullSecret("good", registryPass)}
+	reg.BytesPerSecond.Store(256 << 20)
+	defer reg.BytesPerSecond.Store(0)
+	e.startDaemon("--max-concurrent-pulls", "1", "--max-large-pulls", "1", "--large-image-bytes", "1073741824")
+	big := e.image(repo)
+	served, ranged := reg.BlobBytes.Load(), reg.RangedGets.Load()
+	e.annotate(retention.RetainPrefix+"job-model", "stall=5s")
+	vb := e.setTag(big, "v1", secret, withOwner("job-model"))
+	versions := map[string]int64{}
+	for _, s := range smalls {
+		versions[s] = e.setTag(e.image(s), "v1", secret, withPolicy(30, 0))
+	}
+	for _, s := range smalls {
+		if st := e.waitFinal(e.image(s), "v1", versions[s], 2*time.Minute, nil); st.Phase != appsv1beta1.ImagePhaseSucceeded {
+			t.Fatalf("%s: %+v", s, st)
+		}
+	}
+	if st, _ := e.tagStatus(big, "v1"); st == nil || st.Phase != appsv1beta1.ImagePhasePulling {
+		t.Fatalf("the big image's status %+v once the small ones were in, want still Pulling", st)
+	}
+	t.Logf("the small images were in %s after the pushes", time.Since(began).Round(time.Millisecond))
+	var seen []int32
+	var messages []string
+	st := e.waitFinal(big, "v1", vb, 5*time.Minute, func(s appsv1beta1.ImageTagStatus) {
+		if s.Phase == appsv1beta1.ImagePhasePulling {
+			seen = append(seen, s.Progress)
+			if len(messages) == 0 || messages[len(messages)-1] != s.Message {
+				messages = append(messages, s.Message)
+			}
+		}
+	})
+	if st.Phase != appsv1beta1.ImagePhaseSucceeded || st.Progress != 100 || !strings.Contains(st.Message, "on attempt 2") {
+		t.Fatalf("big image: %+v, want Succeeded at 100 on attempt 2", st)
+	}
+	if !e.imagePresent(big + ":v1") {
+		t.Error("containerd does not have the big image")
+	}
+	for i := 1; i < len(seen); i++ {
+		if seen[i] < seen[i-1] {
+			t.Errorf("progress went down: %v", seen)
+			break
+		}
+	}
+	if len(seen) == 0 || seen[len(seen)-1] == 100 {
+		t.Errorf("progress while Pulling %v: want readings, none of them 100", seen)
+	}
+	joined := strings.Join(messages, "\n")
+	for _, want := range []string{" of 2.0 GiB at ", "MiB/s, about ", "stalled: no layer bytes arrived for 5s"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("no status message while pulling said %q; messages:\n%s", want, joined)
+		}
+	}
+	if n := reg.RangedGets.Load() - ranged; n < 1 {
+		t.Error("the retry made no ranged request: it did not resume")
+	}
+	// Everything served since the pushes: the big image once, the part cut
+	// off before the stall at most once more than needed, the small ones.
+	if n := reg.BlobBytes.Load() - served; n > size+(64<<20) {
+		t.Errorf("the registry served %d blob bytes for a %d-byte image: the retry downloaded again what it had", n, size)
+	}
+	t.Logf("pulled %s after the pushes", time.Since(began).Round(time.Millisecond))
+	t.Logf("2 GiB image: %d compressed bytes; %d status messages while pulling, e.g. %q", size, len(messages), messages[len(messages)/2])
+}
