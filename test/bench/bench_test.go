@@ -51,3 +51,31 @@ func TestQuickBenchmark(t *testing.T) {
 	}
 	t.Logf("quick benchmark (figures only; `make bench` writes BENCHMARKS.md):\n%s", md)
 }
+
+// The big-image scenario's harness, small: one round of a 32 MiB image,
+// directly over CRI and by prepull on a real containerd. Measured, not
+// judged.
+func TestBigImageHarness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a control plane, containerd and a daemon")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r, err := harness.RunBigImage(ctx, harness.BigImageConfig{Bytes: 32 << 20, Layers: 2, Rounds: 2, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Rounds) != 2 || !r.Rounds[1].PrepullFirst || r.Rounds[0].PrepullFirst {
+		t.Fatalf("rounds %+v, want two, the second with prepull first", r.Rounds)
+	}
+	for i, x := range r.Rounds {
+		if x.Direct <= 0 || x.Prepull <= 0 || x.DaemonPull <= 0 || x.DaemonRSS <= 0 {
+			t.Errorf("round %d: %+v: every figure must be measured", i+1, x)
+		}
+	}
+	md := r.Markdown()
+	if !strings.Contains(md, "| 2 | prepull | ") {
+		t.Errorf("the report has no row for round 2:\n%s", md)
+	}
+	t.Logf("big-image harness (figures only):\n%s", md)
+}

@@ -178,3 +178,20 @@ func sortedKeys(m map[string]float64) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// Section wraps text in HTML comment markers named name, which Markdown
+// does not show, so that a later run can find and replace it.
+func Section(name, text string) string {
+	return "<!-- " + name + " -->\n" + strings.TrimRight(text, "\n") + "\n<!-- /" + name + " -->\n"
+}
+
+// WithoutSection removes the section named name from doc, if it has one.
+func WithoutSection(doc, name string) string {
+	start := strings.Index(doc, "<!-- "+name+" -->")
+	endMark := "<!-- /" + name + " -->\n"
+	end := strings.Index(doc, endMark)
+	if start < 0 || end < start {
+		return doc
+	}
+	return doc[:start] + doc[end+len(endMark):]
+}

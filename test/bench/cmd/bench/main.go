@@ -29,6 +29,10 @@ func main() {
 	fs.DurationVar(&full.Idle, "idle", full.Idle, "How long S3 watches the idle cluster (0 skips S3).")
 	fs.IntVar(&full.S4NodeImages, "s4-nodeimages", full.S4NodeImages, "NodeImages in S4 (0 skips S4).")
 	fs.IntVar(&full.S4Images, "s4-images", full.S4Images, "Images per NodeImage in S4.")
+	big := harness.BigImageConfig{Bytes: 2 << 30, Layers: 2, Rounds: 3}
+	fs.Int64Var(&big.Bytes, "big-image-bytes", big.Bytes, "Size of the big-image scenario's image (0 skips it; quick mode skips it).")
+	fs.IntVar(&big.Rounds, "big-image-rounds", big.Rounds, "Rounds of the big-image scenario (each pulls the image directly and by prepull).")
+	bigOnly := fs.Bool("big-image-only", false, "Run only the big-image scenario and replace its section of -out, keeping the rest.")
 	fs.IntVar(&full.WriteConcurrency, "write-concurrency", full.WriteConcurrency, "The controller's --nodeimage-write-concurrency, and the floor's.")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: bench [flags]\n\nRuns prepull's benchmark scenarios (issue 11) on a real control plane with the controller\nand hollow nodes, each next to the floor, prints the table and writes it to -out. Flags:\n\n")
@@ -51,12 +55,27 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	report, err := harness.Run(ctx, cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+	var md string
+	if !*bigOnly {
+		report, err := harness.Run(ctx, cfg)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		md = report.Markdown()
+	} else if *out != "" {
+		old, _ := os.ReadFile(*out)
+		md = harness.WithoutSection(string(old), bigImageSection)
 	}
-	md := report.Markdown()
+	if !*quick && big.Bytes > 0 {
+		big.Logf = cfg.Logf
+		res, err := harness.RunBigImage(ctx, big)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: big image:", err)
+			os.Exit(1)
+		}
+		md = strings.TrimRight(md, "\n") + "\n\n" + harness.Section(bigImageSection, res.Markdown())
+	}
 	fmt.Print(md)
 	if *out != "" {
 		if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
@@ -66,6 +85,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "wrote %s\n", *out)
 	}
 }
+
+// bigImageSection marks the big-image table in the report, so that
+// -big-image-only can replace it alone.
+const bigImageSection = "big-image"
 
 func parseInts(s string) ([]int, error) {
 	var out []int
