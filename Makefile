@@ -9,7 +9,7 @@ export GOFLAGS := -mod=vendor -trimpath
 export CGO_ENABLED := 0
 BIN_DIR ?= bin
 
-.PHONY: servers chaos bench-quick bench-micro help demo demo-stop build dist images cluster-e2e fuzz alert-rules test test-unit test-integration e2e verify verify-fresh generate controlplane containerd bench clean
+.PHONY: servers verify-static chaos bench-quick bench-micro help demo demo-stop build dist images cluster-e2e fuzz alert-rules test test-unit test-integration e2e verify verify-fresh generate controlplane containerd bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ build: ## Build every package (and binaries under cmd/ into bin/, stamped with V
 	$(GO) build ./...
 	$(GO) build -ldflags "-X github.com/prepull/prepull/pkg/version.Version=$(VERSION) -X github.com/prepull/prepull/pkg/version.Revision=$(REVISION)" -o $(BIN_DIR)/ ./cmd/...
 
-test: verify verify-fresh test-unit fuzz servers test-integration alert-rules e2e cluster-e2e chaos bench-quick ## The full check CI runs: verify, a fresh-cache check, unit, integration and end-to-end tests.
+test: verify-static verify-fresh test-unit fuzz servers test-integration alert-rules e2e cluster-e2e chaos bench-quick ## The full check CI runs: verify, a fresh-cache check, unit, integration and end-to-end tests.
 
 test-unit: ## Unit tests (no servers).
 	$(GO) test -count=1 ./pkg/... $(if $(wildcard cmd),./cmd/...)
@@ -74,11 +74,13 @@ servers: ## Everything the tests run, built (or found cached) side by side: cont
 	  hack/build-controlplane.sh all >/dev/null; cp=$$?; \
 	  wait $$ctd && exit $$cp
 
-verify: ## gofmt, go vet, vendor and generated-code freshness.
+verify: verify-static ## gofmt, go vet, vendor and generated-code freshness.
+	hack/verify-codegen.sh
+
+verify-static: ## gofmt, go vet and vendor freshness: make verify without code generation (make test checks generated code once, with verify-fresh).
 	hack/verify-gofmt.sh
 	$(GO) vet ./...
 	hack/verify-vendor.sh
-	hack/verify-codegen.sh
 
 verify-fresh: ## Code generation and its freshness check with a new, empty Go module cache (as on a fresh machine).
 	hack/verify-fresh.sh
