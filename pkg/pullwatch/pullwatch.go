@@ -10,6 +10,8 @@ package pullwatch
 import (
 	"fmt"
 	"time"
+
+	"github.com/prepull/prepull/pkg/diskbudget"
 )
 
 // Bytes is how far a pull's layers have come: bytes in the content store
@@ -144,7 +146,7 @@ func (w *Watch) verdict(now time.Time) Verdict {
 	if !w.unpacking.IsZero() {
 		v.Phase = Unpacking
 		if limit := w.unpackLimit(); limit > 0 && now.Sub(w.unpacking) >= limit {
-			v.Stop = fmt.Errorf("stalled: unpacking %s took longer than %s, the most its size needs at %s/s", IEC(w.last.Total), limit, IEC(w.rule.MinUnpackRate))
+			v.Stop = fmt.Errorf("stalled: unpacking %s took longer than %s, the most its size needs at %s/s", diskbudget.Bytes(w.last.Total), limit, diskbudget.Bytes(w.rule.MinUnpackRate))
 		}
 		return v
 	}
@@ -152,7 +154,7 @@ func (w *Watch) verdict(now time.Time) Verdict {
 		v.Left = time.Duration(float64(w.last.Total-w.last.Done) / v.Rate * float64(time.Second))
 	}
 	if w.rule.Stall > 0 && now.Sub(w.moved) >= w.rule.Stall {
-		v.Stop = fmt.Errorf("stalled: no layer bytes arrived for %s, at %s of %s (the stall interval: the job's prepull.io/stall-timeout, else prepull-daemon --pull-stall-timeout)", w.rule.Stall, IEC(w.last.Done), IEC(w.last.Total))
+		v.Stop = fmt.Errorf("stalled: no layer bytes arrived for %s, at %s of %s (the stall interval: the job's prepull.io/stall-timeout, else prepull-daemon --pull-stall-timeout)", w.rule.Stall, diskbudget.Bytes(w.last.Done), diskbudget.Bytes(w.last.Total))
 	}
 	return v
 }
@@ -180,33 +182,18 @@ func (v Verdict) Percent() int32 {
 func (v Verdict) Message() string {
 	switch v.Phase {
 	case Downloading:
-		msg := fmt.Sprintf("downloading %s of %s", IEC(v.Bytes.Done), IEC(v.Bytes.Total))
+		msg := fmt.Sprintf("downloading %s of %s", diskbudget.Bytes(v.Bytes.Done), diskbudget.Bytes(v.Bytes.Total))
 		if v.Rate > 0 {
-			msg += fmt.Sprintf(" at %s/s", IEC(int64(v.Rate)))
+			msg += fmt.Sprintf(" at %s/s", diskbudget.Bytes(int64(v.Rate)))
 		}
 		if v.Left > 0 {
 			msg += ", about " + Approx(v.Left) + " left"
 		}
 		return msg
 	case Unpacking:
-		return fmt.Sprintf("unpacking: all %s of layers downloaded", IEC(v.Bytes.Total))
+		return fmt.Sprintf("unpacking: all %s of layers downloaded", diskbudget.Bytes(v.Bytes.Total))
 	}
 	return "starting: resolving the image and reading its manifest"
-}
-
-// IEC writes a byte count in binary units with one decimal: 512 B,
-// 1.5 KiB, 20.0 GiB.
-func IEC(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // Approx writes a duration as a person would estimate it: 45s, 7m, 1h20m.

@@ -21,6 +21,7 @@ import (
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/cri"
+	"github.com/prepull/prepull/pkg/diskbudget"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 	"github.com/prepull/prepull/test/framework"
 )
@@ -258,7 +259,7 @@ func (r *BigImageResult) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Big image: prepull against a direct CRI pull\n\n")
 	fmt.Fprintf(&b, "One image of %s in %d random (incompressible) gzip layers, pulled %d times on one %s from a registry on 127.0.0.1: directly over CRI (`PullImage`, as `crictl pull` does) and by prepull (the tag written into the NodeImage, until the daemon reports it Succeeded), alternating which goes first; the image is removed (and its content collected) between pulls. The daemon's CPU and peak RSS are sampled during its pull.\n\n",
-		iec(r.Config.Bytes), r.Config.Layers, r.Config.Rounds, r.Runtime)
+		diskbudget.Bytes(r.Config.Bytes), r.Config.Layers, r.Config.Rounds, r.Runtime)
 	b.WriteString("| round | first | direct CRI | prepull (tag to Succeeded) | daemon's own pull | prepull / direct | daemon CPU | daemon peak RSS |\n|---|---|---|---|---|---|---|---|\n")
 	worst := 0.0
 	for i, x := range r.Rounds {
@@ -266,7 +267,7 @@ func (r *BigImageResult) Markdown() string {
 		if x.PrepullFirst {
 			first = "prepull"
 		}
-		fmt.Fprintf(&b, "| %d | %s | %.2fs | %.2fs | %.2fs | %.3f | %.2fs | %s |\n", i+1, first, x.Direct.Seconds(), x.Prepull.Seconds(), x.DaemonPull.Seconds(), x.Ratio(), x.DaemonCPU, iec(x.DaemonRSS))
+		fmt.Fprintf(&b, "| %d | %s | %.2fs | %.2fs | %.2fs | %.3f | %.2fs | %s |\n", i+1, first, x.Direct.Seconds(), x.Prepull.Seconds(), x.DaemonPull.Seconds(), x.Ratio(), x.DaemonCPU, diskbudget.Bytes(x.DaemonRSS))
 		worst = max(worst, x.Ratio())
 	}
 	verdict := "meets"
@@ -275,14 +276,4 @@ func (r *BigImageResult) Markdown() string {
 	}
 	fmt.Fprintf(&b, "\nWorst ratio %.3f: %s the target (prepull within 5%% of the direct pull, worst run).\n", worst, verdict)
 	return b.String()
-}
-
-func iec(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%d B", n)
 }

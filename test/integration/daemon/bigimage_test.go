@@ -30,40 +30,7 @@ func TestStalledDownloadResumes(t *testing.T) {
 		// controller carries only 10s or more from a job).
 		e.annotate(retention.RetainPrefix+"job-stall", "stall=3s")
 		v := e.setTag(image, "v1", []appsv1beta1.ReferenceObject{secret}, withOwner("job-stall"))
-		var seen []int32
-		var messages []string
-		st := e.waitFinal(image, "v1", v, 2*time.Minute, func(s appsv1beta1.ImageTagStatus) {
-			if s.Phase == appsv1beta1.ImagePhasePulling {
-				seen = append(seen, s.Progress)
-				if len(messages) == 0 || messages[len(messages)-1] != s.Message {
-					messages = append(messages, s.Message)
-				}
-			}
-		})
-		if st.Phase != appsv1beta1.ImagePhaseSucceeded || st.Progress != 100 || !strings.Contains(st.Message, "on attempt 2") {
-			t.Fatalf("final status %+v, want Succeeded with progress 100 on attempt 2", st)
-		}
-		if !e.imagePresent(image + ":v1") {
-			t.Error("containerd does not have the image")
-		}
-		for i := 1; i < len(seen); i++ {
-			if seen[i] < seen[i-1] {
-				t.Errorf("progress went down: %v", seen)
-				break
-			}
-		}
-		if len(seen) > 0 && seen[len(seen)-1] == 100 {
-			t.Errorf("progress showed 100 while still Pulling: %v", seen)
-		}
-		joined := strings.Join(messages, "\n")
-		for _, want := range []string{"downloading ", " of 8.0 MiB", "stalled: no layer bytes arrived for 3s"} {
-			if !strings.Contains(joined, want) {
-				t.Errorf("no status message while pulling said %q; messages:\n%s", want, joined)
-			}
-		}
-		if n := reg.RangedGets.Load() - ranged; n < 1 {
-			t.Errorf("the retry made no ranged request: it did not resume")
-		}
+		e.resumedPull(image, v, 2*time.Minute, ranged, "downloading ", " of 8.0 MiB", "stalled: no layer bytes arrived for 3s")
 		// The config and manifest are small; a retry that downloaded the
 		// layer again would have served 6 MiB more.
 		if n := reg.BlobBytes.Load() - served; n > layer+(1<<20) {
@@ -196,9 +163,26 @@ func TestMultiGiBImage(t *testing.T) {
 		t.Fatalf("the big image's status %+v once the small ones were in, want still Pulling", st)
 	}
 	t.Logf("the small images were in %s after the pushes", time.Since(began).Round(time.Millisecond))
+	messages := e.resumedPull(big, vb, 5*time.Minute, ranged, " of 2.0 GiB at ", "MiB/s, about ", "stalled: no layer bytes arrived for 5s")
+	// Everything served since the pushes: the big image once, the part cut
+	// off before the stall at most once more than needed, the small ones.
+	if n := reg.BlobBytes.Load() - served; n > size+(64<<20) {
+		t.Errorf("the registry served %d blob bytes for a %d-byte image: the retry downloaded again what it had", n, size)
+	}
+	t.Logf("pulled %s after the pushes", time.Since(began).Round(time.Millisecond))
+	t.Logf("2 GiB image: %d compressed bytes; %d status messages while pulling, e.g. %q", size, len(messages), messages[len(messages)/2])
+}
+
+// resumedPull follows a tag's pull to its end and checks what a stalled
+// and resumed pull must show: Succeeded at 100 on attempt 2 with the image
+// there, progress that never went down and never read 100 while Pulling,
+// status messages saying each of want, and a ranged request to the
+// registry since it counted ranged of them. It returns the messages.
+func (e *env) resumedPull(image string, version int64, timeout time.Duration, ranged int64, want ...string) []string {
+	e.t.Helper()
 	var seen []int32
 	var messages []string
-	st := e.waitFinal(big, "v1", vb, 5*time.Minute, func(s appsv1beta1.ImageTagStatus) {
+	st := e.waitFinal(image, "v1", version, timeout, func(s appsv1beta1.ImageTagStatus) {
 		if s.Phase == appsv1beta1.ImagePhasePulling {
 			seen = append(seen, s.Progress)
 			if len(messages) == 0 || messages[len(messages)-1] != s.Message {
@@ -207,34 +191,28 @@ func TestMultiGiBImage(t *testing.T) {
 		}
 	})
 	if st.Phase != appsv1beta1.ImagePhaseSucceeded || st.Progress != 100 || !strings.Contains(st.Message, "on attempt 2") {
-		t.Fatalf("big image: %+v, want Succeeded at 100 on attempt 2", st)
+		e.t.Fatalf("final status %+v, want Succeeded with progress 100 on attempt 2", st)
 	}
-	if !e.imagePresent(big + ":v1") {
-		t.Error("containerd does not have the big image")
+	if !e.imagePresent(image + ":v1") {
+		e.t.Error("containerd does not have the image")
 	}
 	for i := 1; i < len(seen); i++ {
 		if seen[i] < seen[i-1] {
-			t.Errorf("progress went down: %v", seen)
+			e.t.Errorf("progress went down: %v", seen)
 			break
 		}
 	}
 	if len(seen) == 0 || seen[len(seen)-1] == 100 {
-		t.Errorf("progress while Pulling %v: want readings, none of them 100", seen)
+		e.t.Errorf("progress while Pulling %v: want readings, none of them 100", seen)
 	}
 	joined := strings.Join(messages, "\n")
-	for _, want := range []string{" of 2.0 GiB at ", "MiB/s, about ", "stalled: no layer bytes arrived for 5s"} {
-		if !strings.Contains(joined, want) {
-			t.Errorf("no status message while pulling said %q; messages:\n%s", want, joined)
+	for _, w := range want {
+		if !strings.Contains(joined, w) {
+			e.t.Errorf("no status message while pulling said %q; messages:\n%s", w, joined)
 		}
 	}
 	if n := reg.RangedGets.Load() - ranged; n < 1 {
-		t.Error("the retry made no ranged request: it did not resume")
+		e.t.Error("the retry made no ranged request: it did not resume")
 	}
-	// Everything served since the pushes: the big image once, the part cut
-	// off before the stall at most once more than needed, the small ones.
-	if n := reg.BlobBytes.Load() - served; n > size+(64<<20) {
-		t.Errorf("the registry served %d blob bytes for a %d-byte image: the retry downloaded again what it had", n, size)
-	}
-	t.Logf("pulled %s after the pushes", time.Since(began).Round(time.Millisecond))
-	t.Logf("2 GiB image: %d compressed bytes; %d status messages while pulling, e.g. %q", size, len(messages), messages[len(messages)/2])
+	return messages
 }
