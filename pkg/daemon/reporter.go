@@ -15,10 +15,13 @@ import (
 // reporter holds the node's task statuses and writes them to the API,
 // coalescing: a change that only says how a pull goes (started, progress,
 // a retry) waits minInterval from when it happened and from the last
-// write; a change a person waits for (a pull finished) goes out at once,
-// batched with others within urgentGap. A pull that finishes within
-// minInterval thus costs one write, as finished, and the latest state
-// always reaches the API.
+// write; a change a person waits for (a pull finished) goes out as soon
+// as minInterval has passed since the last write, which on a quiet node
+// is at once. A pull that finishes within minInterval thus costs one
+// write, as finished; a node whose pulls end one after another (dozens of
+// images, a few slots) writes once per interval, not once per pull, which
+// matters because each write costs the apiserver in proportion to the
+// NodeImage's entries; and the latest state always reaches the API.
 type reporter struct {
 	minInterval time.Duration
 	write       func(ctx context.Context, statuses map[string]appsv1beta1.ImageStatus) error
@@ -212,7 +215,7 @@ func (r *reporter) wait(last time.Time, retry time.Duration) time.Duration {
 		return retry
 	}
 	if urgent {
-		return max(retry, urgentGap-time.Since(last))
+		return max(retry, max(urgentGap, r.minInterval)-time.Since(last))
 	}
 	return max(retry, r.minInterval-time.Since(since), r.minInterval-time.Since(last))
 }

@@ -93,8 +93,8 @@ type Options struct {
 	NodeCondition bool
 	// CompletedTagTTL is how long a completed Always job keeps its tags.
 	CompletedTagTTL time.Duration
-	// NodeImageWriteConcurrency bounds one job sync's NodeImage writes in
-	// flight.
+	// NodeImageWriteConcurrency bounds the ImagePullJob controller's
+	// NodeImage writes in flight (all jobs' together).
 	NodeImageWriteConcurrency int
 
 	MetricsAddr string

@@ -70,7 +70,8 @@ type Options struct {
 	FailedRepullInterval time.Duration
 	// CompletedTagTTL is how long a completed Always job keeps its tags.
 	CompletedTagTTL time.Duration
-	// WriteConcurrency bounds the NodeImage writes of one sync in flight.
+	// WriteConcurrency bounds the NodeImage writes in flight (the
+	// writer's workers).
 	WriteConcurrency int
 	// Now is the clock; tests set it.
 	Now func() time.Time
@@ -102,11 +103,24 @@ type Controller struct {
 	writer      *groupWriter
 }
 
-// edit writes a change to a NodeImage through the group writer, so
-// concurrent job syncs touching the same node share writes.
-func (c *Controller) edit(ctx context.Context, name string, change imagesChange) error {
-	c.writerOnce.Do(func() { c.writer = newGroupWriter(c.editNodeImage) })
-	return c.writer.edit(ctx, name, change)
+
+
+func (c *Controller) groupWriter() *groupWriter {
+	c.writerOnce.Do(func() { c.writer = newGroupWriter(c.editNodeImage, c.writeFailed) })
+	return c.writer
+}
+
+// writeFailed syncs a job again, after a backoff, when a NodeImage write
+// carrying one of its changes failed: it decides anew from what was
+// written.
+func (c *Controller) writeFailed(key string, err error) {
+	klog.Background().V(2).Info("NodeImage write for a job failed, the job syncs again", "job", key, "err", err)
+	c.queue.AddRateLimited(key)
+}
+
+// freshestOf is freshest for an object already read.
+func (c *Controller) freshestOf(ni *appsv1beta1.NodeImage) *appsv1beta1.NodeImage {
+	return c.written.Freshest(ni.Name, ni)
 }
 
 // New wires the controller to its informers. The NodeImage informer must
@@ -178,6 +192,12 @@ func New(client versioned.Interface, jobs appsinformers.ImagePullJobInformer, no
 
 // Run syncs jobs with workers until ctx ends.
 func (c *Controller) Run(ctx context.Context, workers int) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.groupWriter().run(ctx, c.opts.WriteConcurrency)
+	}()
+	defer func() { <-done }()
 	return c.queue.RunWhenSynced(ctx, workers, c.synced...)
 }
 
@@ -304,7 +324,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	}
 	job = c.writtenJobs.Freshest(key, job)
 	if job.DeletionTimestamp != nil {
-		return 0, c.cleanup(ctx, job)
+		return 0, c.cleanup(ctx, key, job)
 	}
 	if !slices.Contains(job.Finalizers, Finalizer) {
 		// The informer brings the updated job back and syncs it again.
@@ -325,6 +345,9 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	if err != nil {
 		return 0, err
 	}
+	// Tags this controller decided but has not written yet count as
+	// written, so parallelism holds while the writer catches up.
+	all = c.groupWriter().project(all, c.freshestOf)
 	targets, err := SelectTargets(job, all, podNodes)
 	if err != nil {
 		return 0, c.invalid(ctx, job, err.Error())
@@ -353,39 +376,17 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 		return 0, err
 	}
 
-	// A job's first sync says at once that it started and on how many
-	// nodes, before a fan-out over thousands of nodes; the status after the
-	// writes below corrects it within the same sync if a write failed.
-	if job.Status.StartTime == nil && len(d.Write) > 0 {
-		if job, err = c.writeStatus(ctx, job, d); err != nil {
-			return 0, err
-		}
-	}
-	// The writes go out in parallel, bounded, started in name order; which
-	// nodes get a new tag was decided above, so parallelism holds.
-	var mu sync.Mutex
-	var errs []error
-	var wg sync.WaitGroup
-	slots := make(chan struct{}, max(1, c.opts.WriteConcurrency))
+	// The writes are handed to the writer, which folds them with other
+	// jobs' writes to the same nodes; which nodes get a new tag was
+	// decided above, so parallelism holds. A write that fails requeues
+	// the job (see writeFailed).
 	tmpl := TagTemplate(job, c.opts.DaemonNamespace)
 	owner := OwnerReference(job)
 	now := metav1.NewTime(c.opts.Now())
-	edit := func(node string, change imagesChange) {
-		slots <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			if err := c.edit(ctx, node, change); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		}()
-	}
+	w := c.groupWriter()
 	renew := sets.New(d.Renew...)
 	for _, node := range d.Write {
-		edit(node, func(e *nodeEdit) bool {
+		w.submit(node, key, func(e *nodeEdit) bool {
 			images := e.Images
 			changed := nodetags.AddOwner(images, ref.Name, ref.Tag, owner, tmpl, now)
 			if renew.Has(node) {
@@ -395,9 +396,8 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 		})
 	}
 	for _, node := range d.Release {
-		edit(node, func(e *nodeEdit) bool {
-			images := e.Images
-			return c.releaseJob(images, job.UID)
+		w.submit(node, key, func(e *nodeEdit) bool {
+			return c.releaseJob(e.Images, job.UID)
 		})
 	}
 	// A pin or completion policy changed after the tags were written: the
@@ -407,14 +407,11 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	touched := sets.New(d.Write...).Insert(d.Release...)
 	for _, ni := range owned {
 		if ni.Annotations[retention.RetainPrefix+string(job.UID)] != policy && !touched.Has(ni.Name) {
-			edit(ni.Name, func(*nodeEdit) bool { return false })
+			w.submit(ni.Name, key, func(*nodeEdit) bool { return false })
 		}
 	}
-	wg.Wait()
-	if _, err := c.writeStatus(ctx, job, d); err != nil {
-		errs = append(errs, err)
-	}
-	return d.RequeueAfter, errors.Join(errs...)
+	_, err = c.writeStatus(ctx, job, d)
+	return d.RequeueAfter, err
 }
 
 // podNodes are the nodes running active pods that match sel.
@@ -635,7 +632,7 @@ func (c *Controller) checkAnnotations(job *appsv1beta1.ImagePullJob) {
 	c.recorder.Event(job, corev1.EventTypeWarning, ReasonInvalidAnnotation, err.Error())
 }
 
-func (c *Controller) cleanup(ctx context.Context, job *appsv1beta1.ImagePullJob) error {
+func (c *Controller) cleanup(ctx context.Context, key string, job *appsv1beta1.ImagePullJob) error {
 	c.warned.Delete(job.UID)
 	if !slices.Contains(job.Finalizers, Finalizer) {
 		return nil
@@ -647,7 +644,7 @@ func (c *Controller) cleanup(ctx context.Context, job *appsv1beta1.ImagePullJob)
 	var errs []error
 	for _, ni := range owned {
 		purge := retention.Requested(job.Annotations, retention.RemoveOnDeleteAnnotation)
-		if err := c.edit(ctx, ni.Name, func(e *nodeEdit) bool {
+		if err := c.groupWriter().edit(ctx, ni.Name, key, func(e *nodeEdit) bool {
 			if purge {
 				// Each tag the job held goes to the daemon as one request;
 				// it removes only what no other tag and no container uses.

@@ -2,9 +2,17 @@ package imagepulljob
 
 import (
 	"context"
+	"fmt"
+	"maps"
+	"runtime/debug"
 	"sync"
 
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 // nodeEdit is what one write may change of a NodeImage: the images of its
@@ -16,42 +24,56 @@ type nodeEdit struct {
 }
 
 // imagesChange edits a NodeImage and says whether it changed anything. It
-// may run more than once (on a fresh copy after a conflict), so it must
-// only depend on the copy it is given.
+// may run more than once (on a fresh copy after a conflict, and on copies
+// a sync reads through project), so it must only depend on the copy it is
+// given.
 type imagesChange func(e *nodeEdit) bool
 
-// groupWriter serialises the controller's writes to each NodeImage and
-// folds the changes that arrive while one is in flight into the next
-// write (group commit). Many jobs starting at once over the same nodes
-// then cost each NodeImage a few writes instead of one per job, and never
-// race each other on the same object, which the apiserver would otherwise
-// resolve by re-applying patches to a large object again and again.
+// groupWriter owns the controller's writes to NodeImages. A job sync
+// hands it the changes it decided (submit) and goes on without waiting;
+// the writer's workers write each NodeImage with every change that
+// gathered for it since its last write (group commit), one write per
+// NodeImage in flight. Jobs created together over the same nodes then
+// cost each NodeImage a few writes instead of one per job, every job's
+// first tags go out within its first sync, and the writes never race each
+// other on one object, which the apiserver would otherwise resolve by
+// re-applying patches to a large object again and again. The more the
+// apiserver lags, the more each write carries.
+//
+// Until a change is written, project shows it to the syncs, so a job does
+// not hand out a node twice or count past its parallelism while its tag
+// waits for the writer.
 type groupWriter struct {
-	write  func(ctx context.Context, name string, change imagesChange) error
+	write func(ctx context.Context, name string, change imagesChange) error
+	// failed hears of each owner whose change a failed write dropped, so
+	// its job syncs again (with backoff) and decides anew.
+	failed func(owner string, err error)
+
+	queue  workqueue.TypedInterface[string]
 	mu     sync.Mutex
 	queues map[string]*nodeQueue
 }
 
 type nodeQueue struct {
-	writing bool
-	next    *changeGroup
+	// inFlight is the group being written, next the one gathering.
+	inFlight, next *changeGroup
 }
 
 type changeGroup struct {
 	changes []imagesChange
+	owners  []string
 	done    chan struct{}
 	err     error
 }
 
-func newGroupWriter(write func(ctx context.Context, name string, change imagesChange) error) *groupWriter {
-	return &groupWriter{write: write, queues: map[string]*nodeQueue{}}
+func newGroupWriter(write func(ctx context.Context, name string, change imagesChange) error, failed func(owner string, err error)) *groupWriter {
+	return &groupWriter{write: write, failed: failed, queues: map[string]*nodeQueue{},
+		queue: workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: "imagepulljob-nodeimage-writes"})}
 }
 
-// edit applies change to the NodeImage name and returns once a write that
-// included it is done, with that write's error. The caller that finds no
-// write in flight writes its own group and then any groups that gathered
-// meanwhile, so a burst never leaves changes unwritten.
-func (w *groupWriter) edit(ctx context.Context, name string, change imagesChange) error {
+// submit queues change for the NodeImage name on behalf of owner (a job
+// key) and returns the group it will be written in.
+func (w *groupWriter) submit(name, owner string, change imagesChange) *changeGroup {
 	w.mu.Lock()
 	q := w.queues[name]
 	if q == nil {
@@ -61,38 +83,140 @@ func (w *groupWriter) edit(ctx context.Context, name string, change imagesChange
 	if q.next == nil {
 		q.next = &changeGroup{done: make(chan struct{})}
 	}
-	mine := q.next
-	mine.changes = append(mine.changes, change)
-	if q.writing {
-		w.mu.Unlock()
-		select {
-		case <-mine.done:
-			return mine.err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	g := q.next
+	g.changes = append(g.changes, change)
+	g.owners = append(g.owners, owner)
+	w.mu.Unlock()
+	w.queue.Add(name)
+	return g
+}
+
+// edit submits change and waits for the write that carries it.
+func (w *groupWriter) edit(ctx context.Context, name, owner string, change imagesChange) error {
+	g := w.submit(name, owner, change)
+	select {
+	case <-g.done:
+		return g.err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	q.writing = true
-	for {
-		g := q.next
-		q.next = nil
-		w.mu.Unlock()
-		g.err = w.write(ctx, name, func(e *nodeEdit) bool {
-			changed := false
-			for _, c := range g.changes {
-				if c(e) {
-					changed = true
-				}
+}
+
+// run writes with workers until ctx ends; changes still queued then fail
+// with the context's error (the next leader decides them again).
+func (w *groupWriter) run(ctx context.Context, workers int) {
+	var wg sync.WaitGroup
+	for range max(1, workers) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for w.writeNext(ctx) {
 			}
-			return changed
-		})
-		close(g.done)
-		w.mu.Lock()
-		if q.next == nil {
-			q.writing = false
-			delete(w.queues, name)
-			w.mu.Unlock()
-			return mine.err
+		}()
+	}
+	<-ctx.Done()
+	w.queue.ShutDown()
+	wg.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for name, q := range w.queues {
+		if q.next != nil {
+			q.next.err = ctx.Err()
+			close(q.next.done)
+		}
+		delete(w.queues, name)
+	}
+}
+
+func (w *groupWriter) writeNext(ctx context.Context) bool {
+	name, quit := w.queue.Get()
+	if quit {
+		return false
+	}
+	defer w.queue.Done(name)
+	w.mu.Lock()
+	q := w.queues[name]
+	if q == nil || q.next == nil {
+		w.mu.Unlock()
+		return true
+	}
+	g := q.next
+	q.inFlight, q.next = g, nil
+	w.mu.Unlock()
+
+	if g.err = ctx.Err(); g.err == nil {
+		g.err = w.safeWrite(ctx, name, fold(g.changes))
+	}
+
+	w.mu.Lock()
+	q.inFlight = nil
+	if q.next == nil {
+		delete(w.queues, name)
+	}
+	w.mu.Unlock()
+	close(g.done)
+	if g.err != nil && ctx.Err() == nil {
+		for _, owner := range sets.List(sets.New(g.owners...)) {
+			w.failed(owner, g.err)
 		}
 	}
+	return true
+}
+
+// safeWrite turns a panic in one write (a change function meeting data it
+// did not expect) into that write's error, so the writer keeps running.
+func (w *groupWriter) safeWrite(ctx context.Context, name string, change imagesChange) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			klog.FromContext(ctx).Error(nil, "NodeImage write panicked", "nodeImage", name, "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("writing NodeImage %s: panic: %v", name, r)
+		}
+	}()
+	return w.write(ctx, name, change)
+}
+
+func fold(changes []imagesChange) imagesChange {
+	return func(e *nodeEdit) bool {
+		changed := false
+		for _, c := range changes {
+			if c(e) {
+				changed = true
+			}
+		}
+		return changed
+	}
+}
+
+// project returns the NodeImages as they will be once the changes queued
+// or in flight for them are written: the given object where none are, a
+// copy with them applied (to its spec images) where some are.
+func (w *groupWriter) project(nis []*appsv1beta1.NodeImage, freshest func(*appsv1beta1.NodeImage) *appsv1beta1.NodeImage) []*appsv1beta1.NodeImage {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.queues) == 0 {
+		return nis
+	}
+	out := nis
+	copied := false
+	for i, ni := range nis {
+		q := w.queues[ni.Name]
+		if q == nil {
+			continue
+		}
+		if !copied {
+			out, copied = append([]*appsv1beta1.NodeImage(nil), nis...), true
+		}
+		base := freshest(ni)
+		e := &nodeEdit{Images: nodetags.CopyImages(base.Spec.Images), Annotations: maps.Clone(base.Annotations)}
+		for _, g := range []*changeGroup{q.inFlight, q.next} {
+			if g != nil {
+				fold(g.changes)(e)
+			}
+		}
+		// A shallow copy: the syncs only read it.
+		p := *base
+		p.Spec.Images = e.Images
+		out[i] = &p
+	}
+	return out
 }

@@ -4,91 +4,159 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 )
 
+func addImage(image string) imagesChange {
+	return func(e *nodeEdit) bool {
+		if _, ok := e.Images[image]; ok {
+			return false
+		}
+		e.Images[image] = appsv1beta1.ImageSpec{Tags: []appsv1beta1.ImageTagSpec{{Tag: "v1"}}}
+		return true
+	}
+}
+
+// waitUntil polls cond until it holds or the deadline passes.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // Changes that arrive while a write is in flight go out together in the
 // next one; every change is written exactly once; no two writes of one
-// NodeImage overlap; each caller gets its own write's error.
+// NodeImage overlap although several workers run; each waiting caller
+// gets its write's error, and the owners of a failed write's changes are
+// told once each.
 func TestGroupWriterFoldsConcurrentChanges(t *testing.T) {
 	var mu sync.Mutex
-	stored := map[string]appsv1beta1.ImageSpec{}
-	writes, inFlight, mostInFlight := 0, 0, 0
+	stored := map[string]map[string]appsv1beta1.ImageSpec{"n1": {}, "broken": {}}
+	writes, inFlight, mostInFlight := map[string]int{}, 0, 0
 	release := make(chan struct{})
 	first := make(chan struct{})
+	var failedOwners []string
 	w := newGroupWriter(func(_ context.Context, name string, change imagesChange) error {
 		mu.Lock()
-		writes++
+		writes[name]++
 		inFlight++
 		mostInFlight = max(mostInFlight, inFlight)
-		n := writes
+		n := writes[name]
 		mu.Unlock()
-		if n == 1 {
+		if name == "n1" && n == 1 {
 			close(first)
 			<-release // hold the first write until the others queued up
 		}
 		mu.Lock()
 		defer mu.Unlock()
 		inFlight--
-		change(&nodeEdit{Images: stored})
+		change(&nodeEdit{Images: stored[name]})
 		if name == "broken" {
 			return errors.New("refused")
 		}
 		return nil
+	}, func(owner string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		failedOwners = append(failedOwners, owner)
 	})
-	var wg sync.WaitGroup
-	add := func(image string) imagesChange {
-		return func(e *nodeEdit) bool {
-			images := e.Images
-			images[image] = appsv1beta1.ImageSpec{Tags: []appsv1beta1.ImageTagSpec{{Tag: "v1"}}}
-			return true
-		}
-	}
-	errs := make([]error, 11)
-	wg.Add(1)
-	go func() { defer wg.Done(); errs[0] = w.edit(context.Background(), "n1", add("image-0")) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go w.run(ctx, 4)
+
+	groups := []*changeGroup{w.submit("n1", "ns/job-0", addImage("image-0"))}
 	<-first
 	for i := 1; i <= 10; i++ {
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = w.edit(context.Background(), "n1", add(fmt.Sprintf("image-%d", i))) }()
-	}
-	// Let all ten queue behind the held write before releasing it.
-	for {
-		w.mu.Lock()
-		queued := 0
-		if q := w.queues["n1"]; q != nil && q.next != nil {
-			queued = len(q.next.changes)
-		}
-		w.mu.Unlock()
-		if queued == 10 {
-			break
-		}
-		runtime.Gosched()
+		groups = append(groups, w.submit("n1", fmt.Sprintf("ns/job-%d", i), addImage(fmt.Sprintf("image-%d", i))))
 	}
 	close(release)
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("edit %d: %v", i, err)
+	for i, g := range groups {
+		<-g.done
+		if g.err != nil {
+			t.Errorf("change %d: %v", i, g.err)
 		}
 	}
-	if len(stored) != 11 {
-		t.Errorf("%d images written, want 11: %v", len(stored), stored)
+	mu.Lock()
+	if len(stored["n1"]) != 11 {
+		t.Errorf("%d images written, want 11: %v", len(stored["n1"]), stored["n1"])
 	}
-	if writes != 2 {
-		t.Errorf("%d writes, want 2 (the held one, then the ten folded together)", writes)
+	if writes["n1"] != 2 {
+		t.Errorf("%d writes, want 2 (the held one, then the ten folded together)", writes["n1"])
 	}
 	if mostInFlight != 1 {
 		t.Errorf("%d writes of one NodeImage at once, want 1", mostInFlight)
 	}
-	if err := w.edit(context.Background(), "broken", add("x")); err == nil {
-		t.Error("a failed write's error did not reach its caller")
+	mu.Unlock()
+
+	// Two changes of one job and one of another in one failed write.
+	release2 := make(chan struct{})
+	held := w.submit("broken", "ns/a", func(*nodeEdit) bool { <-release2; return true })
+	waitUntil(t, "the held write to start", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.queues["broken"] != nil && w.queues["broken"].inFlight == held
+	})
+	g1 := w.submit("broken", "ns/b", addImage("x"))
+	w.submit("broken", "ns/b", addImage("y"))
+	w.submit("broken", "ns/c", addImage("z"))
+	close(release2)
+	<-held.done
+	if err := w.edit(ctx, "broken", "ns/d", addImage("w")); err == nil {
+		t.Error("a failed write's error did not reach its waiting caller")
 	}
-	if len(w.queues) != 0 {
-		t.Errorf("queues left behind: %v", w.queues)
+	<-g1.done
+	mu.Lock()
+	if got := fmt.Sprint(failedOwners); got != "[ns/a ns/b ns/c ns/d]" {
+		t.Errorf("owners told of failed writes: %s, want each once: [ns/a ns/b ns/c ns/d]", got)
+	}
+	mu.Unlock()
+	waitUntil(t, "the queues to empty", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.queues) == 0
+	})
+}
+
+// A change not yet written shows in project, on a copy; NodeImages
+// without pending changes pass through as they are; a writer stopping
+// fails what it did not write.
+func TestGroupWriterProjectsPendingChanges(t *testing.T) {
+	w := newGroupWriter(func(context.Context, string, imagesChange) error { return nil }, func(string, error) {})
+	cached := []*appsv1beta1.NodeImage{
+		{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: appsv1beta1.NodeImageSpec{Images: map[string]appsv1beta1.ImageSpec{"old": {}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "b"}},
+	}
+	same := func(ni *appsv1beta1.NodeImage) *appsv1beta1.NodeImage { return ni }
+	if got := w.project(cached, same); &got[0] != &cached[0] {
+		t.Error("with nothing pending, project copied the list")
+	}
+	g := w.submit("a", "ns/j", addImage("new"))
+	got := w.project(cached, same)
+	if _, ok := got[0].Spec.Images["new"]; !ok || len(got[0].Spec.Images) != 2 {
+		t.Errorf("projected a: %v, want old and new", got[0].Spec.Images)
+	}
+	if _, ok := cached[0].Spec.Images["new"]; ok {
+		t.Error("project wrote into the cached object")
+	}
+	if got[1] != cached[1] {
+		t.Error("b has nothing pending but was copied")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	w.run(ctx, 1)
+	<-g.done
+	if g.err == nil {
+		t.Error("a change the stopped writer never wrote reports no error")
 	}
 }

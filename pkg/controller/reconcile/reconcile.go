@@ -80,6 +80,10 @@ func New(name string, sync SyncFunc) *Queue {
 // Add queues key for a sync now.
 func (q *Queue) Add(key string) { q.queue.Add(key) }
 
+// AddRateLimited queues key for a sync after its backoff, as a failed
+// sync is.
+func (q *Queue) AddRateLimited(key string) { q.queue.AddRateLimited(key) }
+
 // AddObject queues the key of an informer object (or of a deleted one's
 // last known state).
 func (q *Queue) AddObject(obj any) {
