@@ -60,7 +60,7 @@ func main() {
 	fs.Int64Var(&o.largeImageBytes, "large-image-bytes", 1<<30, "Compressed layer bytes from which a pull counts as large (read from containerd once the manifest is in).")
 	fs.DurationVar(&o.stallTimeout, "pull-stall-timeout", 2*time.Minute, "A pull attempt whose layer bytes have not moved for this long is abandoned and retried (the retry resumes from the bytes already there), whatever its timeout. With the default pullPolicy.timeoutSeconds (600) an attempt whose bytes keep moving runs past it; any other timeoutSeconds bounds each attempt. Needs byte progress (containerd); 0 never abandons.")
 	fs.StringVar(&o.daemonNS, "daemon-namespace", "prepull-system", "The only namespace whose secrets the daemon reads (prepull-controller copies jobs' pull secrets there).")
-	fs.DurationVar(&o.statusInterval, "status-interval", 300*time.Millisecond, "Least time between two NodeImage status writes; changes in between are coalesced into one write.")
+	fs.DurationVar(&o.statusInterval, "status-interval", time.Second, "Least time between two NodeImage status writes; changes in between are coalesced into one write. A change after a quiet spell (a pull finished) goes out at once; a busy node writes once per interval, each write carrying every pull that finished since the last.")
 	fs.DurationVar(&o.progressInterval, "progress-interval", time.Second, "How often a running pull's byte progress is read.")
 	fs.Float64Var(&o.qps, "kube-api-qps", 10, "Sustained queries per second to the apiserver.")
 	fs.IntVar(&o.burst, "kube-api-burst", 20, "Burst of queries to the apiserver.")

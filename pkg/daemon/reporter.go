@@ -38,6 +38,14 @@ type reporter struct {
 // urgentGap batches finished tasks that end together into one write.
 const urgentGap = 20 * time.Millisecond
 
+// spacingPerEntry stretches the least time between two writes with the
+// number of tasks the node holds: each write costs the apiserver in
+// proportion to the NodeImage's entries (about 1.4 ms each, the write-cost
+// table in BENCHMARKS.md), so a busy node holding 200 images writes every
+// 5 s rather than every second, and its load on the apiserver stays about
+// the same however many images it holds.
+const spacingPerEntry = 25 * time.Millisecond
+
 func newReporter(minInterval time.Duration, write func(context.Context, map[string]appsv1beta1.ImageStatus) error) *reporter {
 	return &reporter{minInterval: minInterval, write: write, statuses: map[string]map[string]appsv1beta1.ImageTagStatus{}, changed: make(chan struct{}, 1)}
 }
@@ -209,13 +217,18 @@ func (r *reporter) run(ctx context.Context) {
 func (r *reporter) wait(last time.Time, retry time.Duration) time.Duration {
 	r.mu.Lock()
 	urgent, since := r.urgent, r.dirtySince
+	entries := 0
+	for _, tags := range r.statuses {
+		entries += len(tags)
+	}
 	r.mu.Unlock()
 	if since.IsZero() {
 		// Nothing pending: the caller skips the write.
 		return retry
 	}
+	interval := max(r.minInterval, time.Duration(entries)*spacingPerEntry)
 	if urgent {
-		return max(retry, max(urgentGap, r.minInterval)-time.Since(last))
+		return max(retry, max(urgentGap, interval)-time.Since(last))
 	}
-	return max(retry, r.minInterval-time.Since(since), r.minInterval-time.Since(last))
+	return max(retry, r.minInterval-time.Since(since), interval-time.Since(last))
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -106,7 +107,8 @@ func TestReporterWritesFinishesAtOnce(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go r.run(ctx)
+	stopped := make(chan struct{})
+	go func() { r.run(ctx); close(stopped) }()
 	snapshot := func() []write {
 		mu.Lock()
 		defer mu.Unlock()
@@ -122,9 +124,42 @@ func TestReporterWritesFinishesAtOnce(t *testing.T) {
 	if w := snapshot()[0]; w.phase != appsv1beta1.ImagePhaseSucceeded {
 		t.Errorf("fast pull: first write %+v, want it to carry Succeeded (no separate Pulling write)", w)
 	}
-	// Nothing else follows.
+	// Nothing else follows but the shutdown's final write, which carries
+	// the same state.
 	cancel()
-	if n := len(snapshot()); n > 2 { // the shutdown write may add one
-		t.Errorf("%d writes for one fast pull", n)
+	<-stopped
+	got := snapshot()
+	if len(got) != 2 || got[1].phase != appsv1beta1.ImagePhaseSucceeded {
+		t.Errorf("writes for one fast pull and a shutdown: %+v, want two, both Succeeded", got)
+	}
+}
+
+// A finished pull goes out at once on a quiet node; on a busy one it waits
+// until the least interval since the last write has passed, and that
+// interval grows with the tasks the node holds (each write costs the
+// apiserver in proportion to them).
+func TestReporterSpacesWritesByEntries(t *testing.T) {
+	r := newReporter(time.Second, nil)
+	hold := func(n int) {
+		r.statuses = map[string]map[string]appsv1beta1.ImageTagStatus{}
+		for i := range n {
+			r.statuses[fmt.Sprintf("img-%d", i)] = map[string]appsv1beta1.ImageTagStatus{"v1": {Tag: "v1"}}
+		}
+		r.urgent, r.dirtySince = true, time.Now()
+	}
+	for _, c := range []struct {
+		entries  int
+		last     time.Time
+		min, max time.Duration
+	}{
+		{entries: 10, last: time.Time{}, min: -time.Hour, max: 0},                      // never written: at once
+		{entries: 10, last: time.Now(), min: 990 * time.Millisecond, max: time.Second}, // the least interval
+		{entries: 200, last: time.Now(), min: 4990 * time.Millisecond, max: 5 * time.Second},
+		{entries: 200, last: time.Now().Add(-10 * time.Second), min: -time.Hour, max: 0},
+	} {
+		hold(c.entries)
+		if got := r.wait(c.last, 0); got < c.min || got > c.max {
+			t.Errorf("%d entries, last write %v ago: wait %s, want within [%s, %s]", c.entries, time.Since(c.last).Round(time.Second), got, c.min, c.max)
+		}
 	}
 }

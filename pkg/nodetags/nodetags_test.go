@@ -151,7 +151,7 @@ func TestSpecPatch(t *testing.T) {
 	if err := json.Unmarshal(p.Data, &got); err != nil {
 		t.Fatal(err)
 	}
-	want := `{"metadata":{"resourceVersion":"7"},"spec":{"images":{"edit":{"sandboxConfig":null,"tags":[{"tag":"1"},{"tag":"2"}]},"gone":null}}}`
+	want := `{"metadata":{"managedFields":[{}],"resourceVersion":"7"},"spec":{"images":{"edit":{"sandboxConfig":null,"tags":[{"tag":"1"},{"tag":"2"}]},"gone":null}}}`
 	var w map[string]any
 	_ = json.Unmarshal([]byte(want), &w)
 	gb, _ := json.Marshal(got)

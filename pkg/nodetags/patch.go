@@ -119,7 +119,18 @@ func entryOps[T any](root string, old, cur map[string]T) []op {
 	return ops
 }
 
+// resetManagedFields is added to every NodeImage write. The apiserver
+// records, per writer, every field it ever set (managedFields); on a
+// NodeImage that list is as large as spec and status together and is
+// decoded, recomputed and stored again by every write, which made each
+// write cost about half again as much (the write-cost table in
+// BENCHMARKS.md). Nobody applies NodeImages server-side or reads who owns
+// their fields, so each write clears the list, and the apiserver then
+// tracks only what that write set, which the next write clears again.
+var resetManagedFields = []any{map[string]any{}}
+
 func jsonPatch(ops []op) (*Patch, error) {
+	ops = append(ops, op{Op: "add", Path: "/metadata/managedFields", Value: resetManagedFields})
 	data, err := json.Marshal(ops)
 	if err != nil {
 		return nil, fmt.Errorf("encoding NodeImage patch: %w", err)
@@ -162,6 +173,7 @@ func SpecPatch(old *appsv1beta1.NodeImage, images map[string]appsv1beta1.ImageSp
 	if len(body) == 0 {
 		return nil, nil
 	}
+	withReset(body)
 	data, err := mergepatch.WithResourceVersion(old.ResourceVersion, body)
 	if err != nil {
 		return nil, err
@@ -222,9 +234,22 @@ func StatusPatch(old *appsv1beta1.NodeImage, statuses map[string]appsv1beta1.Ima
 	if len(status) == 0 {
 		return nil, nil
 	}
-	data, err := mergepatch.WithResourceVersion(old.ResourceVersion, map[string]any{"status": status})
+	body := map[string]any{"status": status}
+	withReset(body)
+	data, err := mergepatch.WithResourceVersion(old.ResourceVersion, body)
 	if err != nil {
 		return nil, err
 	}
 	return &Patch{Type: types.MergePatchType, Data: data}, nil
+}
+
+// withReset adds the managedFields reset (see resetManagedFields) to a
+// merge patch body.
+func withReset(body map[string]any) {
+	meta, _ := body["metadata"].(map[string]any)
+	if meta == nil {
+		meta = map[string]any{}
+		body["metadata"] = meta
+	}
+	meta["managedFields"] = resetManagedFields
 }

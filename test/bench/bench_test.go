@@ -1,7 +1,10 @@
 // Package bench holds the smoke test of the benchmark harness that `make
-// test` runs: quick mode (S1 up to 1,000 hollow nodes) on the real control
-// plane. It checks that every scenario ran to completion and was measured;
-// it asserts no timings (those belong in BENCHMARKS.md, from `make bench`).
+// test` runs: quick mode (S1 up to 1,000 hollow nodes, a small S2) on the
+// real control plane. It checks that every scenario ran to completion and
+// was measured, and guards against real regressions only: the write counts
+// per node and job, which are nearly deterministic, and ratios to the
+// floor far past their targets. Timings belong in BENCHMARKS.md, from
+// `make bench`.
 package bench
 
 import (
@@ -26,8 +29,8 @@ func TestQuickBenchmark(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.S1) != len(cfg.S1Nodes) {
-		t.Fatalf("%d S1 results, want one per size %v", len(r.S1), cfg.S1Nodes)
+	if len(r.S1) != len(cfg.S1Nodes)*cfg.S1Runs {
+		t.Fatalf("%d S1 results, want one per size %v and run (%d)", len(r.S1), cfg.S1Nodes, cfg.S1Runs)
 	}
 	md := r.Markdown()
 	for i, s := range r.S1 {
@@ -45,11 +48,54 @@ func TestQuickBenchmark(t *testing.T) {
 		if s.Controller.PeakRSS <= 0 {
 			t.Errorf("S1 at %d nodes: controller memory not measured", s.Nodes)
 		}
-		if !strings.Contains(md, "| "+strconv.Itoa(s.Nodes)+" | ") {
+		if !strings.Contains(md, "| "+strconv.Itoa(s.Nodes)+" (run 1) | ") {
 			t.Errorf("the report has no row for %d nodes:\n%s", s.Nodes, md)
 		}
 	}
+	checkGuards(t, r)
 	t.Logf("quick benchmark (figures only; `make bench` writes BENCHMARKS.md):\n%s", md)
+}
+
+// Regression guards, set well clear of what BENCHMARKS.md records (S1
+// about 2.1 writes per node and the 1,000-node run 1.4x its floor; the
+// small S2 about 0.6 writes per node and job) so that only a real change
+// of behaviour trips them: a writer that stopped folding, a status that
+// is written twice, a fan-out that lost its concurrency.
+const (
+	maxS1WritesPerNode    = 2.6
+	maxS1Ratio            = 3.0 // the target is 1.5
+	maxS2WritesPerNodeJob = 1.2
+	maxS2Ratio            = 6.0
+)
+
+func checkGuards(t *testing.T, r *harness.Report) {
+	t.Helper()
+	for _, s := range r.S1 {
+		if s.Nodes < 200 {
+			continue // a handful of writes: too few to judge
+		}
+		if got := s.WritesPerNode(); got > maxS1WritesPerNode {
+			t.Errorf("S1 at %d nodes: %.2f writes per node, guard %.1f (BENCHMARKS.md: about 2.1)", s.Nodes, got, maxS1WritesPerNode)
+		}
+		if s.Nodes >= 1000 && s.Ratio() > maxS1Ratio {
+			t.Errorf("S1 at %d nodes: %.2fx the floor, guard %.1fx (target 1.5x)", s.Nodes, s.Ratio(), maxS1Ratio)
+		}
+	}
+	if len(r.S2) == 0 {
+		t.Fatal("no S2 result: the quick benchmark runs a small S2")
+	}
+	for _, s := range r.S2 {
+		if int(s.Succeeded) != s.Jobs*s.Nodes || s.Floor <= 0 || len(s.Complete) != s.Jobs || len(s.FirstNode) != s.Jobs {
+			t.Errorf("S2 run %d: %d of %d node pulls, floor %s, %d completions and %d first nodes of %d jobs: all must be measured",
+				s.Run, s.Succeeded, s.Jobs*s.Nodes, s.Floor, len(s.Complete), len(s.FirstNode), s.Jobs)
+		}
+		if got := s.WritesPerNodeJob(); got > maxS2WritesPerNodeJob {
+			t.Errorf("S2 run %d: %.2f writes per node and job, guard %.1f (the tag writer folds jobs' writes per node)", s.Run, got, maxS2WritesPerNodeJob)
+		}
+		if s.Ratio() > maxS2Ratio {
+			t.Errorf("S2 run %d: %.2fx its floor, guard %.1fx", s.Run, s.Ratio(), maxS2Ratio)
+		}
+	}
 }
 
 // The big-image scenario's harness, small: one round of a 32 MiB image,

@@ -641,10 +641,12 @@ func (c *Controller) cleanup(ctx context.Context, key string, job *appsv1beta1.I
 	if err != nil {
 		return err
 	}
-	var errs []error
+	// All releases go to the writer at once (they fold with other jobs'
+	// writes to the same nodes); the finalizer goes once all are written.
+	var groups []*changeGroup
+	purge := retention.Requested(job.Annotations, retention.RemoveOnDeleteAnnotation)
 	for _, ni := range owned {
-		purge := retention.Requested(job.Annotations, retention.RemoveOnDeleteAnnotation)
-		if err := c.groupWriter().edit(ctx, ni.Name, key, func(e *nodeEdit) bool {
+		groups = append(groups, c.groupWriter().submit(ni.Name, key, func(e *nodeEdit) bool {
 			if purge {
 				// Each tag the job held goes to the daemon as one request;
 				// it removes only what no other tag and no container uses.
@@ -657,7 +659,11 @@ func (c *Controller) cleanup(ctx context.Context, key string, job *appsv1beta1.I
 				}
 			}
 			return c.releaseJob(e.Images, job.UID)
-		}); err != nil {
+		}))
+	}
+	var errs []error
+	for _, g := range groups {
+		if err := g.wait(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -93,7 +93,11 @@ func (w *groupWriter) submit(name, owner string, change imagesChange) *changeGro
 
 // edit submits change and waits for the write that carries it.
 func (w *groupWriter) edit(ctx context.Context, name, owner string, change imagesChange) error {
-	g := w.submit(name, owner, change)
+	return w.submit(name, owner, change).wait(ctx)
+}
+
+// wait returns the error of the write that carried the group, once done.
+func (g *changeGroup) wait(ctx context.Context) error {
 	select {
 	case <-g.done:
 		return g.err

@@ -88,8 +88,12 @@ func New(client versioned.Interface, nodes cache.SharedIndexInformer, nodeImages
 		return nil, fmt.Errorf("watching Nodes: %w", err)
 	}
 	if _, err := nodeImages.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    byName,
-		UpdateFunc: func(_, cur any) { byName(cur) },
+		AddFunc: byName,
+		UpdateFunc: func(old, cur any) {
+			if NeedsHousekeeping(old.(*appsv1beta1.NodeImage), cur.(*appsv1beta1.NodeImage)) {
+				byName(cur)
+			}
+		},
 		DeleteFunc: byName,
 	}); err != nil {
 		return nil, fmt.Errorf("watching NodeImages: %w", err)

@@ -2,6 +2,7 @@ package nodeimage
 
 import (
 	"fmt"
+	"maps"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -161,4 +162,37 @@ func NodeReady(node *corev1.Node) (bool, time.Time) {
 		}
 	}
 	return false, time.Time{}
+}
+
+// NeedsHousekeeping says whether a NodeImage update can give Housekeep
+// something to do now. Everything it acts on lives in the spec, the
+// labels and annotations, or the deletion, except two things a status
+// write can bring: a task finishing whose tag has a TTL (its countdown
+// starts) and a status of a tag the spec no longer has. Other status
+// writes (most of a busy node's writes: progress, pulls finishing) wake
+// nothing: a timeout already pending is requeued by time.
+func NeedsHousekeeping(old, cur *appsv1beta1.NodeImage) bool {
+	if old.Generation != cur.Generation || !cur.DeletionTimestamp.Equal(old.DeletionTimestamp) ||
+		!maps.Equal(old.Labels, cur.Labels) || !maps.Equal(old.Annotations, cur.Annotations) {
+		return true
+	}
+	for name, img := range cur.Status.ImageStatuses {
+		for _, st := range img.Tags {
+			i := nodetags.FindTag(cur.Spec.Images, name, st.Tag)
+			if i < 0 {
+				return true
+			}
+			if st.Phase != appsv1beta1.ImagePhaseSucceeded && st.Phase != appsv1beta1.ImagePhaseFailed {
+				continue
+			}
+			tag := cur.Spec.Images[name].Tags[i]
+			if tag.PullPolicy == nil || tag.PullPolicy.TTLSecondsAfterFinished == nil {
+				continue
+			}
+			if was := findStatus(old.Status.ImageStatuses, name, st.Tag); was == nil || was.Phase != st.Phase || was.Version != st.Version {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -86,3 +86,49 @@ func TestHousekeep(t *testing.T) {
 		t.Errorf("counts = %+v", r.Counts)
 	}
 }
+
+func TestNeedsHousekeeping(t *testing.T) {
+	ttl := int32(60)
+	base := func() *appsv1beta1.NodeImage {
+		return &appsv1beta1.NodeImage{
+			ObjectMeta: metav1.ObjectMeta{Name: "n", Generation: 3, Labels: map[string]string{"zone": "a"}},
+			Spec: appsv1beta1.NodeImageSpec{Images: map[string]appsv1beta1.ImageSpec{
+				"plain":   {Tags: []appsv1beta1.ImageTagSpec{{Tag: "v1", Version: 1}}},
+				"expires": {Tags: []appsv1beta1.ImageTagSpec{{Tag: "v1", Version: 1, PullPolicy: &appsv1beta1.ImageTagPullPolicy{TTLSecondsAfterFinished: &ttl}}}},
+			}},
+			Status: appsv1beta1.NodeImageStatus{ImageStatuses: map[string]appsv1beta1.ImageStatus{
+				"plain":   {Tags: []appsv1beta1.ImageTagStatus{{Tag: "v1", Version: 1, Phase: appsv1beta1.ImagePhasePulling}}},
+				"expires": {Tags: []appsv1beta1.ImageTagStatus{{Tag: "v1", Version: 1, Phase: appsv1beta1.ImagePhasePulling}}},
+			}},
+		}
+	}
+	setPhase := func(ni *appsv1beta1.NodeImage, image string, phase appsv1beta1.ImagePullPhase) {
+		ni.Status.ImageStatuses[image].Tags[0].Phase = phase
+	}
+	for _, c := range []struct {
+		name   string
+		change func(*appsv1beta1.NodeImage)
+		want   bool
+	}{
+		{"nothing changed (a resync)", func(*appsv1beta1.NodeImage) {}, false},
+		{"progress of a pull", func(ni *appsv1beta1.NodeImage) { ni.Status.ImageStatuses["plain"].Tags[0].Progress = 40 }, false},
+		{"a pull without TTL finished", func(ni *appsv1beta1.NodeImage) { setPhase(ni, "plain", appsv1beta1.ImagePhaseSucceeded) }, false},
+		{"a pull with a TTL finished", func(ni *appsv1beta1.NodeImage) { setPhase(ni, "expires", appsv1beta1.ImagePhaseSucceeded) }, true},
+		{"a pull with a TTL failed", func(ni *appsv1beta1.NodeImage) { setPhase(ni, "expires", appsv1beta1.ImagePhaseFailed) }, true},
+		{"a status for a tag the spec lacks", func(ni *appsv1beta1.NodeImage) {
+			ni.Status.ImageStatuses["gone"] = appsv1beta1.ImageStatus{Tags: []appsv1beta1.ImageTagStatus{{Tag: "v1", Phase: appsv1beta1.ImagePhaseSucceeded}}}
+		}, true},
+		{"the spec changed", func(ni *appsv1beta1.NodeImage) { ni.Generation++ }, true},
+		{"labels changed", func(ni *appsv1beta1.NodeImage) { ni.Labels["zone"] = "b" }, true},
+		{"annotations changed", func(ni *appsv1beta1.NodeImage) { ni.Annotations = map[string]string{"retain.prepull.io/x": "pin"} }, true},
+		{"deletion started", func(ni *appsv1beta1.NodeImage) { now := metav1.Now(); ni.DeletionTimestamp = &now }, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			old, cur := base(), base()
+			c.change(cur)
+			if got := NeedsHousekeeping(old, cur); got != c.want {
+				t.Errorf("NeedsHousekeeping = %v, want %v", got, c.want)
+			}
+		})
+	}
+}

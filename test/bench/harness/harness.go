@@ -40,10 +40,15 @@ type Config struct {
 	// S1Nodes are the fleet sizes of S1, ascending; the fleet grows
 	// from one to the next.
 	S1Nodes []int
+	// S1Runs is how many times the sizes run, in order, each run of a
+	// size with its own floor.
+	S1Runs int
 	// S2: Jobs jobs, each over the first Nodes nodes with Parallelism,
 	// pulls taking PullDelay. Nodes must be one of S1Nodes.
 	S2Jobs, S2Nodes, S2Parallelism int
 	S2PullDelay                    time.Duration
+	// S2Runs is how many times S2 runs, each with its floor.
+	S2Runs int
 	// Idle is how long S3 watches the cluster doing nothing after S2.
 	Idle time.Duration
 	// S4: NodeImages holding Images images each.
@@ -61,18 +66,25 @@ type Config struct {
 // to 200 images with every write.
 func Full() Config {
 	return Config{
-		S1Nodes: []int{3, 200, 1000, 3000},
-		S2Jobs:  40, S2Nodes: 200, S2Parallelism: 50, S2PullDelay: 200 * time.Millisecond,
+		S1Nodes: []int{3, 200, 1000, 3000}, S1Runs: 3,
+		S2Jobs:  40, S2Nodes: 200, S2Parallelism: 50, S2PullDelay: 200 * time.Millisecond, S2Runs: 3,
 		Idle:         5 * time.Minute,
 		S4NodeImages: 5000, S4Images: 20,
 		WriteConcurrency: manager.Defaults().NodeImageWriteConcurrency,
 	}
 }
 
-// Quick is S1 up to 1,000 nodes, the smoke test in `make test`.
+// Quick is S1 up to 1,000 nodes and a small S2 (10 jobs over 200 nodes),
+// the smoke test in `make test`.
 func Quick() Config {
-	return Config{Quick: true, S1Nodes: []int{3, 200, 1000}, WriteConcurrency: manager.Defaults().NodeImageWriteConcurrency}
+	return Config{Quick: true, S1Nodes: []int{3, 200, 1000}, S1Runs: 1,
+		S2Jobs: 10, S2Nodes: 200, S2Parallelism: 50, S2PullDelay: 200 * time.Millisecond, S2Runs: 1,
+		WriteConcurrency: manager.Defaults().NodeImageWriteConcurrency}
 }
+
+// hollowSlots is the hollow nodes' pulls at once per node (their
+// --max-concurrent-pulls default).
+const hollowSlots = 3
 
 const (
 	daemonNamespace = "prepull-system"
@@ -106,7 +118,7 @@ func (e *env) logf(format string, args ...any) {
 
 // Run runs the configured scenarios and returns their results.
 func Run(ctx context.Context, cfg Config) (_ *Report, err error) {
-	if !cfg.Quick && cfg.S2Jobs > 0 && !containsInt(cfg.S1Nodes, cfg.S2Nodes) {
+	if cfg.S2Jobs > 0 && !containsInt(cfg.S1Nodes, cfg.S2Nodes) {
 		return nil, fmt.Errorf("S2 runs over the first %d nodes, which must be one of the S1 sizes %v", cfg.S2Nodes, cfg.S1Nodes)
 	}
 	r := &Report{Started: time.Now(), Quick: cfg.Quick, Machine: machine(), LoadBefore: loadAverage(), Commit: commit(),
@@ -132,19 +144,21 @@ func Run(ctx context.Context, cfg Config) (_ *Report, err error) {
 		}
 		e.stop()
 	}()
-	for _, n := range cfg.S1Nodes {
-		res, err := e.s1(ctx, n)
-		if err != nil {
-			return nil, fmt.Errorf("S1 at %d nodes: %w", n, err)
+	for run := range max(1, cfg.S1Runs) {
+		for _, n := range cfg.S1Nodes {
+			res, err := e.s1(ctx, n, run)
+			if err != nil {
+				return nil, fmt.Errorf("S1 run %d at %d nodes: %w", run+1, n, err)
+			}
+			r.S1 = append(r.S1, res)
+			e.logf("S1 run %d, %d nodes: %s (floor %s)", run+1, n, res.Elapsed.Round(time.Millisecond), res.Floor.Round(time.Millisecond))
 		}
-		r.S1 = append(r.S1, res)
-		e.logf("S1 %d nodes: %s (floor %s)", n, res.Elapsed.Round(time.Millisecond), res.Floor.Round(time.Millisecond))
 	}
-	if !cfg.Quick && cfg.S2Jobs > 0 {
-		if r.S2, err = e.s2(ctx); err != nil {
+	if cfg.S2Jobs > 0 {
+		if r.S2, err = e.s2Runs(ctx); err != nil {
 			return nil, fmt.Errorf("S2: %w", err)
 		}
-		if cfg.Idle > 0 {
+		if !cfg.Quick && cfg.Idle > 0 {
 			if r.S3, err = e.s3(ctx); err != nil {
 				return nil, fmt.Errorf("S3: %w", err)
 			}
@@ -305,7 +319,7 @@ func (e *env) waitLabelled(ctx context.Context, n int) error {
 
 // floor measures the floor for n nodes on NodeImages of its own (fake
 // ones, which no job selects).
-func (e *env) floor(ctx context.Context, n int) (time.Duration, error) {
+func (e *env) floor(ctx context.Context, n, run int) (time.Duration, error) {
 	if n > e.floors {
 		from := e.floors
 		err := parallel(ctx, n-from, 32, func(ctx context.Context, k int) error {
@@ -324,7 +338,7 @@ func (e *env) floor(ctx context.Context, n int) (time.Duration, error) {
 		names = append(names, fmt.Sprintf("floor-%05d", i))
 	}
 	d := manager.Defaults()
-	return floor.Run(ctx, e.cp.Config, floor.Options{Names: names, Image: fmt.Sprintf("bench.local/floor-n%d", n),
+	return floor.Run(ctx, e.cp.Config, floor.Options{Names: names, Image: fmt.Sprintf("bench.local/floor-r%d-n%d", run, n),
 		Concurrency: e.cfg.WriteConcurrency, QPS: d.QPS, Burst: d.Burst})
 }
 
@@ -353,6 +367,7 @@ func (e *env) quiet(ctx context.Context) (Requests, error) {
 
 // S1Result is one fan-out run.
 type S1Result struct {
+	Run       int
 	Nodes     int
 	Elapsed   time.Duration
 	Floor     time.Duration
@@ -366,6 +381,12 @@ type S1Result struct {
 	ControllerCPU, FleetCPU, APIServerCPU float64
 	Controller                            Memory
 }
+
+// Ratio is the run's time over its floor's.
+func (s S1Result) Ratio() float64 { return s.Elapsed.Seconds() / s.Floor.Seconds() }
+
+// WritesPerNode is every API write of the run over its nodes.
+func (s S1Result) WritesPerNode() float64 { return s.Writes.Total() / float64(s.Nodes) }
 
 // cpuOf sums the CPU seconds of processes.
 func cpuOf(pids ...int) (float64, error) {
@@ -388,13 +409,13 @@ func (e *env) fleetPids() []int {
 	return out
 }
 
-func (e *env) s1(ctx context.Context, n int) (S1Result, error) {
-	res := S1Result{Nodes: n}
+func (e *env) s1(ctx context.Context, n, run int) (S1Result, error) {
+	res := S1Result{Nodes: n, Run: run + 1}
 	if err := e.growTo(ctx, n); err != nil {
 		return res, err
 	}
 	var err error
-	if res.Floor, err = e.floor(ctx, n); err != nil {
+	if res.Floor, err = e.floor(ctx, n, run); err != nil {
 		return res, err
 	}
 	before, err := e.quiet(ctx)
@@ -414,8 +435,8 @@ func (e *env) s1(ctx context.Context, n int) (S1Result, error) {
 		return res, err
 	}
 	job := &appsv1beta1.ImagePullJob{
-		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s1-n%d", n), Namespace: jobNamespace},
-		Spec: appsv1beta1.ImagePullJobSpec{Image: fmt.Sprintf("bench.local/s1:n%d", n), ImagePullJobTemplate: appsv1beta1.ImagePullJobTemplate{
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s1-r%d-n%d", run, n), Namespace: jobNamespace},
+		Spec: appsv1beta1.ImagePullJobSpec{Image: fmt.Sprintf("bench.local/s1:r%d-n%d", run, n), ImagePullJobTemplate: appsv1beta1.ImagePullJobTemplate{
 			Selector:         &appsv1beta1.ImagePullJobNodeSelector{LabelSelector: metav1.LabelSelector{MatchLabels: map[string]string{tierLabel + strconv.Itoa(n): "true"}}},
 			Parallelism:      ptr.To(intstr.FromInt32(int32(n))),
 			CompletionPolicy: appsv1beta1.CompletionPolicy{Type: appsv1beta1.Always},
@@ -461,6 +482,9 @@ func (e *env) s1(ctx context.Context, n int) (S1Result, error) {
 type jobsDone struct {
 	elapsed   time.Duration
 	succeeded int32
+	// firstNode and complete are, per job, the time from the first create
+	// to its first node reported done and to its completion.
+	firstNode, complete []time.Duration
 }
 
 // runJobs creates jobs (16 at a time) and waits, by a watch, until every
@@ -488,6 +512,7 @@ func (e *env) runJobs(ctx context.Context, jobs []*appsv1beta1.ImagePullJob, tim
 		})
 	}()
 	finished := map[string]int32{}
+	started := map[string]bool{}
 	for len(finished) < len(want) {
 		select {
 		case err := <-createErr:
@@ -499,117 +524,25 @@ func (e *env) runJobs(ctx context.Context, jobs []*appsv1beta1.ImagePullJob, tim
 				return out, fmt.Errorf("the job watch ended with %d of %d jobs complete (timeout %s)", len(finished), len(want), timeout)
 			}
 			j, isJob := ev.Object.(*appsv1beta1.ImagePullJob)
-			if !isJob || !want[j.Name] || j.Status.CompletionTime == nil {
+			if !isJob || !want[j.Name] {
+				continue
+			}
+			if !started[j.Name] && j.Status.Succeeded+j.Status.Failed > 0 {
+				started[j.Name] = true
+				out.firstNode = append(out.firstNode, time.Since(start))
+			}
+			if j.Status.CompletionTime == nil {
 				continue
 			}
 			if _, seen := finished[j.Name]; !seen {
 				finished[j.Name] = j.Status.Succeeded
 				out.elapsed = time.Since(start)
+				out.complete = append(out.complete, out.elapsed)
 			}
 		}
 	}
 	for _, s := range finished {
 		out.succeeded += s
-	}
-	return out, nil
-}
-
-// S2Result is many jobs at once.
-type S2Result struct {
-	Jobs, Nodes, Parallelism int
-	PullDelay                time.Duration
-	Elapsed                  time.Duration
-	Succeeded                int32
-	// Syncs are the controller's sync calls, by controller;
-	// StatusWrites the NodeImage status writes it had to observe.
-	Syncs         map[string]float64
-	StatusWrites  float64
-	ControllerCPU float64
-	Writes        Requests
-}
-
-// TotalSyncs sums Syncs.
-func (r S2Result) TotalSyncs() float64 {
-	var t float64
-	for _, v := range r.Syncs {
-		t += v
-	}
-	return t
-}
-
-func (e *env) s2(ctx context.Context) (*S2Result, error) {
-	c := e.cfg
-	res := &S2Result{Jobs: c.S2Jobs, Nodes: c.S2Nodes, Parallelism: c.S2Parallelism, PullDelay: c.S2PullDelay}
-	e.logf("S2: %d jobs over %d nodes, parallelism %d, %s pulls", c.S2Jobs, c.S2Nodes, c.S2Parallelism, c.S2PullDelay)
-	if err := e.growTo(ctx, c.S2Nodes); err != nil {
-		return nil, err
-	}
-	var jobs []*appsv1beta1.ImagePullJob
-	for i := range c.S2Jobs {
-		jobs = append(jobs, &appsv1beta1.ImagePullJob{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s2-%03d", i), Namespace: jobNamespace},
-			Spec: appsv1beta1.ImagePullJobSpec{Image: fmt.Sprintf("bench.local/s2-%03d:sleep-%s", i, c.S2PullDelay), ImagePullJobTemplate: appsv1beta1.ImagePullJobTemplate{
-				Selector:         &appsv1beta1.ImagePullJobNodeSelector{LabelSelector: metav1.LabelSelector{MatchLabels: map[string]string{tierLabel + strconv.Itoa(c.S2Nodes): "true"}}},
-				Parallelism:      ptr.To(intstr.FromInt32(int32(c.S2Parallelism))),
-				CompletionPolicy: appsv1beta1.CompletionPolicy{Type: appsv1beta1.Always},
-			}},
-		})
-	}
-	before, err := e.quiet(ctx)
-	if err != nil {
-		return nil, err
-	}
-	syncsBefore, err := e.controllerSyncs()
-	if err != nil {
-		return nil, err
-	}
-	cpuBefore, err := cpuSeconds(e.controller.Pid())
-	if err != nil {
-		return nil, err
-	}
-	done, err := e.runJobs(ctx, jobs, 3*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	res.Elapsed, res.Succeeded = done.elapsed, done.succeeded
-	after, err := e.quiet(ctx)
-	if err != nil {
-		return nil, err
-	}
-	syncsAfter, err := e.controllerSyncs()
-	if err != nil {
-		return nil, err
-	}
-	cpuAfter, err := cpuSeconds(e.controller.Pid())
-	if err != nil {
-		return nil, err
-	}
-	res.ControllerCPU = cpuAfter - cpuBefore
-	res.Syncs = map[string]float64{}
-	for k, v := range syncsAfter {
-		if d := v - syncsBefore[k]; d > 0 {
-			res.Syncs[k] = d
-		}
-	}
-	res.Writes = after.Sub(before).Writes()
-	res.StatusWrites = res.Writes["PATCH nodeimages/status"]
-	if want := int32(c.S2Jobs * c.S2Nodes); res.Succeeded != want {
-		return res, fmt.Errorf("%d node pulls succeeded, want %d", res.Succeeded, want)
-	}
-	return res, nil
-}
-
-// controllerSyncs reads prepull_controller_syncs_total by controller.
-func (e *env) controllerSyncs() (map[string]float64, error) {
-	samples, err := framework.Scrape(e.ctlMetrics)
-	if err != nil {
-		return nil, fmt.Errorf("reading the controller's metrics: %w", err)
-	}
-	out := map[string]float64{}
-	for k, v := range samples {
-		if rest, ok := strings.CutPrefix(k, "prepull_controller_syncs_total{"); ok {
-			out[parseLabels(strings.TrimSuffix(rest, "}"))["controller"]] += v
-		}
 	}
 	return out, nil
 }

@@ -2,8 +2,11 @@ package harness
 
 import (
 	"fmt"
+	"maps"
 	"runtime"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,7 +21,7 @@ type Report struct {
 	LoadBefore, LoadAfter string
 	WriteConcurrency      int
 	S1                    []S1Result
-	S2                    *S2Result
+	S2                    []S2Result
 	S3                    *S3Result
 	S4                    *S4Result
 }
@@ -34,6 +37,27 @@ func s1Target(n int) (abs time.Duration, ratio float64) {
 	default:
 		return 0, 1.5
 	}
+}
+
+func s1Abs(n int) bool { abs, _ := s1Target(n); return abs > 0 }
+
+// s1Key names an S1 row: its size, and its run when there are several.
+func s1Key(s S1Result) string { return fmt.Sprintf("%d (run %d)", s.Nodes, s.Run) }
+
+// s1Meets judges one S1 run against its size's targets.
+func s1Meets(s S1Result) (string, bool) {
+	abs, maxRatio := s1Target(s.Nodes)
+	var target string
+	ok := true
+	if abs > 0 {
+		ok = s.Elapsed <= abs
+		target = fmt.Sprintf("≤ %s: %s", secs(abs), mark(ok))
+	} else {
+		ok = s.Ratio() <= maxRatio
+		target = fmt.Sprintf("≤ %.1fx floor: %s", maxRatio, mark(ok))
+	}
+	writesOK := s.WritesPerNode() <= 3
+	return target + fmt.Sprintf("; ≤ 3 writes: %s", mark(writesOK)), ok && writesOK
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
@@ -73,20 +97,25 @@ func (r *Report) Markdown() string {
 		w("")
 		w("| nodes | create → complete | floor | ratio to floor | target | writes per node and job | CPU: controller / hollow nodes / apiserver | controller peak RSS |")
 		w("|---:|---:|---:|---:|---|---:|---:|---:|")
-		for _, s := range r.S1 {
-			ratio := s.Elapsed.Seconds() / s.Floor.Seconds()
-			abs, maxRatio := s1Target(s.Nodes)
-			perNode := s.Writes.Total() / float64(s.Nodes)
-			var target string
-			if abs > 0 {
-				target = fmt.Sprintf("≤ %s: %s", secs(abs), mark(s.Elapsed <= abs))
-			} else {
-				target = fmt.Sprintf("≤ %.1fx floor: %s", maxRatio, mark(ratio <= maxRatio))
-			}
-			target += fmt.Sprintf("; ≤ 3 writes: %s", mark(perNode <= 3))
-			w("| %d | %s | %s | %.2f | %s | %.2f | %.2f / %.2f / %.2f s | %s |", s.Nodes, secs(s.Elapsed), secs(s.Floor), ratio, target, perNode,
+		rows := slices.Clone(r.S1)
+		slices.SortStableFunc(rows, func(a, b S1Result) int { return a.Nodes - b.Nodes })
+		worst := map[int]S1Result{}
+		for _, s := range rows {
+			target, _ := s1Meets(s)
+			w("| %s | %s | %s | %.2f | %s | %.2f | %.2f / %.2f / %.2f s | %s |", s1Key(s), secs(s.Elapsed), secs(s.Floor), s.Ratio(), target, s.WritesPerNode(),
 				s.ControllerCPU, s.FleetCPU, s.APIServerCPU, mib(s.Controller.PeakRSS))
+			prev, seen := worst[s.Nodes]
+			if !seen || (s1Abs(s.Nodes) && s.Elapsed > prev.Elapsed) || (!s1Abs(s.Nodes) && s.Ratio() > prev.Ratio()) {
+				worst[s.Nodes] = s
+			}
 		}
+		w("")
+		var parts []string
+		for _, n := range slices.Sorted(maps.Keys(worst)) {
+			target, _ := s1Meets(worst[n])
+			parts = append(parts, fmt.Sprintf("%d nodes: %s", n, target))
+		}
+		w("Targets on the worst run of each size: %s.", strings.Join(parts, "; "))
 		w("")
 		w("Writes per node and job, by verb and resource:")
 		w("")
@@ -108,30 +137,12 @@ func (r *Report) Markdown() string {
 			for _, k := range cols {
 				cells = append(cells, fmt.Sprintf("%.2f", s.Writes[k]/float64(s.Nodes)))
 			}
-			w("| %d | %s |", s.Nodes, strings.Join(cells, " | "))
+			w("| %s | %s |", s1Key(s), strings.Join(cells, " | "))
 		}
 		w("")
 	}
-	if s := r.S2; s != nil {
-		w("## S2 many jobs: %d jobs × %d nodes, parallelism %d each, %s pulls", s.Jobs, s.Nodes, s.Parallelism, s.PullDelay)
-		w("")
-		ratio := s.TotalSyncs() / s.StatusWrites
-		w("| wall time | node pulls succeeded | controller syncs | syncs/s | NodeImage status writes observed | syncs per status write (target ≤ 2) | controller CPU | writes per node and job |")
-		w("|---:|---:|---:|---:|---:|---:|---:|---:|")
-		w("| %s | %d | %.0f | %.1f | %.0f | %.2f: %s | %.1f s | %.2f |", secs(s.Elapsed), s.Succeeded, s.TotalSyncs(), s.TotalSyncs()/s.Elapsed.Seconds(),
-			s.StatusWrites, ratio, mark(ratio <= 2), s.ControllerCPU, s.Writes.Total()/float64(s.Jobs*s.Nodes))
-		w("")
-		var parts []string
-		for _, k := range sortedKeys(s.Syncs) {
-			parts = append(parts, fmt.Sprintf("%s %.0f", k, s.Syncs[k]))
-		}
-		w("Syncs by controller: %s.", strings.Join(parts, ", "))
-		parts = nil
-		for _, k := range s.Writes.Keys() {
-			parts = append(parts, fmt.Sprintf("%s %.0f", k, s.Writes[k]))
-		}
-		w("Writes: %s.", strings.Join(parts, ", "))
-		w("")
+	if len(r.S2) > 0 {
+		r.s2Markdown(w)
 	}
 	if s := r.S3; s != nil {
 		w("## S3 idle: %s after S2 with nothing to do", s.Idle)
@@ -194,4 +205,163 @@ func WithoutSection(doc, name string) string {
 		return doc
 	}
 	return doc[:start] + doc[end+len(endMark):]
+}
+
+// spreadDurations is the median, minimum and maximum of v.
+func spreadDurations(v []time.Duration) (median, lo, hi time.Duration) {
+	f := make([]float64, len(v))
+	for i, d := range v {
+		f[i] = float64(d)
+	}
+	m, l, h := spread(f)
+	return time.Duration(m), time.Duration(l), time.Duration(h)
+}
+
+// WithSection puts text into doc as the section named name: in place of
+// the section doc has by that name, or at its end.
+func WithSection(doc, name, text string) string {
+	start := strings.Index(doc, "<!-- "+name+" -->")
+	endMark := "<!-- /" + name + " -->\n"
+	end := strings.Index(doc, endMark)
+	if start < 0 || end < start {
+		return strings.TrimRight(doc, "\n") + "\n\n" + Section(name, text)
+	}
+	return doc[:start] + Section(name, text) + doc[end+len(endMark):]
+}
+
+// comparedColumns are the table columns Compare reports: times, ratios
+// to the floor, write counts and costs.
+var comparedColumns = []string{"create → complete", "ratio to floor", "writes per node and job", "wall time", "floor",
+	"status write: median", "spec write: median", "prepull / direct", "controller peak RSS", "peak RSS"}
+
+// Compare lists, for every table row found in both reports (by section
+// heading and first cell), how each compared figure changed from before
+// to after, so a run shows at once what it moved against the committed
+// BENCHMARKS.md.
+func Compare(before, after string) string {
+	old := tableCells(before)
+	var b strings.Builder
+	b.WriteString("Change against the previous report:\n")
+	n := 0
+	for _, c := range tableCellList(after) {
+		was, ok := old[c.key]
+		if !ok {
+			continue
+		}
+		x, okx := leadingNumber(was)
+		y, oky := leadingNumber(c.value)
+		if !okx || !oky || x == y {
+			continue
+		}
+		change := "new"
+		if x != 0 {
+			change = fmt.Sprintf("%+.0f%%", (y-x)*100/x)
+		}
+		fmt.Fprintf(&b, "  %s: %s -> %s (%s)\n", c.key, strings.TrimSpace(was), strings.TrimSpace(c.value), change)
+		n++
+	}
+	if n == 0 {
+		b.WriteString("  no compared figure changed (or the previous report has none of these tables)\n")
+	}
+	return b.String()
+}
+
+type cell struct{ key, value string }
+
+func tableCells(doc string) map[string]string {
+	out := map[string]string{}
+	for _, c := range tableCellList(doc) {
+		out[c.key] = c.value
+	}
+	return out
+}
+
+// tableCellList reads the compared columns of every Markdown table in doc,
+// keyed "heading | first cell | column".
+func tableCellList(doc string) []cell {
+	var out []cell
+	heading := ""
+	var header []string
+	for _, line := range strings.Split(doc, "\n") {
+		switch {
+		case strings.HasPrefix(line, "## "):
+			heading, header = strings.TrimPrefix(line, "## "), nil
+		case !strings.HasPrefix(line, "|"):
+			header = nil
+		case header == nil:
+			header = splitRow(line)
+		case strings.HasPrefix(line, "|--") || strings.HasPrefix(line, "|:"):
+		default:
+			row := splitRow(line)
+			for i, h := range header {
+				if i == 0 || i >= len(row) || !slices.Contains(comparedColumns, h) {
+					continue
+				}
+				out = append(out, cell{key: heading + " | " + row[0] + " | " + h, value: row[i]})
+			}
+		}
+	}
+	return out
+}
+
+func splitRow(line string) []string {
+	parts := strings.Split(strings.Trim(strings.TrimSpace(line), "|"), "|")
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	return parts
+}
+
+// leadingNumber parses the number a cell starts with ("5.29 s", "1.35",
+// "114.0 MiB").
+func leadingNumber(s string) (float64, bool) {
+	s = strings.TrimSpace(strings.TrimLeft(s, "*"))
+	end := 0
+	for end < len(s) && (s[end] == '.' || s[end] == '-' || (s[end] >= '0' && s[end] <= '9')) {
+		end++
+	}
+	v, err := strconv.ParseFloat(s[:end], 64)
+	return v, err == nil
+}
+
+// s2Markdown renders S2: a row per run, then the targets judged on the
+// worst run.
+func (r *Report) s2Markdown(w func(format string, args ...any)) {
+	s0 := r.S2[0]
+	w("## S2 many jobs: %d jobs × %d nodes, parallelism %d each, %s pulls, %d pulls at once per node", s0.Jobs, s0.Nodes, s0.Parallelism, s0.PullDelay, hollowSlots)
+	w("")
+	w("Each run starts after the previous run's jobs are deleted and their tags left every node, so each meets NodeImages of the same sizes.")
+	w("The floor, measured right after each run on NodeImages of its own, is the least any controller and daemons could do (test/bench/floor RunMany):")
+	w("the jobs' parallelism allows %d phases in which every node is busy; in each, every node gets its share of the jobs' tags in one spec write,", max(1, (s0.Nodes+s0.Parallelism-1)/s0.Parallelism))
+	w("pulls them %d at a time, and reports them in one status write, as JSON patches like prepull's, %d spec writes in flight.", hollowSlots, r.WriteConcurrency)
+	w("")
+	w("| run | create → complete | floor | ratio to floor | writes per node and job | first node done per job: median (max) | completion per job: median (max) | syncs per status write | CPU: controller / hollow nodes / apiserver / etcd |")
+	w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	var worstTime time.Duration
+	var worstRatio, worstWrites, worstSyncs float64
+	for _, s := range r.S2 {
+		fm, _, fhi := spreadDurations(s.FirstNode)
+		cm, _, chi := spreadDurations(s.Complete)
+		syncs := s.TotalSyncs() / s.StatusWrites
+		w("| %d | %s | %s | %.2f | %.2f | %s (%s) | %s (%s) | %.2f | %.1f / %.1f / %.1f / %.1f s |", s.Run, secs(s.Elapsed), secs(s.Floor), s.Ratio(),
+			s.WritesPerNodeJob(), secs(fm), secs(fhi), secs(cm), secs(chi), syncs, s.ControllerCPU, s.FleetCPU, s.APIServerCPU, s.EtcdCPU)
+		worstTime, worstRatio = max(worstTime, s.Elapsed), max(worstRatio, s.Ratio())
+		worstWrites, worstSyncs = max(worstWrites, s.WritesPerNodeJob()), max(worstSyncs, syncs)
+	}
+	w("")
+	w("Targets, on the worst of %d runs: time ≤ 60 s: %s (%s); ≤ 1.5x floor: %s (%.2f); writes per node and job ≤ 1.5: %s (%.2f); syncs per status write ≤ 2: %s (%.2f).",
+		len(r.S2), mark(worstTime <= 60*time.Second), secs(worstTime), mark(worstRatio <= 1.5), worstRatio, mark(worstWrites <= 1.5), worstWrites, mark(worstSyncs <= 2), worstSyncs)
+	w("")
+	last := r.S2[len(r.S2)-1]
+	var parts []string
+	for _, k := range sortedKeys(last.Syncs) {
+		parts = append(parts, fmt.Sprintf("%s %.0f", k, last.Syncs[k]))
+	}
+	w("Run %d, syncs by controller: %s.", last.Run, strings.Join(parts, ", "))
+	parts = nil
+	for _, k := range last.Writes.Keys() {
+		parts = append(parts, fmt.Sprintf("%s %.0f", k, last.Writes[k]))
+	}
+	w("Run %d, writes: %s.", last.Run, strings.Join(parts, ", "))
+	w("")
 }

@@ -190,13 +190,17 @@ var admissionCases = []admissionCase{
 	{name: "nodeimage tag missing", manifest: nodeImage("spec:\n  images:\n    nginx:\n      tags: [{version: 1}]\n"),
 		want: []string{"spec.images.nginx.tags[0].tag", "Required value"}},
 	{name: "nodeimage negative version", manifest: nodeImage("spec:\n  images:\n    nginx:\n      tags: [{tag: v1, version: -1}]\n"),
-		want: []string{"spec.images[nginx].tags[0].version", "version must be 0 or more"}},
+		want: []string{"spec.images.nginx.tags[0].version", "should be greater than or equal to 0"}},
 	{name: "nodeimage image name with tag", manifest: nodeImage("spec:\n  images:\n    \"nginx:1.25\":\n      tags: [{tag: v1}]\n"),
 		want: []string{"spec.images", "every key of images must be an image name without tag or digest"}},
 	{name: "nodeimage timeout zero", manifest: nodeImage("spec:\n  images:\n    nginx:\n      tags: [{tag: v1, pullPolicy: {timeoutSeconds: 0}}]\n"),
-		want: []string{"spec.images[nginx].tags[0].pullPolicy.timeoutSeconds", "timeoutSeconds must be greater than 0"}},
+		want: []string{"spec.images.nginx.tags[0].pullPolicy.timeoutSeconds", "should be greater than or equal to 1"}},
 	{name: "nodeimage backoff negative", manifest: nodeImage("spec:\n  images:\n    nginx:\n      tags: [{tag: v1, pullPolicy: {backoffLimit: -2}}]\n"),
-		want: []string{"spec.images[nginx].tags[0].pullPolicy.backoffLimit", "backoffLimit must be 0 or more"}},
+		want: []string{"spec.images.nginx.tags[0].pullPolicy.backoffLimit", "should be greater than or equal to 0"}},
+	{name: "nodeimage ttl negative", manifest: nodeImage("spec:\n  images:\n    nginx:\n      tags: [{tag: v1, pullPolicy: {ttlSecondsAfterFinished: -1}}]\n"),
+		want: []string{"spec.images.nginx.tags[0].pullPolicy.ttlSecondsAfterFinished", "should be greater than or equal to 0"}},
+	{name: "nodeimage deadline zero", manifest: nodeImage("spec:\n  images:\n    nginx:\n      tags: [{tag: v1, pullPolicy: {activeDeadlineSeconds: 0}}]\n"),
+		want: []string{"spec.images.nginx.tags[0].pullPolicy.activeDeadlineSeconds", "should be greater than or equal to 1"}},
 	{name: "nodeimage unknown pull policy", manifest: nodeImage("spec:\n  images:\n    nginx:\n      tags: [{tag: v1, imagePullPolicy: Sometimes}]\n"),
 		want: []string{"spec.images.nginx.tags[0].imagePullPolicy", "Unsupported value"}},
 	{name: "nodeimage update adds a duplicate tag",
@@ -206,7 +210,11 @@ var admissionCases = []admissionCase{
 	{name: "nodeimage status progress over 100", status: true,
 		base:     nodeImage("spec:\n  images:\n    nginx:\n      tags: [{tag: v1}]\n"),
 		manifest: nodeImage("status:\n  desired: 1\n  imageStatuses:\n    nginx:\n      tags: [{tag: v1, phase: Pulling, progress: 150}]\n"),
-		want:     []string{"status.imageStatuses[nginx].tags[0].progress", "progress must be between 0 and 100"}},
+		want:     []string{"status.imageStatuses.nginx.tags[0].progress", "should be less than or equal to 100"}},
+	{name: "nodeimage status progress negative", status: true,
+		base:     nodeImage("spec:\n  images:\n    nginx:\n      tags: [{tag: v1}]\n"),
+		manifest: nodeImage("status:\n  desired: 1\n  imageStatuses:\n    nginx:\n      tags: [{tag: v1, phase: Pulling, progress: -1}]\n"),
+		want:     []string{"status.imageStatuses.nginx.tags[0].progress", "should be greater than or equal to 0"}},
 	{name: "nodeimage status unknown phase", status: true,
 		base:     nodeImage("spec:\n  images:\n    nginx:\n      tags: [{tag: v1}]\n"),
 		manifest: nodeImage("status:\n  desired: 1\n  imageStatuses:\n    nginx:\n      tags: [{tag: v1, phase: Done}]\n"),
@@ -254,6 +262,29 @@ func TestAdmissionRejects(t *testing.T) {
 					t.Fatalf("rejected with\n  %v\nwant a message containing %q", err, c.want)
 				}
 			})
+		}
+	}
+}
+
+// The NodeImage's numeric bounds are schema minimums and maximums (cheaper
+// per write than the CEL rules they replaced); the values at each bound
+// are accepted, in both versions, as they were.
+func TestNodeImageBoundsAccepted(t *testing.T) {
+	ctx := context.Background()
+	for _, version := range []string{"v1alpha1", "v1beta1"} {
+		name := uniqueName("bounds")
+		spec := "spec:\n  images:\n    nginx:\n      tags:\n      - {tag: v0, version: 0, pullPolicy: {timeoutSeconds: 1, backoffLimit: 0, ttlSecondsAfterFinished: 0, activeDeadlineSeconds: 1}}\n      - {tag: v1}\n"
+		obj := parseObject(t, strings.NewReplacer("VERSION", version, "NAME", name).Replace(nodeImage(spec)))
+		client := resourceFor(t, obj, "")
+		created, err := client.Create(ctx, obj, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("%s: a NodeImage with every bound at its limit was refused: %v", version, err)
+		}
+		status := parseObject(t, strings.NewReplacer("VERSION", version, "NAME", name).Replace(nodeImage(
+			"status:\n  desired: 2\n  imageStatuses:\n    nginx:\n      tags: [{tag: v0, phase: Pulling, progress: 0}, {tag: v1, phase: Succeeded, progress: 100}]\n")))
+		status.SetResourceVersion(created.GetResourceVersion())
+		if _, err := client.UpdateStatus(ctx, status, metav1.UpdateOptions{}); err != nil {
+			t.Fatalf("%s: progress 0 and 100 were refused: %v", version, err)
 		}
 	}
 }

@@ -206,6 +206,14 @@ func TestSharedTagAcrossJobs(t *testing.T) {
 	if tag.Version != 2 || len(tag.OwnerReferences) != 2 {
 		t.Fatalf("shared tag %+v, want version 2 and two owners", tag)
 	}
+	// Every NodeImage writer clears the managed fields with its write
+	// (nodetags.resetManagedFields), so the apiserver tracks no image of
+	// either spec or status.
+	for _, mf := range ni.ManagedFields {
+		if mf.FieldsV1 != nil && (strings.Contains(string(mf.FieldsV1.Raw), `"f:images"`) || strings.Contains(string(mf.FieldsV1.Raw), `"f:imageStatuses"`)) {
+			t.Errorf("NodeImage %s: managed fields of %s track the images: %s", a, mf.Manager, mf.FieldsV1.Raw)
+		}
+	}
 	if o := e.tagOwners(b, "nginx", "1.25"); o != nil {
 		t.Fatalf("node %s not named by either job has owners %v", b, o)
 	}

@@ -51,6 +51,10 @@ type ImageSpec struct {
 	SandboxConfig *SandboxConfig `json:"sandboxConfig,omitempty"`
 }
 
+// The NodeImage's numeric bounds are OpenAPI minimums and maximums rather
+// than CEL rules: its entries are validated on every write of a busy
+// node, and the schema's checks are the cheaper of the two.
+
 // ImageTagSpec is one pulling task: an image tag (or digest) on this node.
 type ImageTagSpec struct {
 	// Tag is the tag to pull, or sha256:<64 hex> for a digest.
@@ -75,7 +79,7 @@ type ImageTagSpec struct {
 
 	// Version grows each time the task is renewed, so the daemon pulls
 	// again; status echoes the version it answers.
-	// +kubebuilder:validation:XValidation:rule="self >= 0",message="version must be 0 or more"
+	// +kubebuilder:validation:Minimum=0
 	// +optional
 	Version int64 `json:"version,omitempty"`
 
@@ -93,22 +97,22 @@ type ImageTagSpec struct {
 // ImageTagPullPolicy bounds one pulling task.
 type ImageTagPullPolicy struct {
 	// TimeoutSeconds bounds one pull attempt. Defaults to 600.
-	// +kubebuilder:validation:XValidation:rule="self > 0",message="timeoutSeconds must be greater than 0: it bounds one pull attempt in seconds"
+	// +kubebuilder:validation:Minimum=1
 	// +optional
 	TimeoutSeconds *int32 `json:"timeoutSeconds,omitempty"`
 
 	// BackoffLimit is how many times a failed pull is retried. Defaults to 3.
-	// +kubebuilder:validation:XValidation:rule="self >= 0",message="backoffLimit must be 0 or more: it is the number of retries after a failed pull"
+	// +kubebuilder:validation:Minimum=0
 	// +optional
 	BackoffLimit *int32 `json:"backoffLimit,omitempty"`
 
 	// TTLSecondsAfterFinished removes the task this long after it finished.
-	// +kubebuilder:validation:XValidation:rule="self >= 0",message="ttlSecondsAfterFinished must be 0 or more"
+	// +kubebuilder:validation:Minimum=0
 	// +optional
 	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
 
 	// ActiveDeadlineSeconds bounds the task from its creation.
-	// +kubebuilder:validation:XValidation:rule="self > 0",message="activeDeadlineSeconds must be greater than 0"
+	// +kubebuilder:validation:Minimum=1
 	// +optional
 	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
 }
@@ -177,7 +181,8 @@ type ImageTagStatus struct {
 
 	// Progress is the share of bytes pulled, 0 to 100. It may go back when a
 	// pull is retried.
-	// +kubebuilder:validation:XValidation:rule="self >= 0 && self <= 100",message="progress must be between 0 and 100"
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
 	// +optional
 	Progress int32 `json:"progress,omitempty"`
 

@@ -22,10 +22,12 @@ func main() {
 	out := fs.String("out", "BENCHMARKS.md", "File the report is written to; empty: standard output only.")
 	full := harness.Full()
 	s1 := fs.String("s1-nodes", joinInts(full.S1Nodes), "S1 fleet sizes, ascending, comma-separated.")
+	fs.IntVar(&full.S1Runs, "s1-runs", full.S1Runs, "How many times S1 runs over its sizes (targets count on the worst run of each size).")
 	fs.IntVar(&full.S2Jobs, "s2-jobs", full.S2Jobs, "S2 jobs (0 skips S2 and S3).")
 	fs.IntVar(&full.S2Nodes, "s2-nodes", full.S2Nodes, "Nodes each S2 job covers; one of -s1-nodes.")
 	fs.IntVar(&full.S2Parallelism, "s2-parallelism", full.S2Parallelism, "Parallelism of each S2 job.")
 	fs.DurationVar(&full.S2PullDelay, "s2-pull-delay", full.S2PullDelay, "How long each S2 pull takes.")
+	fs.IntVar(&full.S2Runs, "s2-runs", full.S2Runs, "How many times S2 runs, each followed by its floor (targets count on the worst run).")
 	fs.DurationVar(&full.Idle, "idle", full.Idle, "How long S3 watches the idle cluster (0 skips S3).")
 	fs.IntVar(&full.S4NodeImages, "s4-nodeimages", full.S4NodeImages, "NodeImages in S4 (0 skips S4).")
 	fs.IntVar(&full.S4Images, "s4-images", full.S4Images, "Images per NodeImage in S4.")
@@ -33,6 +35,11 @@ func main() {
 	fs.Int64Var(&big.Bytes, "big-image-bytes", big.Bytes, "Size of the big-image scenario's image (0 skips it; quick mode skips it).")
 	fs.IntVar(&big.Rounds, "big-image-rounds", big.Rounds, "Rounds of the big-image scenario (each pulls the image directly and by prepull).")
 	bigOnly := fs.Bool("big-image-only", false, "Run only the big-image scenario and replace its section of -out, keeping the rest.")
+	cost := harness.WriteCostConfig{Writes: 200, Rounds: 3}
+	costEntries := fs.String("write-cost-entries", "1,5,20,40,80", "NodeImage sizes (entries) of the write-cost micro-benchmark, ascending (empty skips it; quick mode skips it).")
+	fs.IntVar(&cost.Writes, "write-cost-writes", cost.Writes, "Sequential writes per figure of the write-cost micro-benchmark.")
+	fs.IntVar(&cost.Rounds, "write-cost-rounds", cost.Rounds, "Rounds of the write-cost micro-benchmark (sizes interleaved within each).")
+	costOnly := fs.Bool("write-cost-only", false, "Run only the write-cost micro-benchmark and replace its section of -out, keeping the rest.")
 	fs.IntVar(&full.WriteConcurrency, "write-concurrency", full.WriteConcurrency, "The controller's --nodeimage-write-concurrency, and the floor's.")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: bench [flags]\n\nRuns prepull's benchmark scenarios (issue 11) on a real control plane with the controller\nand hollow nodes, each next to the floor, prints the table and writes it to -out. Flags:\n\n")
@@ -55,26 +62,50 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if *costEntries != "" {
+		var err error
+		if cost.Entries, err = parseInts(*costEntries); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: -write-cost-entries: %v\n", err)
+			os.Exit(2)
+		}
+	}
+	old := ""
+	if *out != "" {
+		data, _ := os.ReadFile(*out)
+		old = string(data)
+	}
 	var md string
-	if !*bigOnly {
+	only := *bigOnly || *costOnly
+	if !only {
 		report, err := harness.Run(ctx, cfg)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
 		md = report.Markdown()
-	} else if *out != "" {
-		old, _ := os.ReadFile(*out)
-		md = harness.WithoutSection(string(old), bigImageSection)
+	} else {
+		md = old
 	}
-	if !*quick && big.Bytes > 0 {
+	if !*quick && len(cost.Entries) > 0 && (!only || *costOnly) {
+		cost.Logf = cfg.Logf
+		res, err := harness.RunWriteCost(ctx, cost)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: write cost:", err)
+			os.Exit(1)
+		}
+		md = harness.WithSection(md, writeCostSection, res.Markdown())
+	}
+	if !*quick && big.Bytes > 0 && (!only || *bigOnly) {
 		big.Logf = cfg.Logf
 		res, err := harness.RunBigImage(ctx, big)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench: big image:", err)
 			os.Exit(1)
 		}
-		md = strings.TrimRight(md, "\n") + "\n\n" + harness.Section(bigImageSection, res.Markdown())
+		md = harness.WithSection(md, bigImageSection, res.Markdown())
+	}
+	if old != "" {
+		fmt.Fprintln(os.Stderr, harness.Compare(old, md))
 	}
 	fmt.Print(md)
 	if *out != "" {
@@ -86,9 +117,12 @@ func main() {
 	}
 }
 
-// bigImageSection marks the big-image table in the report, so that
-// -big-image-only can replace it alone.
-const bigImageSection = "big-image"
+// bigImageSection and writeCostSection mark those tables in the report,
+// so that -big-image-only and -write-cost-only can replace them alone.
+const (
+	bigImageSection  = "big-image"
+	writeCostSection = "write-cost"
+)
 
 func parseInts(s string) ([]int, error) {
 	var out []int

@@ -27,6 +27,9 @@ import (
 // ImageTagSpecApplyConfiguration represents a declarative configuration of the ImageTagSpec type for use
 // with apply.
 //
+// The NodeImage's numeric bounds are OpenAPI minimums and maximums rather
+// than CEL rules: its entries are validated on every write of a busy
+// node, and the schema's checks are the cheaper of the two.
 // ImageTagSpec is one pulling task: an image tag (or digest) on this node.
 type ImageTagSpecApplyConfiguration struct {
 	// Tag is the tag to pull, or sha256:<64 hex> for a digest.

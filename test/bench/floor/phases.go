@@ -1,0 +1,187 @@
+package floor
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
+	"github.com/prepull/prepull/pkg/nodetags"
+)
+
+// ManyOptions shape the many-jobs floor.
+type ManyOptions struct {
+	// Names are NodeImages that exist and hold no images.
+	Names []string
+	// Jobs each pull one image on every node, at most Parallelism nodes
+	// at a time; a node pulls Slots images at once, each taking Pull.
+	Jobs, Parallelism, Slots int
+	Pull                     time.Duration
+	Concurrency              int
+	QPS                      float32
+	Burst                    int
+}
+
+// RunMany is the least any controller and daemons could do for many jobs
+// over the same nodes: the jobs' parallelism allows len(Names)/Parallelism
+// phases in which every node is busy (job j works on node group
+// (j+phase) mod groups, so each node gets Jobs/groups jobs per phase). In
+// each phase every node gets those jobs' tags in one spec write, pulls
+// them (its Slots at a time: the wait no client can shorten), and reports
+// them all in one status write. The writes are the JSON patches prepull's
+// writers send, on NodeImages that grow as S2's do. It returns the time
+// from the first write to the last status write.
+func RunMany(ctx context.Context, cfg *rest.Config, o ManyOptions) (time.Duration, error) {
+	specCfg := rest.CopyConfig(cfg)
+	specCfg.QPS, specCfg.Burst = o.QPS, o.Burst
+	spec, err := versioned.NewForConfig(specCfg)
+	if err != nil {
+		return 0, err
+	}
+	statusCfg := rest.CopyConfig(cfg)
+	statusCfg.QPS, statusCfg.Burst = -1, 0
+	status, err := versioned.NewForConfig(statusCfg)
+	if err != nil {
+		return 0, err
+	}
+	groups := max(1, (len(o.Names)+o.Parallelism-1)/o.Parallelism)
+	// Each node's object as the floor's own last write returned it: a
+	// bare client needs no reads after the first.
+	last := make([]*appsv1beta1.NodeImage, len(o.Names))
+	start := time.Now()
+	for phase := range groups {
+		var wg sync.WaitGroup
+		errs := make(chan error, len(o.Names))
+		work := make(chan int)
+		for range max(o.Concurrency, 1) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range work {
+					var jobs []int
+					for j := range o.Jobs {
+						if (j+phase)%groups == i/o.Parallelism {
+							jobs = append(jobs, j)
+						}
+					}
+					ni := last[i]
+					if ni == nil {
+						got, err := spec.AppsV1beta1().NodeImages().Get(ctx, o.Names[i], metav1.GetOptions{})
+						if err != nil {
+							errs <- err
+							continue
+						}
+						ni = got
+					}
+					ni, err := retryStale(ctx, spec, ni, func(ni *appsv1beta1.NodeImage) (*appsv1beta1.NodeImage, error) {
+						return writeTags(ctx, spec, ni, jobs)
+					})
+					if err != nil {
+						errs <- err
+						continue
+					}
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						pull := time.Duration((len(jobs)+o.Slots-1)/o.Slots) * o.Pull
+						select {
+						case <-time.After(pull):
+						case <-ctx.Done():
+							errs <- ctx.Err()
+							return
+						}
+						out, err := retryStale(ctx, status, ni, func(ni *appsv1beta1.NodeImage) (*appsv1beta1.NodeImage, error) {
+							return writeResults(ctx, status, ni, jobs)
+						})
+						if err != nil {
+							errs <- err
+							return
+						}
+						last[i] = out
+					}()
+				}
+			}()
+		}
+		for i := range o.Names {
+			work <- i
+		}
+		close(work)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			return 0, fmt.Errorf("many-jobs floor, phase %d: %w", phase+1, err)
+		}
+	}
+	return time.Since(start), nil
+}
+
+func floorImage(j int) string { return fmt.Sprintf("bench.local/floor-many-%03d", j) }
+
+func writeTags(ctx context.Context, c versioned.Interface, ni *appsv1beta1.NodeImage, jobs []int) (*appsv1beta1.NodeImage, error) {
+	images := nodetags.CopyImages(ni.Spec.Images)
+	if images == nil {
+		images = map[string]appsv1beta1.ImageSpec{}
+	}
+	now := metav1.Now()
+	timeout, backoff := int32(appsv1beta1.DefaultTimeoutSeconds), int32(appsv1beta1.DefaultBackoffLimit)
+	tmpl := nodetags.TagTemplate{PullPolicy: &appsv1beta1.ImageTagPullPolicy{TimeoutSeconds: &timeout, BackoffLimit: &backoff},
+		ImagePullPolicy: appsv1beta1.PullIfNotPresent}
+	for _, j := range jobs {
+		owner := corev1.ObjectReference{APIVersion: appsv1beta1.SchemeGroupVersion.String(), Kind: "ImagePullJob", Namespace: "floor",
+			Name: fmt.Sprintf("floor-many-%03d", j), UID: types.UID(fmt.Sprintf("00000000-0000-0000-0000-%012d", j))}
+		nodetags.AddOwner(images, floorImage(j), "v1", owner, tmpl, now)
+	}
+	p, err := nodetags.SpecPatch(ni, images, nil, nodetags.Entries)
+	if err != nil || p == nil {
+		return ni, err
+	}
+	out, err := c.AppsV1beta1().NodeImages().Patch(ctx, ni.Name, p.Type, p.Data, metav1.PatchOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("spec write of NodeImage %s: %w", ni.Name, err)
+	}
+	return out, nil
+}
+
+func writeResults(ctx context.Context, c versioned.Interface, ni *appsv1beta1.NodeImage, jobs []int) (*appsv1beta1.NodeImage, error) {
+	statuses := ni.Status.DeepCopy().ImageStatuses
+	if statuses == nil {
+		statuses = map[string]appsv1beta1.ImageStatus{}
+	}
+	now := metav1.Now()
+	for _, j := range jobs {
+		statuses[floorImage(j)] = appsv1beta1.ImageStatus{Tags: []appsv1beta1.ImageTagStatus{{Tag: "v1", Version: 1,
+			Phase: appsv1beta1.ImagePhaseSucceeded, Progress: 100, StartTime: &now, CompletionTime: &now,
+			ImageID: fmt.Sprintf("sha256:%064x", j), Message: "image pulled"}}}
+	}
+	p, err := nodetags.StatusPatch(ni, statuses, nodetags.Count(ni.Spec.Images, statuses), nil, nodetags.Entries)
+	if err != nil || p == nil {
+		return ni, err
+	}
+	out, err := c.AppsV1beta1().NodeImages().Patch(ctx, ni.Name, p.Type, p.Data, metav1.PatchOptions{}, "status")
+	if err != nil {
+		return nil, fmt.Errorf("status write of NodeImage %s: %w", ni.Name, err)
+	}
+	return out, nil
+}
+
+// retryStale runs write, and again from a fresh read when the object
+// changed under it (the NodeImage controller housekeeps these objects
+// too), as prepull's writers do.
+func retryStale(ctx context.Context, c versioned.Interface, ni *appsv1beta1.NodeImage, write func(*appsv1beta1.NodeImage) (*appsv1beta1.NodeImage, error)) (*appsv1beta1.NodeImage, error) {
+	for attempt := 1; ; attempt++ {
+		out, err := write(ni)
+		if err == nil || !nodetags.IsStale(err) || attempt == 3 {
+			return out, err
+		}
+		if ni, err = c.AppsV1beta1().NodeImages().Get(ctx, ni.Name, metav1.GetOptions{}); err != nil {
+			return nil, err
+		}
+	}
+}

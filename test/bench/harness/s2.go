@@ -1,0 +1,253 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/manager"
+	"github.com/prepull/prepull/test/bench/floor"
+	"github.com/prepull/prepull/test/framework"
+)
+
+// S2Result is one run of many jobs at once.
+type S2Result struct {
+	Run                      int
+	Jobs, Nodes, Parallelism int
+	PullDelay                time.Duration
+	Elapsed                  time.Duration
+	// Floor is the many-jobs floor (floor.RunMany) measured right after
+	// the run on NodeImages of its own.
+	Floor     time.Duration
+	Succeeded int32
+	// Syncs are the controller's sync calls, by controller;
+	// StatusWrites the NodeImage status writes it had to observe.
+	Syncs         map[string]float64
+	StatusWrites  float64
+	ControllerCPU float64
+	Writes        Requests
+	// FirstNode and Complete are, per job, the time from the first create
+	// to its first node done and to its completion (fair progress).
+	FirstNode, Complete []time.Duration
+	// FleetCPU, APIServerCPU and EtcdCPU are CPU seconds over the run.
+	FleetCPU, APIServerCPU, EtcdCPU float64
+}
+
+// TotalSyncs sums Syncs.
+func (r S2Result) TotalSyncs() float64 {
+	var t float64
+	for _, v := range r.Syncs {
+		t += v
+	}
+	return t
+}
+
+// WritesPerNodeJob is every API write of the run over the node pulls.
+func (r S2Result) WritesPerNodeJob() float64 { return r.Writes.Total() / float64(r.Jobs*r.Nodes) }
+
+// Ratio is the run's time over its floor's.
+func (r S2Result) Ratio() float64 { return r.Elapsed.Seconds() / r.Floor.Seconds() }
+
+// s2Runs runs S2 the configured number of times, each after the previous
+// run's jobs are deleted and their tags gone from every node (so each run
+// meets NodeImages of the same sizes), each followed by its floor.
+func (e *env) s2Runs(ctx context.Context) ([]S2Result, error) {
+	var out []S2Result
+	for run := range max(1, e.cfg.S2Runs) {
+		if run > 0 {
+			if err := e.clearS2(ctx, run-1); err != nil {
+				return out, err
+			}
+		}
+		res, err := e.s2(ctx, run)
+		if err != nil {
+			return out, fmt.Errorf("run %d: %w", run+1, err)
+		}
+		if res.Floor, err = e.s2Floor(ctx, run); err != nil {
+			return out, fmt.Errorf("run %d floor: %w", run+1, err)
+		}
+		e.logf("S2 run %d: %s (floor %s), %.2f writes per node and job", run+1, res.Elapsed.Round(time.Millisecond),
+			res.Floor.Round(time.Millisecond), res.WritesPerNodeJob())
+		out = append(out, *res)
+	}
+	return out, nil
+}
+
+func s2Image(run, job int, delay time.Duration) string {
+	return fmt.Sprintf("bench.local/s2-r%d-%03d:sleep-%s", run, job, delay)
+}
+
+func (e *env) s2(ctx context.Context, run int) (*S2Result, error) {
+	c := e.cfg
+	res := &S2Result{Run: run + 1, Jobs: c.S2Jobs, Nodes: c.S2Nodes, Parallelism: c.S2Parallelism, PullDelay: c.S2PullDelay}
+	e.logf("S2 run %d: %d jobs over %d nodes, parallelism %d, %s pulls", run+1, c.S2Jobs, c.S2Nodes, c.S2Parallelism, c.S2PullDelay)
+	if err := e.growTo(ctx, c.S2Nodes); err != nil {
+		return nil, err
+	}
+	var jobs []*appsv1beta1.ImagePullJob
+	for i := range c.S2Jobs {
+		jobs = append(jobs, &appsv1beta1.ImagePullJob{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s2-r%d-%03d", run, i), Namespace: jobNamespace},
+			Spec: appsv1beta1.ImagePullJobSpec{Image: s2Image(run, i, c.S2PullDelay), ImagePullJobTemplate: appsv1beta1.ImagePullJobTemplate{
+				Selector:         &appsv1beta1.ImagePullJobNodeSelector{LabelSelector: metav1.LabelSelector{MatchLabels: map[string]string{tierLabel + strconv.Itoa(c.S2Nodes): "true"}}},
+				Parallelism:      ptr.To(intstr.FromInt32(int32(c.S2Parallelism))),
+				CompletionPolicy: appsv1beta1.CompletionPolicy{Type: appsv1beta1.Always},
+			}},
+		})
+	}
+	before, err := e.quiet(ctx)
+	if err != nil {
+		return nil, err
+	}
+	syncsBefore, err := e.controllerSyncs()
+	if err != nil {
+		return nil, err
+	}
+	cpu0, err := e.s2CPU()
+	if err != nil {
+		return nil, err
+	}
+	done, err := e.runJobs(ctx, jobs, 3*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	res.Elapsed, res.Succeeded = done.elapsed, done.succeeded
+	res.FirstNode, res.Complete = done.firstNode, done.complete
+	after, err := e.quiet(ctx)
+	if err != nil {
+		return nil, err
+	}
+	syncsAfter, err := e.controllerSyncs()
+	if err != nil {
+		return nil, err
+	}
+	cpu1, err := e.s2CPU()
+	if err != nil {
+		return nil, err
+	}
+	res.ControllerCPU, res.FleetCPU, res.APIServerCPU, res.EtcdCPU = cpu1[0]-cpu0[0], cpu1[1]-cpu0[1], cpu1[2]-cpu0[2], cpu1[3]-cpu0[3]
+	res.Syncs = map[string]float64{}
+	for k, v := range syncsAfter {
+		if d := v - syncsBefore[k]; d > 0 {
+			res.Syncs[k] = d
+		}
+	}
+	res.Writes = after.Sub(before).Writes()
+	res.Writes["POST imagepulljobs"] -= float64(len(jobs)) // the harness's own creates
+	if res.Writes["POST imagepulljobs"] <= 0 {
+		delete(res.Writes, "POST imagepulljobs")
+	}
+	res.StatusWrites = res.Writes["PATCH nodeimages/status"]
+	if want := int32(c.S2Jobs * c.S2Nodes); res.Succeeded != want {
+		return res, fmt.Errorf("%d node pulls succeeded, want %d", res.Succeeded, want)
+	}
+	return res, nil
+}
+
+// s2CPU is the CPU seconds of the controller, the hollow fleet, the
+// apiserver and etcd.
+func (e *env) s2CPU() ([4]float64, error) {
+	var out [4]float64
+	for i, pids := range [][]int{{e.controller.Pid()}, e.fleetPids(), {e.cp.Pid("kube-apiserver")}, {e.cp.Pid("etcd")}} {
+		v, err := cpuOf(pids...)
+		if err != nil {
+			return out, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// clearS2 deletes a run's jobs and waits until no NodeImage holds their
+// images, in spec or status, and the API server is quiet.
+func (e *env) clearS2(ctx context.Context, run int) error {
+	jobs := e.client.AppsV1beta1().ImagePullJobs(jobNamespace)
+	for i := range e.cfg.S2Jobs {
+		if err := jobs.Delete(ctx, fmt.Sprintf("s2-r%d-%03d", run, i), metav1.DeleteOptions{}); err != nil {
+			return fmt.Errorf("deleting S2 run %d's jobs: %w", run+1, err)
+		}
+	}
+	prefix := fmt.Sprintf("bench.local/s2-r%d-", run)
+	err := poll(ctx, 10*time.Minute, fmt.Sprintf("S2 run %d's tags to leave every NodeImage", run+1), func() (bool, error) {
+		list, err := e.client.AppsV1beta1().NodeImages().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+		if err != nil {
+			return false, err
+		}
+		for _, ni := range list.Items {
+			for name := range ni.Spec.Images {
+				if strings.HasPrefix(name, prefix) {
+					return false, nil
+				}
+			}
+			for name := range ni.Status.ImageStatuses {
+				if strings.HasPrefix(name, prefix) {
+					return false, nil
+				}
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	_, err = e.quiet(ctx)
+	return err
+}
+
+// s2Floor measures floor.RunMany for the S2 shape on fresh NodeImages of
+// its own (fake ones, which no job selects), deleted afterwards.
+func (e *env) s2Floor(ctx context.Context, run int) (time.Duration, error) {
+	c := e.cfg
+	var names []string
+	for i := range c.S2Nodes {
+		names = append(names, fmt.Sprintf("floor-s2-r%d-%05d", run, i))
+	}
+	nis := e.client.AppsV1beta1().NodeImages()
+	err := parallel(ctx, len(names), 32, func(ctx context.Context, i int) error {
+		_, err := nis.Create(ctx, &appsv1beta1.NodeImage{ObjectMeta: metav1.ObjectMeta{Name: names[i],
+			Labels: map[string]string{appsv1beta1.FakeNodeImageLabel: "true"}}}, metav1.CreateOptions{})
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("creating the S2 floor's NodeImages: %w", err)
+	}
+	if _, err := e.quiet(ctx); err != nil {
+		return 0, err
+	}
+	d := manager.Defaults()
+	elapsed, err := floor.RunMany(ctx, e.cp.Config, floor.ManyOptions{Names: names, Jobs: c.S2Jobs, Parallelism: c.S2Parallelism,
+		Slots: hollowSlots, Pull: c.S2PullDelay, Concurrency: c.WriteConcurrency, QPS: d.QPS, Burst: d.Burst})
+	if err != nil {
+		return 0, err
+	}
+	err = parallel(ctx, len(names), 32, func(ctx context.Context, i int) error {
+		return nis.Delete(ctx, names[i], metav1.DeleteOptions{})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("deleting the S2 floor's NodeImages: %w", err)
+	}
+	_, err = e.quiet(ctx)
+	return elapsed, err
+}
+
+// controllerSyncs reads prepull_controller_syncs_total by controller.
+func (e *env) controllerSyncs() (map[string]float64, error) {
+	samples, err := framework.Scrape(e.ctlMetrics)
+	if err != nil {
+		return nil, fmt.Errorf("reading the controller's metrics: %w", err)
+	}
+	out := map[string]float64{}
+	for k, v := range samples {
+		if rest, ok := strings.CutPrefix(k, "prepull_controller_syncs_total{"); ok {
+			out[parseLabels(strings.TrimSuffix(rest, "}"))["controller"]] += v
+		}
+	}
+	return out, nil
+}
