@@ -103,8 +103,6 @@ type Controller struct {
 	writer      *groupWriter
 }
 
-
-
 func (c *Controller) groupWriter() *groupWriter {
 	c.writerOnce.Do(func() { c.writer = newGroupWriter(c.editNodeImage, c.writeFailed) })
 	return c.writer

@@ -67,7 +67,7 @@ type Config struct {
 func Full() Config {
 	return Config{
 		S1Nodes: []int{3, 200, 1000, 3000}, S1Runs: 3,
-		S2Jobs:  40, S2Nodes: 200, S2Parallelism: 50, S2PullDelay: 200 * time.Millisecond, S2Runs: 3,
+		S2Jobs: 40, S2Nodes: 200, S2Parallelism: 50, S2PullDelay: 200 * time.Millisecond, S2Runs: 3,
 		Idle:         5 * time.Minute,
 		S4NodeImages: 5000, S4Images: 20,
 		WriteConcurrency: manager.Defaults().NodeImageWriteConcurrency,
