@@ -99,10 +99,10 @@ fuzz: ## Each fuzz target for FUZZTIME (default 10s), from its committed seeds; 
 	done
 
 BENCH_FLAGS ?=
-bench: controlplane bench-micro ## The fan-out benchmark (issue 11: S1-S4 against the floor, hollow nodes, real control plane; about 20 minutes): prints the table and writes BENCHMARKS.md. BENCH_FLAGS=-help lists its knobs.
+bench: controlplane bench-micro ## The benchmarks (S1-S5 against their floors with hollow nodes on a real control plane, NodeImage write cost, big image; about 90 minutes): prints the tables and the change against BENCHMARKS.md, and writes it. BENCH_FLAGS=-help lists its knobs.
 	$(GO) run ./test/bench/cmd/bench $(BENCH_FLAGS)
 
-bench-quick: controlplane ## The benchmark's quick mode (S1 up to 1,000 nodes) as a smoke test of the harness; no timing asserts.
+bench-quick: controlplane ## The benchmark's quick mode (S1 up to 1,000 nodes, a small S2): a smoke test of the harness that fails only on a real regression (writes per node and job, ratios far past their targets).
 	$(GO) test -count=1 -timeout 20m ./test/bench/...
 
 bench-micro: ## Go micro-benchmarks of pkg/ (speed and memory of hot functions).

@@ -20,9 +20,11 @@ type Report struct {
 	Machine, Commit       string
 	LoadBefore, LoadAfter string
 	WriteConcurrency      int
+	Flags                 []string
 	S1                    []S1Result
 	S2                    []S2Result
 	S3                    *S3Result
+	S5                    *S2Result
 	S4                    *S4Result
 }
 
@@ -84,6 +86,11 @@ func (r *Report) Markdown() string {
 	w("Written by `make bench` (%s mode). Measured %s, commit %s; %s; Go %s, Kubernetes %s control plane built by hack/build-controlplane.sh.",
 		mode, r.Started.UTC().Format("2006-01-02 15:04 MST"), r.Commit, r.Machine, strings.TrimPrefix(runtime.Version(), "go"), framework.KubernetesVersion)
 	w("Load average (1, 5, 15 min) before: %s; after: %s. Run took %s.", r.LoadBefore, r.LoadAfter, r.Finished.Sub(r.Started).Round(time.Second))
+	if len(r.Flags) == 0 {
+		w("The benchmark ran with its default flags (`make bench`).")
+	} else {
+		w("The benchmark ran with flags other than its defaults: `%s`.", strings.Join(r.Flags, " "))
+	}
 	w("")
 	w("Every process is real and on this machine: etcd, kube-apiserver, prepull-controller (its own process, default flags except")
 	w("`--completed-tag-ttl=2h`, so that no completed job's tags expire inside S3's idle window),")
@@ -163,6 +170,9 @@ func (r *Report) Markdown() string {
 		}
 		w("Writes: %.0f (target 0: %s). All requests: %s.", writes, mark(writes == 0), strings.Join(parts, ", "))
 		w("")
+	}
+	if s := r.S5; s != nil {
+		r.s5Markdown(w, s)
 	}
 	if s := r.S4; s != nil {
 		w("## S4 memory: %d NodeImages holding %d images each", s.NodeImages, s.Images)
@@ -363,5 +373,26 @@ func (r *Report) s2Markdown(w func(format string, args ...any)) {
 		parts = append(parts, fmt.Sprintf("%s %.0f", k, last.Writes[k]))
 	}
 	w("Run %d, writes: %s.", last.Run, strings.Join(parts, ", "))
+	w("")
+}
+
+// s5Markdown renders S5, issue 11's size.
+func (r *Report) s5Markdown(w func(format string, args ...any), s *S2Result) {
+	w("## S5 issue 11's size: %d jobs × %d nodes, parallelism %d each, %s pulls, %d pulls at once per node", s.Jobs, s.Nodes, s.Parallelism, s.PullDelay, hollowSlots)
+	w("")
+	w("Once, after S2's last run is cleared, without a floor (the floor's writes at NodeImages of %d entries would take longer than the run).", s.Jobs)
+	w("")
+	syncs := s.TotalSyncs() / s.StatusWrites
+	done := fmt.Sprintf("%d of %d", s.Succeeded, s.Jobs*s.Nodes)
+	if s.TimedOut {
+		done += fmt.Sprintf(" (stopped at %s)", secs(s.Elapsed))
+	}
+	cm, _, chi := spreadDurations(s.Complete)
+	w("| create → complete | node pulls done | writes per node and job | completion per job: median (max) | syncs per status write | controller peak RSS | CPU: controller / hollow nodes / apiserver / etcd |")
+	w("|---:|---:|---:|---:|---:|---:|---:|")
+	w("| %s | %s | %.2f | %s (%s) | %.2f | %s | %.1f / %.1f / %.1f / %.1f s |", secs(s.Elapsed), done, s.WritesPerNodeJob(), secs(cm), secs(chi), syncs,
+		mib(s.Controller.PeakRSS), s.ControllerCPU, s.FleetCPU, s.APIServerCPU, s.EtcdCPU)
+	w("")
+	w("Targets: under 30 minutes: %s; syncs per status write ≤ 2: %s.", mark(!s.TimedOut && s.Elapsed <= 30*time.Minute), mark(syncs <= 2))
 	w("")
 }

@@ -17,9 +17,15 @@ import (
 	"github.com/prepull/prepull/test/framework"
 )
 
-// S2Result is one run of many jobs at once.
+// S2Result is one run of many jobs at once (S2, and S5 at issue 11's
+// size).
 type S2Result struct {
-	Run                      int
+	Run int
+	// TimedOut says the run's timeout passed before every job completed;
+	// Succeeded then counts the node pulls done by then.
+	TimedOut bool
+	// Controller is the controller's memory after the run.
+	Controller               Memory
 	Jobs, Nodes, Parallelism int
 	PullDelay                time.Duration
 	Elapsed                  time.Duration
@@ -55,18 +61,37 @@ func (r S2Result) WritesPerNodeJob() float64 { return r.Writes.Total() / float64
 // Ratio is the run's time over its floor's.
 func (r S2Result) Ratio() float64 { return r.Elapsed.Seconds() / r.Floor.Seconds() }
 
+// manyShape is a many-jobs scenario: its name (which prefixes its jobs
+// and images), size and timeout.
+type manyShape struct {
+	name                     string
+	jobs, nodes, parallelism int
+	delay, timeout           time.Duration
+}
+
+func (e *env) s2Shape() manyShape {
+	c := e.cfg
+	return manyShape{name: "s2", jobs: c.S2Jobs, nodes: c.S2Nodes, parallelism: c.S2Parallelism, delay: c.S2PullDelay, timeout: 3 * time.Hour}
+}
+
+func (e *env) s5Shape() manyShape {
+	c := e.cfg
+	return manyShape{name: "s5", jobs: c.S5Jobs, nodes: c.S5Nodes, parallelism: c.S5Parallelism, delay: c.S2PullDelay, timeout: c.S5Timeout}
+}
+
 // s2Runs runs S2 the configured number of times, each after the previous
 // run's jobs are deleted and their tags gone from every node (so each run
 // meets NodeImages of the same sizes), each followed by its floor.
 func (e *env) s2Runs(ctx context.Context) ([]S2Result, error) {
 	var out []S2Result
+	shape := e.s2Shape()
 	for run := range max(1, e.cfg.S2Runs) {
 		if run > 0 {
-			if err := e.clearS2(ctx, run-1); err != nil {
+			if err := e.clearMany(ctx, shape, run-1); err != nil {
 				return out, err
 			}
 		}
-		res, err := e.s2(ctx, run)
+		res, err := e.many(ctx, shape, run)
 		if err != nil {
 			return out, fmt.Errorf("run %d: %w", run+1, err)
 		}
@@ -80,24 +105,34 @@ func (e *env) s2Runs(ctx context.Context) ([]S2Result, error) {
 	return out, nil
 }
 
-func s2Image(run, job int, delay time.Duration) string {
-	return fmt.Sprintf("bench.local/s2-r%d-%03d:sleep-%s", run, job, delay)
+// s5 is issue 11's size, once, without a floor (which would take longer
+// than the run), after S2's last run is cleared.
+func (e *env) s5(ctx context.Context) (*S2Result, error) {
+	if err := e.clearMany(ctx, e.s2Shape(), max(1, e.cfg.S2Runs)-1); err != nil {
+		return nil, err
+	}
+	return e.many(ctx, e.s5Shape(), 0)
 }
 
-func (e *env) s2(ctx context.Context, run int) (*S2Result, error) {
-	c := e.cfg
-	res := &S2Result{Run: run + 1, Jobs: c.S2Jobs, Nodes: c.S2Nodes, Parallelism: c.S2Parallelism, PullDelay: c.S2PullDelay}
-	e.logf("S2 run %d: %d jobs over %d nodes, parallelism %d, %s pulls", run+1, c.S2Jobs, c.S2Nodes, c.S2Parallelism, c.S2PullDelay)
-	if err := e.growTo(ctx, c.S2Nodes); err != nil {
+func (m manyShape) jobName(run, job int) string { return fmt.Sprintf("%s-r%d-%03d", m.name, run, job) }
+
+func (m manyShape) image(run, job int) string {
+	return fmt.Sprintf("bench.local/%s-r%d-%03d:sleep-%s", m.name, run, job, m.delay)
+}
+
+func (e *env) many(ctx context.Context, m manyShape, run int) (*S2Result, error) {
+	res := &S2Result{Run: run + 1, Jobs: m.jobs, Nodes: m.nodes, Parallelism: m.parallelism, PullDelay: m.delay}
+	e.logf("%s run %d: %d jobs over %d nodes, parallelism %d, %s pulls", strings.ToUpper(m.name), run+1, m.jobs, m.nodes, m.parallelism, m.delay)
+	if err := e.growTo(ctx, m.nodes); err != nil {
 		return nil, err
 	}
 	var jobs []*appsv1beta1.ImagePullJob
-	for i := range c.S2Jobs {
+	for i := range m.jobs {
 		jobs = append(jobs, &appsv1beta1.ImagePullJob{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s2-r%d-%03d", run, i), Namespace: jobNamespace},
-			Spec: appsv1beta1.ImagePullJobSpec{Image: s2Image(run, i, c.S2PullDelay), ImagePullJobTemplate: appsv1beta1.ImagePullJobTemplate{
-				Selector:         &appsv1beta1.ImagePullJobNodeSelector{LabelSelector: metav1.LabelSelector{MatchLabels: map[string]string{tierLabel + strconv.Itoa(c.S2Nodes): "true"}}},
-				Parallelism:      ptr.To(intstr.FromInt32(int32(c.S2Parallelism))),
+			ObjectMeta: metav1.ObjectMeta{Name: m.jobName(run, i), Namespace: jobNamespace},
+			Spec: appsv1beta1.ImagePullJobSpec{Image: m.image(run, i), ImagePullJobTemplate: appsv1beta1.ImagePullJobTemplate{
+				Selector:         &appsv1beta1.ImagePullJobNodeSelector{LabelSelector: metav1.LabelSelector{MatchLabels: map[string]string{tierLabel + strconv.Itoa(m.nodes): "true"}}},
+				Parallelism:      ptr.To(intstr.FromInt32(int32(m.parallelism))),
 				CompletionPolicy: appsv1beta1.CompletionPolicy{Type: appsv1beta1.Always},
 			}},
 		})
@@ -114,11 +149,11 @@ func (e *env) s2(ctx context.Context, run int) (*S2Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	done, err := e.runJobs(ctx, jobs, 3*time.Hour)
+	done, err := e.runJobs(ctx, jobs, m.timeout)
 	if err != nil {
 		return nil, err
 	}
-	res.Elapsed, res.Succeeded = done.elapsed, done.succeeded
+	res.Elapsed, res.Succeeded, res.TimedOut = done.elapsed, done.succeeded, done.timedOut
 	res.FirstNode, res.Complete = done.firstNode, done.complete
 	after, err := e.quiet(ctx)
 	if err != nil {
@@ -145,7 +180,10 @@ func (e *env) s2(ctx context.Context, run int) (*S2Result, error) {
 		delete(res.Writes, "POST imagepulljobs")
 	}
 	res.StatusWrites = res.Writes["PATCH nodeimages/status"]
-	if want := int32(c.S2Jobs * c.S2Nodes); res.Succeeded != want {
+	if res.Controller, err = memory(e.controller.Pid()); err != nil {
+		return nil, err
+	}
+	if want := int32(m.jobs * m.nodes); res.Succeeded != want && !res.TimedOut {
 		return res, fmt.Errorf("%d node pulls succeeded, want %d", res.Succeeded, want)
 	}
 	return res, nil
@@ -165,17 +203,17 @@ func (e *env) s2CPU() ([4]float64, error) {
 	return out, nil
 }
 
-// clearS2 deletes a run's jobs and waits until no NodeImage holds their
+// clearMany deletes a run's jobs and waits until no NodeImage holds their
 // images, in spec or status, and the API server is quiet.
-func (e *env) clearS2(ctx context.Context, run int) error {
+func (e *env) clearMany(ctx context.Context, m manyShape, run int) error {
 	jobs := e.client.AppsV1beta1().ImagePullJobs(jobNamespace)
-	for i := range e.cfg.S2Jobs {
-		if err := jobs.Delete(ctx, fmt.Sprintf("s2-r%d-%03d", run, i), metav1.DeleteOptions{}); err != nil {
-			return fmt.Errorf("deleting S2 run %d's jobs: %w", run+1, err)
+	for i := range m.jobs {
+		if err := jobs.Delete(ctx, m.jobName(run, i), metav1.DeleteOptions{}); err != nil {
+			return fmt.Errorf("deleting %s run %d's jobs: %w", m.name, run+1, err)
 		}
 	}
-	prefix := fmt.Sprintf("bench.local/s2-r%d-", run)
-	err := poll(ctx, 10*time.Minute, fmt.Sprintf("S2 run %d's tags to leave every NodeImage", run+1), func() (bool, error) {
+	prefix := fmt.Sprintf("bench.local/%s-r%d-", m.name, run)
+	err := poll(ctx, 20*time.Minute, fmt.Sprintf("%s run %d's tags to leave every NodeImage", m.name, run+1), func() (bool, error) {
 		list, err := e.client.AppsV1beta1().NodeImages().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
 		if err != nil {
 			return false, err

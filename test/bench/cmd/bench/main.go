@@ -28,6 +28,10 @@ func main() {
 	fs.IntVar(&full.S2Parallelism, "s2-parallelism", full.S2Parallelism, "Parallelism of each S2 job.")
 	fs.DurationVar(&full.S2PullDelay, "s2-pull-delay", full.S2PullDelay, "How long each S2 pull takes.")
 	fs.IntVar(&full.S2Runs, "s2-runs", full.S2Runs, "How many times S2 runs, each followed by its floor (targets count on the worst run).")
+	fs.IntVar(&full.S5Jobs, "s5-jobs", full.S5Jobs, "S5 (issue 11's size) jobs, after S2 (0 skips S5).")
+	fs.IntVar(&full.S5Nodes, "s5-nodes", full.S5Nodes, "Nodes each S5 job covers; one of -s1-nodes.")
+	fs.IntVar(&full.S5Parallelism, "s5-parallelism", full.S5Parallelism, "Parallelism of each S5 job.")
+	fs.DurationVar(&full.S5Timeout, "s5-timeout", full.S5Timeout, "S5 stops after this long and reports the node pulls done by then.")
 	fs.DurationVar(&full.Idle, "idle", full.Idle, "How long S3 watches the idle cluster (0 skips S3).")
 	fs.IntVar(&full.S4NodeImages, "s4-nodeimages", full.S4NodeImages, "NodeImages in S4 (0 skips S4).")
 	fs.IntVar(&full.S4Images, "s4-images", full.S4Images, "Images per NodeImage in S4.")
@@ -57,6 +61,11 @@ func main() {
 		}
 		cfg.S1Nodes = sizes
 	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name != "out" {
+			cfg.Flags = append(cfg.Flags, fmt.Sprintf("-%s=%s", f.Name, f.Value))
+		}
+	})
 	cfg.Logf = func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 	}
