@@ -17,7 +17,8 @@ import (
 // a retry) waits minInterval from when it happened and from the last
 // write; a change a person waits for (a pull finished) goes out as soon
 // as minInterval has passed since the last write, which on a quiet node
-// is at once. A pull that finishes within minInterval thus costs one
+// is at once (and so is the one right after a quiet node's write; see
+// wait). A pull that finishes within minInterval thus costs one
 // write, as finished; a node whose pulls end one after another (dozens of
 // images, a few slots) writes once per interval, not once per pull, which
 // matters because each write costs the apiserver in proportion to the
@@ -151,7 +152,8 @@ func (r *reporter) snapshot() map[string]appsv1beta1.ImageStatus {
 // deadline of its own so the final state is recorded.
 func (r *reporter) run(ctx context.Context) {
 	logger := klog.FromContext(ctx)
-	var last time.Time
+	// last and prev are the times of the last two writes.
+	var last, prev time.Time
 	retry := time.Duration(0)
 	for {
 		select {
@@ -167,7 +169,7 @@ func (r *reporter) run(ctx context.Context) {
 		// Wait as long as the pending changes allow; a change that arrives
 		// meanwhile (a finish) may shorten the wait.
 		for {
-			wait := r.wait(last, retry)
+			wait := r.wait(last, prev, retry)
 			if wait <= 0 {
 				break
 			}
@@ -194,7 +196,7 @@ func (r *reporter) run(ctx context.Context) {
 			// Woken for changes an earlier write already carried.
 			continue
 		}
-		last = time.Now()
+		prev, last = last, time.Now()
 		if err := r.write(ctx, r.snapshot()); err != nil {
 			if ctx.Err() == nil {
 				logger.Error(err, "Writing NodeImage status failed, will retry")
@@ -214,7 +216,13 @@ func (r *reporter) run(ctx context.Context) {
 }
 
 // wait is how long the pending changes may wait before their write.
-func (r *reporter) wait(last time.Time, retry time.Duration) time.Duration {
+//
+// A finished task may follow the last write after urgentGap when the
+// write before it was an interval or more earlier: a quiet node that just
+// wrote (its first status at start, a pull starting) still reports a pull
+// that ends right after at once, and only a node writing again and again
+// is held to one write per interval.
+func (r *reporter) wait(last, prev time.Time, retry time.Duration) time.Duration {
 	r.mu.Lock()
 	urgent, since := r.urgent, r.dirtySince
 	entries := 0
@@ -228,6 +236,9 @@ func (r *reporter) wait(last time.Time, retry time.Duration) time.Duration {
 	}
 	interval := max(r.minInterval, time.Duration(entries)*spacingPerEntry)
 	if urgent {
+		if time.Since(prev) >= interval+time.Since(last) {
+			return max(retry, urgentGap-time.Since(last))
+		}
 		return max(retry, max(urgentGap, interval)-time.Since(last))
 	}
 	return max(retry, r.minInterval-time.Since(since), interval-time.Since(last))

@@ -147,19 +147,22 @@ func TestReporterSpacesWritesByEntries(t *testing.T) {
 		}
 		r.urgent, r.dirtySince = true, time.Now()
 	}
+	now := time.Now()
 	for _, c := range []struct {
-		entries  int
-		last     time.Time
-		min, max time.Duration
+		name       string
+		entries    int
+		last, prev time.Time
+		min, max   time.Duration
 	}{
-		{entries: 10, last: time.Time{}, min: -time.Hour, max: 0},                      // never written: at once
-		{entries: 10, last: time.Now(), min: 990 * time.Millisecond, max: time.Second}, // the least interval
-		{entries: 200, last: time.Now(), min: 4990 * time.Millisecond, max: 5 * time.Second},
-		{entries: 200, last: time.Now().Add(-10 * time.Second), min: -time.Hour, max: 0},
+		{"never written: at once", 10, time.Time{}, time.Time{}, -time.Hour, 0},
+		{"first write after a quiet spell just went: urgentGap", 10, now, now.Add(-time.Minute), 0, urgentGap},
+		{"writing again and again: the least interval", 10, now, now.Add(-500 * time.Millisecond), 990 * time.Millisecond, time.Second},
+		{"200 tasks: 5 s", 200, now, now.Add(-time.Second), 4990 * time.Millisecond, 5 * time.Second},
+		{"200 tasks, last write long ago: at once", 200, now.Add(-10 * time.Second), now.Add(-20 * time.Second), -time.Hour, 0},
 	} {
 		hold(c.entries)
-		if got := r.wait(c.last, 0); got < c.min || got > c.max {
-			t.Errorf("%d entries, last write %v ago: wait %s, want within [%s, %s]", c.entries, time.Since(c.last).Round(time.Second), got, c.min, c.max)
+		if got := r.wait(c.last, c.prev, 0); got < c.min || got > c.max {
+			t.Errorf("%s: wait %s, want within [%s, %s]", c.name, got, c.min, c.max)
 		}
 	}
 }
