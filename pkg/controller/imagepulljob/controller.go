@@ -383,28 +383,44 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	now := metav1.NewTime(c.opts.Now())
 	w := c.groupWriter()
 	renew := sets.New(d.Renew...)
+	submitted := sets.New[string]()
+	byName := make(map[string]*appsv1beta1.NodeImage, len(targets))
+	for _, ni := range targets {
+		byName[ni.Name] = ni
+	}
 	for _, node := range d.Write {
-		w.submit(node, key, func(e *nodeEdit) bool {
+		change := func(e *nodeEdit) bool {
 			images := e.Images
 			changed := nodetags.AddOwner(images, ref.Name, ref.Tag, owner, tmpl, now)
 			if renew.Has(node) {
 				changed = nodetags.Renew(images, ref.Name, ref.Tag, now) || changed
 			}
 			return nodetags.SyncSecrets(images, ref.Name, c.secretsOf) || changed
-		})
+		}
+		// Most of Write are the job's own tags, refreshed in case the
+		// spec changed: the change is tried on this image's entry alone
+		// (the nodetags edits copy before they write) and only one that
+		// changes something goes to the writer, so a sync over thousands
+		// of nodes does not queue thousands of empty writes ahead of the
+		// real ones.
+		if ni := byName[node]; ni != nil && !change(&nodeEdit{Images: map[string]appsv1beta1.ImageSpec{ref.Name: ni.Spec.Images[ref.Name]}}) {
+			continue
+		}
+		w.submit(node, key, change)
+		submitted.Insert(node)
 	}
 	for _, node := range d.Release {
 		w.submit(node, key, func(e *nodeEdit) bool {
 			return c.releaseJob(e.Images, job.UID)
 		})
+		submitted.Insert(node)
 	}
 	// A pin or completion policy changed after the tags were written: the
 	// retention keys on the job's other nodes follow (the write derives
 	// them; the change itself is empty).
 	policy := retention.JobPolicy(job).String()
-	touched := sets.New(d.Write...).Insert(d.Release...)
 	for _, ni := range owned {
-		if ni.Annotations[retention.RetainPrefix+string(job.UID)] != policy && !touched.Has(ni.Name) {
+		if ni.Annotations[retention.RetainPrefix+string(job.UID)] != policy && !submitted.Has(ni.Name) {
 			w.submit(ni.Name, key, func(*nodeEdit) bool { return false })
 		}
 	}
