@@ -58,7 +58,7 @@ func TestQuickBenchmark(t *testing.T) {
 
 // Regression guards, set well clear of what BENCHMARKS.md records (S1
 // about 2.1 writes per node and the 1,000-node run 1.4x its floor; the
-// small S2 about 0.6 writes per node and job) so that only a real change
+// small S2 about 0.7 writes per node and job) so that only a real change
 // of behaviour trips them: a writer that stopped folding, a status that
 // is written twice, a fan-out that lost its concurrency.
 const (
