@@ -58,13 +58,13 @@ func TestQuickBenchmark(t *testing.T) {
 
 // Regression guards, set well clear of what BENCHMARKS.md records (S1
 // about 2.1 writes per node and the 1,000-node run 1.4x its floor; the
-// small S2 about 0.7 writes per node and job) so that only a real change
+// small S2 0.7 to 1.4 writes per node and job from run to run) so that only a real change
 // of behaviour trips them: a writer that stopped folding, a status that
 // is written twice, a fan-out that lost its concurrency.
 const (
 	maxS1WritesPerNode    = 2.6
 	maxS1Ratio            = 3.0 // the target is 1.5
-	maxS2WritesPerNodeJob = 1.2
+	maxS2WritesPerNodeJob = 2.0
 	maxS2Ratio            = 6.0
 )
 

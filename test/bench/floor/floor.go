@@ -39,15 +39,7 @@ type Options struct {
 // status patch (through an unthrottled client, as each node's daemon has
 // its own), and returns the time until the last status write returned.
 func Run(ctx context.Context, cfg *rest.Config, o Options) (time.Duration, error) {
-	specCfg := rest.CopyConfig(cfg)
-	specCfg.QPS, specCfg.Burst = o.QPS, o.Burst
-	spec, err := versioned.NewForConfig(specCfg)
-	if err != nil {
-		return 0, err
-	}
-	statusCfg := rest.CopyConfig(cfg)
-	statusCfg.QPS, statusCfg.Burst = -1, 0
-	status, err := versioned.NewForConfig(statusCfg)
+	spec, status, err := clients(cfg, o.QPS, o.Burst)
 	if err != nil {
 		return 0, err
 	}
@@ -100,4 +92,21 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) (time.Duration, error
 		return 0, err
 	}
 	return elapsed, nil
+}
+
+// clients are the floor's two clients: spec writes limited as the
+// controller's client is, status writes unthrottled (each node's daemon
+// has its own client).
+func clients(cfg *rest.Config, qps float32, burst int) (spec, status versioned.Interface, err error) {
+	specCfg := rest.CopyConfig(cfg)
+	specCfg.QPS, specCfg.Burst = qps, burst
+	if spec, err = versioned.NewForConfig(specCfg); err != nil {
+		return nil, nil, err
+	}
+	statusCfg := rest.CopyConfig(cfg)
+	statusCfg.QPS, statusCfg.Burst = -1, 0
+	if status, err = versioned.NewForConfig(statusCfg); err != nil {
+		return nil, nil, err
+	}
+	return spec, status, nil
 }

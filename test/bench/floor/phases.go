@@ -39,15 +39,7 @@ type ManyOptions struct {
 // writers send, on NodeImages that grow as S2's do. It returns the time
 // from the first write to the last status write.
 func RunMany(ctx context.Context, cfg *rest.Config, o ManyOptions) (time.Duration, error) {
-	specCfg := rest.CopyConfig(cfg)
-	specCfg.QPS, specCfg.Burst = o.QPS, o.Burst
-	spec, err := versioned.NewForConfig(specCfg)
-	if err != nil {
-		return 0, err
-	}
-	statusCfg := rest.CopyConfig(cfg)
-	statusCfg.QPS, statusCfg.Burst = -1, 0
-	status, err := versioned.NewForConfig(statusCfg)
+	spec, status, err := clients(cfg, o.QPS, o.Burst)
 	if err != nil {
 		return 0, err
 	}
