@@ -18,6 +18,7 @@ import (
 
 	"github.com/prepull/prepull/pkg/logging"
 	"github.com/prepull/prepull/pkg/manager"
+	"github.com/prepull/prepull/pkg/registrycap"
 	"github.com/prepull/prepull/pkg/version"
 )
 
@@ -100,6 +101,12 @@ func bindFlags(fs *flag.FlagSet, o *manager.Options) {
 	fs.DurationVar(&o.FailedRepullInterval, "failed-repull-interval", o.FailedRepullInterval, "How soon a Never job retries a node whose pull failed (e.g. its daemon was away or the registry was down); at most --repull-interval.")
 	fs.IntVar(&o.NodeImageWriteConcurrency, "nodeimage-write-concurrency", o.NodeImageWriteConcurrency, "NodeImage writes the controller keeps in flight at once (the tag writer's workers, shared by all jobs; each write carries every job's tags for that node that gathered since its last write); the client's --kube-api-qps still bounds the rate.")
 	fs.DurationVar(&o.CompletedTagTTL, "completed-tag-ttl", o.CompletedTagTTL, "How long a completed Always job keeps its tags on the NodeImages before letting them go (the images stay on the nodes); keeps NodeImages of clusters that keep their jobs from filling up.")
+	fs.IntVar(&o.RegistryLimits.Default, "registry-max-pulls", o.RegistryLimits.Default, "Most node pulls in flight from one registry host across all jobs (a pull counts from the moment its tag is written until the node reports it finished); jobs share a registry's pulls oldest first, and a job's status says how many of its nodes wait for the cap. 0: no cap. --registry-max-pulls-per-host overrides it per host.")
+	fs.Func("registry-max-pulls-per-host", "Per-host overrides of --registry-max-pulls, as host=N,host2=M with hosts spelled as in image references (docker.io for Docker Hub, registry.example.com:5000 with a port); N=0 lifts the cap for that host.", func(s string) error {
+		m, err := registrycap.ParseOverrides(s)
+		o.RegistryLimits.PerHost = m
+		return err
+	})
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "Address of the Prometheus /metrics endpoint; empty disables it.")
 	fs.StringVar(&o.HealthAddr, "health-probe-bind-address", o.HealthAddr, "Address of the /healthz and /readyz endpoints; empty disables them.")
 }

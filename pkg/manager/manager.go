@@ -40,6 +40,7 @@ import (
 	prepullscheme "github.com/prepull/prepull/pkg/generated/clientset/versioned/scheme"
 	"github.com/prepull/prepull/pkg/generated/informers/externalversions"
 	"github.com/prepull/prepull/pkg/metrics"
+	"github.com/prepull/prepull/pkg/registrycap"
 	"github.com/prepull/prepull/pkg/secretcopy"
 )
 
@@ -96,6 +97,9 @@ type Options struct {
 	// NodeImageWriteConcurrency bounds the ImagePullJob controller's
 	// NodeImage writes in flight (all jobs' together).
 	NodeImageWriteConcurrency int
+	// RegistryLimits cap the node pulls in flight per registry host across
+	// all jobs (0: no cap).
+	RegistryLimits registrycap.Limits
 
 	MetricsAddr string
 	HealthAddr  string
@@ -215,7 +219,7 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 		return err
 	}
 	jobCtl, err := imagepulljob.New(client, jobs, nodeImages, pods, recorder, imagepulljob.Options{
-		DaemonNamespace: opts.DaemonNamespace, RepullInterval: opts.RepullInterval, FailedRepullInterval: opts.FailedRepullInterval, CompletedTagTTL: opts.CompletedTagTTL, WriteConcurrency: opts.NodeImageWriteConcurrency, SecretExists: secretCtl.SourceExists,
+		DaemonNamespace: opts.DaemonNamespace, RepullInterval: opts.RepullInterval, FailedRepullInterval: opts.FailedRepullInterval, CompletedTagTTL: opts.CompletedTagTTL, WriteConcurrency: opts.NodeImageWriteConcurrency, RegistryLimits: opts.RegistryLimits, SecretExists: secretCtl.SourceExists,
 	})
 	if err != nil {
 		return err

@@ -36,7 +36,9 @@ import (
 	"github.com/prepull/prepull/pkg/metrics"
 	"github.com/prepull/prepull/pkg/nodetags"
 	"github.com/prepull/prepull/pkg/ownwrites"
+	"github.com/prepull/prepull/pkg/registrycap"
 	"github.com/prepull/prepull/pkg/retention"
+	"github.com/prepull/prepull/pkg/rollout"
 )
 
 // JobByUID indexes ImagePullJobs by UID, to map a tag's owner reference to
@@ -73,6 +75,9 @@ type Options struct {
 	// WriteConcurrency bounds the NodeImage writes in flight (the
 	// writer's workers).
 	WriteConcurrency int
+	// RegistryLimits cap the node pulls in flight per registry host,
+	// across all jobs.
+	RegistryLimits registrycap.Limits
 	// Now is the clock; tests set it.
 	Now func() time.Time
 	// SecretExists reports whether a pull secret exists; nil assumes it does.
@@ -101,6 +106,8 @@ type Controller struct {
 	writtenJobs ownwrites.Cache[*appsv1beta1.ImagePullJob]
 	writerOnce  sync.Once
 	writer      *groupWriter
+	// registries holds the jobs waiting for a capped registry's slots.
+	registries registrycap.Queue
 }
 
 func (c *Controller) groupWriter() *groupWriter {
@@ -315,6 +322,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	job, err := c.jobs.ImagePullJobs(ns).Get(name)
 	if apierrors.IsNotFound(err) {
 		c.writtenJobs.Forget(key)
+		c.registries.Forget(key)
 		return 0, nil
 	}
 	if err != nil {
@@ -339,6 +347,15 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	} else if sel != nil {
 		podNodes = c.podNodes(job.Namespace, sel)
 	}
+	// On a capped registry one job at a time counts its pulls in flight
+	// and hands out new ones, so two jobs never take the same slot.
+	reg := RegistryCap{Host: registrycap.Host(ref.Name)}
+	reg.Limit = c.opts.RegistryLimits.For(reg.Host)
+	unlock := func() {}
+	if reg.Limit > 0 {
+		unlock = sync.OnceFunc(c.registries.Lock(reg.Host))
+	}
+	defer unlock()
 	all, err := c.nodeImages.List(labels.Everything())
 	if err != nil {
 		return 0, err
@@ -350,7 +367,12 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	if err != nil {
 		return 0, c.invalid(ctx, job, err.Error())
 	}
-	c.checkAnnotations(job)
+	plan := c.checkAnnotations(job)
+	inFlight := 0
+	if reg.Limit > 0 {
+		inFlight = registrycap.InFlight(all, reg.Host)
+		reg.Slots = registrycap.Slots(reg.Limit, inFlight, c.registries.Ahead(reg.Host, key, job.CreationTimestamp.Time))
+	}
 	owned, err := c.ownedNodeImages(job.UID)
 	if err != nil {
 		return 0, err
@@ -363,7 +385,8 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 			}
 		}
 	}
-	d := Decide(Input{Job: job, Ref: ref, Targets: targets, Owned: owned, Now: c.opts.Now(), RepullInterval: c.opts.RepullInterval, FailedRepullInterval: c.opts.FailedRepullInterval, MissingSecrets: missing, CompletedTagTTL: c.opts.CompletedTagTTL})
+	d := Decide(Input{Job: job, Ref: ref, Targets: targets, Owned: owned, Now: c.opts.Now(), RepullInterval: c.opts.RepullInterval, FailedRepullInterval: c.opts.FailedRepullInterval, MissingSecrets: missing, CompletedTagTTL: c.opts.CompletedTagTTL,
+		Rollout: plan, Registry: reg})
 
 	if d.Delete {
 		klog.FromContext(ctx).V(2).Info("Deleting job after ttlSecondsAfterFinished")
@@ -424,8 +447,25 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 			w.submit(ni.Name, key, func(*nodeEdit) bool { return false })
 		}
 	}
+	if reg.Limit > 0 {
+		c.registries.Set(reg.Host, key, job.CreationTimestamp.Time, d.RegistryWaiting)
+		c.wakeWaiting(reg.Host, key, reg.Limit-inFlight-d.Started)
+	}
+	unlock()
 	_, err = c.writeStatus(ctx, job, d)
 	return d.RequeueAfter, err
+}
+
+// wakeWaiting syncs up to free jobs that wait for host's slots, oldest
+// first: slots free up when another job's pulls finish or its tags go, and
+// those events wake only that job. Call it under the host's lock.
+func (c *Controller) wakeWaiting(host, key string, free int) {
+	if free <= 0 {
+		return
+	}
+	for _, k := range c.registries.Waiting(host, key, free) {
+		c.queue.Add(k)
+	}
 }
 
 // podNodes are the nodes running active pods that match sel.
@@ -630,24 +670,29 @@ func (c *Controller) invalid(ctx context.Context, job *appsv1beta1.ImagePullJob,
 	return err
 }
 
-// checkAnnotations tells, in a Warning Event, once per value, of an
-// annotation the job's nodes cannot use (Kruise's schema has no field for
-// them, so the apiserver cannot refuse a bad value).
-func (c *Controller) checkAnnotations(job *appsv1beta1.ImagePullJob) {
-	_, err := retention.StallOf(job.Annotations)
+// checkAnnotations reads the job's rollout plan and tells, in a Warning
+// Event, once per value, of an annotation the controller or the nodes
+// cannot use (Kruise's schema has no field for them, so the apiserver
+// cannot refuse a bad value); the defaults apply meanwhile.
+func (c *Controller) checkAnnotations(job *appsv1beta1.ImagePullJob) rollout.Plan {
+	plan, perr := rollout.PlanOf(job.Annotations)
+	_, serr := retention.StallOf(job.Annotations)
+	err := errors.Join(perr, serr)
 	if err == nil {
 		c.warned.Delete(job.UID)
-		return
+		return plan
 	}
 	if last, ok := c.warned.Load(job.UID); ok && last == err.Error() {
-		return
+		return plan
 	}
 	c.warned.Store(job.UID, err.Error())
-	c.recorder.Event(job, corev1.EventTypeWarning, ReasonInvalidAnnotation, err.Error())
+	c.recorder.Event(job, corev1.EventTypeWarning, ReasonInvalidAnnotation, strings.ReplaceAll(err.Error(), "\n", "; "))
+	return plan
 }
 
 func (c *Controller) cleanup(ctx context.Context, key string, job *appsv1beta1.ImagePullJob) error {
 	c.warned.Delete(job.UID)
+	c.registries.Forget(key)
 	if !slices.Contains(job.Finalizers, Finalizer) {
 		return nil
 	}
@@ -683,6 +728,15 @@ func (c *Controller) cleanup(ctx context.Context, key string, job *appsv1beta1.I
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
+	}
+	// The released tags free their registry's slots for waiting jobs.
+	if ref, err := imageref.Parse(job.Spec.Image); err == nil {
+		host := registrycap.Host(ref.Name)
+		if limit := c.opts.RegistryLimits.For(host); limit > 0 {
+			unlock := c.registries.Lock(host)
+			c.wakeWaiting(host, key, limit)
+			unlock()
+		}
 	}
 	return c.patchFinalizers(ctx, job, slices.DeleteFunc(slices.Clone(job.Finalizers), func(f string) bool { return f == Finalizer }))
 }

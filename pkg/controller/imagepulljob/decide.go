@@ -17,6 +17,7 @@ import (
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/imageref"
 	"github.com/prepull/prepull/pkg/nodetags"
+	"github.com/prepull/prepull/pkg/rollout"
 	"github.com/prepull/prepull/pkg/secretcopy"
 )
 
@@ -115,6 +116,20 @@ func TagTemplate(job *appsv1beta1.ImagePullJob, daemonNamespace string) nodetags
 	return nodetags.TagTemplate{PullPolicy: policy, ImagePullPolicy: pullPolicy, PullSecrets: secrets, SandboxConfig: job.Spec.SandboxConfig}
 }
 
+// hasOtherTag says the node reports another tag of the job's image pulled.
+func hasOtherTag(ni *appsv1beta1.NodeImage, ref imageref.Reference) bool {
+	st, ok := ni.Status.ImageStatuses[ref.Name]
+	if !ok {
+		return false
+	}
+	for _, t := range st.Tags {
+		if t.Tag != ref.Tag && t.Phase == appsv1beta1.ImagePhaseSucceeded {
+			return true
+		}
+	}
+	return false
+}
+
 // OwnerReference is how a job is named in the tags it owns.
 func OwnerReference(job *appsv1beta1.ImagePullJob) corev1.ObjectReference {
 	return corev1.ObjectReference{
@@ -148,6 +163,20 @@ type Input struct {
 	// tags; then it lets them go, so NodeImages of a cluster that keeps its
 	// jobs do not fill up to their limits.
 	CompletedTagTTL time.Duration
+	// Rollout is the order and waves the job's annotations ask for.
+	Rollout rollout.Plan
+	// Registry is the cap on the image's registry host, if it has one.
+	Registry RegistryCap
+}
+
+// RegistryCap is what the cluster-wide cap of the job's registry host
+// leaves the job.
+type RegistryCap struct {
+	// Host is the registry host; Limit its cap, 0 for none.
+	Host  string
+	Limit int
+	// Slots is how many new node pulls the cap lets this job start now.
+	Slots int
 }
 
 // NodeFailure is a node whose pull failed, for the job's Events.
@@ -173,6 +202,13 @@ type Decision struct {
 	NewFailures []NodeFailure
 	// SecretWarning says which pull secrets are missing, or "".
 	SecretWarning string
+	// Started counts the nodes that get the job's tag for the first time.
+	Started int
+	// RegistryWaiting counts the nodes the job could start now but for its
+	// registry's cap.
+	RegistryWaiting int
+	// Wave is the wave the job is in, when it pulls in waves.
+	Wave rollout.Wave
 }
 
 // Decide computes a job's next status and the writes that move it on. It
@@ -213,7 +249,9 @@ func Decide(in Input) Decision {
 	}
 
 	targets := sets.New[string]()
-	var notWritten, active, failedNodes []string
+	var waiting []rollout.Candidate
+	written := rollout.Written{PerZone: map[string]int{}}
+	var active, failedNodes []string
 	var succeeded int32
 	var renewAt time.Time
 	failMessages := map[string]string{}
@@ -222,15 +260,19 @@ func Decide(in Input) Decision {
 		state, status := nodetags.OwnerState(ni, in.Ref.Name, in.Ref.Tag, job.UID)
 		switch state {
 		case nodetags.NotWritten:
-			notWritten = append(notWritten, ni.Name)
+			waiting = append(waiting, rollout.Candidate{Name: ni.Name, Labels: ni.Labels, HasOtherTag: hasOtherTag(ni, in.Ref)})
 			continue
 		case nodetags.Active:
 			active = append(active, ni.Name)
+			written.Active++
 		case nodetags.Succeeded:
 			succeeded++
 		case nodetags.Failed:
 			failedNodes = append(failedNodes, ni.Name)
 			failMessages[ni.Name] = status.Message
+		}
+		if in.Rollout.Seeds > 0 {
+			written.PerZone[ni.Labels[in.Rollout.TopologyKey]]++
 		}
 		// Owned tags are refreshed so spec edits reach them.
 		d.Write = append(d.Write, ni.Name)
@@ -273,7 +315,10 @@ func Decide(in Input) Decision {
 	switch {
 	case always && deadlinePassed:
 		// Nodes that did not finish in time count as failed.
-		unfinished := append(slices.Clone(active), notWritten...)
+		unfinished := slices.Clone(active)
+		for _, c := range waiting {
+			unfinished = append(unfinished, c.Name)
+		}
 		for _, n := range unfinished {
 			failMessages[n] = "node did not finish pulling before the job's activeDeadlineSeconds"
 		}
@@ -292,14 +337,19 @@ func Decide(in Input) Decision {
 			st.Message = perr.Error()
 			break
 		}
-		slots := max(0, parallelism-len(active))
-		newNodes := notWritten[:min(slots, len(notWritten))]
+		rollout.Order(waiting, in.Rollout.First)
+		newNodes, wave := rollout.Next(in.Rollout, waiting, written, parallelism-len(active))
+		if in.Registry.Limit > 0 && len(newNodes) > in.Registry.Slots {
+			d.RegistryWaiting = len(newNodes) - max(0, in.Registry.Slots)
+			newNodes = newNodes[:max(0, in.Registry.Slots)]
+		}
 		d.Write = append(d.Write, newNodes...)
+		d.Started, d.Wave = len(newNodes), wave
 		st.Active += int32(len(newNodes))
 		switch {
 		case len(in.Targets) == 0:
 			st.Message = fmt.Sprintf("no node matches the job's %s yet: it pulls on matching nodes as they appear", selectionField(job))
-		case parallelism == 0 && len(notWritten) > 0:
+		case parallelism == 0 && len(waiting) > 0:
 			st.Message = "job is paused: spec.parallelism is 0; raise it to continue"
 		default:
 			progress := 0.0
@@ -307,6 +357,12 @@ func Decide(in Input) Decision {
 				progress = float64(int(succeeded)+len(failedNodes)) * 100 / float64(len(in.Targets))
 			}
 			st.Message = fmt.Sprintf(messageRunningTemplate, progress)
+			if wave.Number > 0 && len(waiting) > len(newNodes) {
+				st.Message += fmt.Sprintf("; wave %d: up to %d node(s) per %s value, the next wave once these finish", wave.Number, wave.PerZone, in.Rollout.TopologyKey)
+			}
+			if d.RegistryWaiting > 0 {
+				st.Message += fmt.Sprintf("; %d node(s) wait for registry %s: at most %d pulls from it run at once across all jobs (prepull-controller --registry-max-pulls), older jobs first", d.RegistryWaiting, in.Registry.Host, in.Registry.Limit)
+			}
 		}
 		if len(in.MissingSecrets) > 0 {
 			// Pulls go on (a public mirror may serve the image) but the

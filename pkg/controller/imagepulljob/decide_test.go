@@ -3,6 +3,7 @@ package imagepulljob
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/imageref"
+	"github.com/prepull/prepull/pkg/rollout"
 )
 
 var (
@@ -269,5 +271,90 @@ func TestNeverJobRetriesFailedNodesSooner(t *testing.T) {
 		if !slices.Equal(d.Renew, tc.renew) {
 			t.Errorf("failed-repull interval %s: renew %v, want %v", tc.failedInterval, d.Renew, tc.renew)
 		}
+	}
+}
+
+// TestDecideRegistryCapWavesAndOrder checks how the new nodes of a sync
+// are chosen: parallelism, the registry's cap, waves and the order.
+func TestDecideRegistryCapWavesAndOrder(t *testing.T) {
+	zone := func(name, phase, z string, extra ...string) *appsv1beta1.NodeImage {
+		l := map[string]string{"topology.kubernetes.io/zone": z}
+		for i := 0; i+1 < len(extra); i += 2 {
+			l[extra[i]] = extra[i+1]
+		}
+		return node(name, phase, l)
+	}
+	older := node("old", "", nil)
+	older.Status.ImageStatuses = map[string]appsv1beta1.ImageStatus{"nginx": {Tags: []appsv1beta1.ImageTagStatus{{Tag: "1.24", Phase: appsv1beta1.ImagePhaseSucceeded}}}}
+	par := func(n int32) func(*appsv1beta1.ImagePullJob) {
+		return func(j *appsv1beta1.ImagePullJob) { j.Spec.Parallelism = ptr.To(intstr.FromInt32(n)) }
+	}
+	for _, tc := range []struct {
+		name       string
+		job        func(*appsv1beta1.ImagePullJob)
+		targets    []*appsv1beta1.NodeImage
+		registry   RegistryCap
+		plan       string
+		wantWrite  []string
+		wantWait   int
+		wantInMsg  string
+		wantActive int32
+	}{
+		{name: "cap below parallelism", job: par(5), targets: nodes("", "", "", "", ""),
+			registry: RegistryCap{Host: "docker.io", Limit: 2, Slots: 2}, wantWrite: []string{"n0", "n1"}, wantWait: 3, wantActive: 2,
+			wantInMsg: "3 node(s) wait for registry docker.io: at most 2 pulls"},
+		{name: "cap used up by others", job: par(5), targets: nodes("Active", "", ""),
+			registry: RegistryCap{Host: "docker.io", Limit: 2, Slots: 0}, wantWrite: []string{"n0"}, wantWait: 2, wantActive: 1,
+			wantInMsg: "2 node(s) wait for registry"},
+		{name: "cap above what parallelism asks: no wait", job: par(1), targets: nodes("", "", ""),
+			registry: RegistryCap{Host: "docker.io", Limit: 10, Slots: 10}, wantWrite: []string{"n0"}, wantActive: 1},
+		{name: "no cap", job: par(3), targets: nodes("", "", "", ""), wantWrite: []string{"n0", "n1", "n2"}, wantActive: 3},
+		{name: "waves: one seed per zone", job: par(100),
+			targets:  []*appsv1beta1.NodeImage{zone("a1", "", "a"), zone("a2", "", "a"), zone("b1", "", "b"), zone("c1", "", "c"), zone("c2", "", "c")},
+			plan:     "true", wantWrite: []string{"a1", "b1", "c1"}, wantActive: 3,
+			wantInMsg: "wave 1: up to 1 node(s) per topology.kubernetes.io/zone value"},
+		{name: "waves: seeds pulling hold the rest", job: par(100),
+			targets: []*appsv1beta1.NodeImage{zone("a1", "Active", "a"), zone("a2", "", "a"), zone("b1", "Succeeded", "b"), zone("b2", "", "b")},
+			plan:    "true", wantWrite: []string{"a1", "b1"}, wantActive: 1, wantInMsg: "wave 1"},
+		{name: "waves: seeds done, wave two", job: par(100),
+			targets: []*appsv1beta1.NodeImage{zone("a1", "Succeeded", "a"), zone("a2", "", "a"), zone("a3", "", "a"), zone("a4", "", "a"), zone("b1", "Failed", "b"), zone("b2", "", "b")},
+			plan:    "true", wantWrite: []string{"a1", "a2", "a3", "b1", "b2"}, wantActive: 3, wantInMsg: "wave 2: up to 3 node(s)"},
+		{name: "waves under a cap", job: par(100),
+			targets:  []*appsv1beta1.NodeImage{zone("a1", "", "a"), zone("b1", "", "b"), zone("c1", "", "c")},
+			registry: RegistryCap{Host: "r.example", Limit: 2, Slots: 2}, plan: "true", wantWrite: []string{"a1", "b1"}, wantWait: 1, wantActive: 2,
+			wantInMsg: "1 node(s) wait for registry r.example"},
+		{name: "older tag first, then the first label", job: par(2),
+			targets: []*appsv1beta1.NodeImage{node("a", "", nil), node("b", "", map[string]string{"mirror": "ready"}), older},
+			plan:    "first", wantWrite: []string{"b", "old"}, wantActive: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			job := newJob(tc.job)
+			switch tc.plan {
+			case "true":
+				job.Annotations = map[string]string{"prepull.io/waves": "true"}
+			case "first":
+				job.Annotations = map[string]string{"prepull.io/nodes-first": "mirror=ready"}
+			}
+			plan, err := rollout.PlanOf(job.Annotations)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := Decide(Input{Job: job, Ref: ref, Targets: tc.targets, Now: now, Rollout: plan, Registry: tc.registry})
+			if !slices.Equal(d.Write, tc.wantWrite) {
+				t.Fatalf("write %v, want %v", d.Write, tc.wantWrite)
+			}
+			if d.RegistryWaiting != tc.wantWait {
+				t.Fatalf("registry waiting %d, want %d", d.RegistryWaiting, tc.wantWait)
+			}
+			if d.Status.Active != tc.wantActive {
+				t.Fatalf("active %d, want %d", d.Status.Active, tc.wantActive)
+			}
+			if !strings.Contains(d.Status.Message, tc.wantInMsg) {
+				t.Fatalf("message %q, want it to contain %q", d.Status.Message, tc.wantInMsg)
+			}
+			if tc.wantInMsg == "" && strings.Contains(d.Status.Message, ";") {
+				t.Fatalf("message %q says more than the progress", d.Status.Message)
+			}
+		})
 	}
 }

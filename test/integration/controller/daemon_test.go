@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +15,7 @@ import (
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/generated/informers/externalversions"
 	"github.com/prepull/prepull/pkg/nodetags"
+	"github.com/prepull/prepull/pkg/registrycap"
 )
 
 // answer is what the stand-in daemon reports for a task; Silent never
@@ -37,12 +39,20 @@ type fakeDaemon struct {
 	answered  map[string]bool // node/image/tag/version
 	open      map[string]map[string]bool
 	maxOpen   map[string]int
-	writes    int
+	// seen lists, per image, the nodes in the order their task was first
+	// observed; maxOpenHost is the most tasks open at once over all images
+	// of a registry host.
+	seen        map[string][]string
+	seenImages  []string // the image of each task, in the order first observed
+	seenTask    map[string]bool
+	maxOpenHost map[string]int
+	writes      int
 	cancelCtx context.CancelFunc
 }
 
 func (e *env) startDaemon(decide func(node, image, tag string) answer) *fakeDaemon {
-	d := &fakeDaemon{e: e, decide: decide, answered: map[string]bool{}, open: map[string]map[string]bool{}, maxOpen: map[string]int{}}
+	d := &fakeDaemon{e: e, decide: decide, answered: map[string]bool{}, open: map[string]map[string]bool{}, maxOpen: map[string]int{},
+		seen: map[string][]string{}, seenTask: map[string]bool{}, maxOpenHost: map[string]int{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancelCtx = cancel
 	factory := externalversions.NewSharedInformerFactoryWithOptions(e.client, 0,
@@ -78,6 +88,45 @@ func (d *fakeDaemon) maxOpenFor(image string) int {
 	return d.maxOpen[image]
 }
 
+// countHost updates the most tasks open at once from image's registry
+// host. Call it with d.mu held.
+func (d *fakeDaemon) countHost(image string) {
+	host := registrycap.Host(image)
+	n := 0
+	for name, open := range d.open {
+		if registrycap.Host(name) == host {
+			n += len(open)
+		}
+	}
+	d.maxOpenHost[host] = max(d.maxOpenHost[host], n)
+}
+
+// seenOrder is the nodes of image in the order their task first appeared.
+func (d *fakeDaemon) seenOrder(image string) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.seen[image])
+}
+
+// lastSeen is the position of image's last new task among all tasks the
+// daemon observed, -1 if none.
+func (d *fakeDaemon) lastSeen(image string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, img := range slices.Backward(d.seenImages) {
+		if img == image {
+			return i
+		}
+	}
+	return -1
+}
+
+func (d *fakeDaemon) maxOpenForHost(host string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.maxOpenHost[host]
+}
+
 func (d *fakeDaemon) observe(ctx context.Context, ni *appsv1beta1.NodeImage) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -108,8 +157,14 @@ func (d *fakeDaemon) observe(ctx context.Context, ni *appsv1beta1.NodeImage) {
 				continue
 			}
 			open[task] = true
+			d.countHost(name)
 			if len(open) > d.maxOpen[name] {
 				d.maxOpen[name] = len(open)
+			}
+			if k := name + "/" + task; !d.seenTask[k] {
+				d.seenTask[k] = true
+				d.seen[name] = append(d.seen[name], ni.Name)
+				d.seenImages = append(d.seenImages, name)
 			}
 			key := fmt.Sprintf("%s/%s/%s/%d", ni.Name, name, t.Tag, t.Version)
 			if d.answered[key] {
