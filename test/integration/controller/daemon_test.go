@@ -35,10 +35,10 @@ type fakeDaemon struct {
 	e      *env
 	decide func(node, image, tag string) answer
 
-	mu        sync.Mutex
-	answered  map[string]bool // node/image/tag/version
-	open      map[string]map[string]bool
-	maxOpen   map[string]int
+	mu       sync.Mutex
+	answered map[string]bool // node/image/tag/version
+	open     map[string]map[string]bool
+	maxOpen  map[string]int
 	// seen lists, per image, the nodes in the order their task was first
 	// observed; maxOpenHost is the most tasks open at once over all images
 	// of a registry host.
@@ -47,7 +47,7 @@ type fakeDaemon struct {
 	seenTask    map[string]bool
 	maxOpenHost map[string]int
 	writes      int
-	cancelCtx context.CancelFunc
+	cancelCtx   context.CancelFunc
 }
 
 func (e *env) startDaemon(decide func(node, image, tag string) answer) *fakeDaemon {
