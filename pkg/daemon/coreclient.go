@@ -108,6 +108,19 @@ func (c *CoreClient) WatchSecrets(ctx context.Context, namespace string, opts me
 	return c.rest.Get().Namespace(namespace).Resource("secrets").VersionedParams(&opts, c.params).Watch(ctx)
 }
 
+// ListConfigMaps lists the ConfigMaps of a namespace.
+func (c *CoreClient) ListConfigMaps(ctx context.Context, namespace string, opts metav1.ListOptions) (*corev1.ConfigMapList, error) {
+	out := &corev1.ConfigMapList{}
+	err := c.rest.Get().Namespace(namespace).Resource("configmaps").VersionedParams(&opts, c.params).Do(ctx).Into(out)
+	return out, err
+}
+
+// WatchConfigMaps watches the ConfigMaps of a namespace.
+func (c *CoreClient) WatchConfigMaps(ctx context.Context, namespace string, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.Watch = true
+	return c.rest.Get().Namespace(namespace).Resource("configmaps").VersionedParams(&opts, c.params).Watch(ctx)
+}
+
 // Create records an event (record.EventSink).
 func (c *CoreClient) Create(ev *corev1.Event) (*corev1.Event, error) {
 	out := &corev1.Event{}

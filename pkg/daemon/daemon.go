@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -36,6 +37,7 @@ import (
 	"github.com/prepull/prepull/pkg/ownwrites"
 	"github.com/prepull/prepull/pkg/puller"
 	"github.com/prepull/prepull/pkg/pullwatch"
+	"github.com/prepull/prepull/pkg/registryhold"
 	"github.com/prepull/prepull/pkg/retention"
 )
 
@@ -111,6 +113,12 @@ type Options struct {
 	// VerifyInterval is how often the images of succeeded tags that their
 	// owners keep warm are checked still on the node (one CRI call each).
 	VerifyInterval time.Duration
+	// ThrottleWait is how long pulls from a registry that answered 429
+	// hold back when it names no Retry-After.
+	ThrottleWait time.Duration
+	// RetryAfter asks the URL of a request a registry refused with 429 for
+	// its Retry-After; nil asks it with a HEAD request.
+	RetryAfter func(ctx context.Context, url string) (time.Duration, bool)
 }
 
 // Daemon pulls the images of one node's NodeImage.
@@ -143,6 +151,9 @@ type Daemon struct {
 	secretErrs map[string]string
 	// queuedMessage is a queued tag's message.
 	queuedMessage string
+	// holds are the registries that asked to slow down (429): this node's
+	// and those the controller published.
+	holds registryhold.Gate
 }
 
 // New builds a daemon; Run starts it.
@@ -158,6 +169,12 @@ func New(client *NodeImageClient, core *CoreClient, opts Options) (*Daemon, erro
 	}
 	if opts.VerifyInterval <= 0 {
 		opts.VerifyInterval = 5 * time.Minute
+	}
+	if opts.ThrottleWait <= 0 {
+		opts.ThrottleWait = registryhold.DefaultWait
+	}
+	if opts.RetryAfter == nil {
+		opts.RetryAfter = askRetryAfter
 	}
 	if opts.ImageFS != nil {
 		imageFSLimit.Set(opts.Budget.MaxUsage)
@@ -199,9 +216,38 @@ func New(client *NodeImageClient, core *CoreClient, opts Options) (*Daemon, erro
 			return core.WatchSecrets(ctx, opts.DaemonNamespace, o)
 		},
 	}, &corev1.Secret{}, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	// The registries' holds: one ConfigMap, by name.
+	holdsByName := fields.OneTermEqualSelector("metadata.name", registryhold.ConfigMapName).String()
+	holdInformer := cache.NewSharedIndexInformer(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = holdsByName
+			return core.ListConfigMaps(ctx, opts.DaemonNamespace, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = holdsByName
+			return core.WatchConfigMaps(ctx, opts.DaemonNamespace, o)
+		},
+	}, &corev1.ConfigMap{}, 0, cache.Indexers{})
 	d.ni = appslisters.NewNodeImageLister(niInformer.GetIndexer())
 	d.secrets = corelisters.NewSecretLister(secretInformer.GetIndexer())
-	d.informers = []cache.SharedIndexInformer{niInformer, secretInformer}
+	d.informers = []cache.SharedIndexInformer{niInformer, secretInformer, holdInformer}
+	takeHolds := func(obj any) {
+		cm, ok := obj.(*corev1.ConfigMap)
+		if !ok {
+			return
+		}
+		h, err := registryhold.Decode(cm.Data)
+		if err != nil {
+			klog.Background().Error(err, "Ignoring the published registry holds")
+			return
+		}
+		d.holds.Take(h)
+	}
+	if _, err := holdInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: takeHolds, UpdateFunc: func(_, cur any) { takeHolds(cur) },
+	}); err != nil {
+		return nil, fmt.Errorf("watching ConfigMap %s: %w", registryhold.ConfigMapName, err)
+	}
 	kick := func(any) { d.kick() }
 	if _, err := niInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: kick, UpdateFunc: func(_, cur any) { d.kick() }, DeleteFunc: kick,
@@ -482,6 +528,7 @@ func (d *Daemon) request(ctx context.Context, ref string, spec pullSpec, set fun
 			return d.pool.pause(ctx, func(ctx context.Context) error { return puller.Sleep(ctx, wait) })
 		},
 	}
+	d.throttling(ctx, &req, runs, set)
 	explicit := false
 	if p := tag.PullPolicy; p != nil {
 		if p.TimeoutSeconds != nil && *p.TimeoutSeconds != appsv1beta1.DefaultTimeoutSeconds {
@@ -496,6 +543,64 @@ func (d *Daemon) request(ctx context.Context, ref string, spec pullSpec, set fun
 		runs.rule.Blind, req.Timeout = req.Timeout, 0
 	}
 	return req, runs
+}
+
+// throttling makes a request hold back while its registry asked pulls to
+// (429), and turns its own 429s into holds: the node's, at once, and the
+// cluster's once the controller reads the tag's message.
+func (d *Daemon) throttling(ctx context.Context, req *puller.Request, runs *attempts, set func(func(*appsv1beta1.ImageTagStatus))) {
+	logger := klog.FromContext(ctx)
+	host, _ := imageref.Repository(req.Image)
+	req.Held = func() (time.Duration, string) {
+		hold, ok := d.holds.Active(host, time.Now())
+		if !ok {
+			return 0, ""
+		}
+		return time.Until(hold.Until), registryhold.Message(host, hold)
+	}
+	req.OnHold = func(why string, wait time.Duration) {
+		// No attempt runs while held: the progress loop must not write over
+		// the message, which is how the controller learns of the hold.
+		runs.end(time.Now())
+		logger.V(2).Info("Pull holds back for its registry", "registry", host, "wait", wait)
+		set(func(st *appsv1beta1.ImageTagStatus) { st.Message = why })
+	}
+	req.Throttled = func(err error) bool {
+		url, ok := registryhold.Throttled(err.Error())
+		if !ok {
+			return false
+		}
+		wait := d.opts.ThrottleWait
+		if url != "" {
+			if asked, ok := d.opts.RetryAfter(ctx, url); ok {
+				wait = asked
+			}
+		}
+		registryThrottled.WithLabelValues(host).Inc()
+		logger.Info("Registry answered 429 Too Many Requests; its pulls hold back", "registry", host, "wait", wait)
+		d.holds.Hold(host, registryhold.Hold{Until: time.Now().Add(wait), Node: d.opts.NodeName})
+		return true
+	}
+}
+
+// askRetryAfter asks the refused request's URL, once, how long to wait.
+// A registry that throttles answers the HEAD as it answered the GET.
+func askRetryAfter(ctx context.Context, url string) (time.Duration, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, url, nil)
+	if err != nil {
+		return 0, false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, false
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		return 0, false
+	}
+	return registryhold.RetryAfter(resp.Header.Get("Retry-After"), time.Now())
 }
 
 // interrupted records a task cut short: by the daemon's shutdown, it

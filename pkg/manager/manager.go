@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -33,6 +34,7 @@ import (
 	"github.com/prepull/prepull/pkg/controller/imagepulljob"
 	"github.com/prepull/prepull/pkg/controller/indexes"
 	"github.com/prepull/prepull/pkg/controller/labelsync"
+	registryholdctl "github.com/prepull/prepull/pkg/controller/registryhold"
 	"github.com/prepull/prepull/pkg/controller/nodeimage"
 	pullsecretctl "github.com/prepull/prepull/pkg/controller/pullsecret"
 	"github.com/prepull/prepull/pkg/controller/workload"
@@ -41,6 +43,7 @@ import (
 	"github.com/prepull/prepull/pkg/generated/informers/externalversions"
 	"github.com/prepull/prepull/pkg/metrics"
 	"github.com/prepull/prepull/pkg/registrycap"
+	"github.com/prepull/prepull/pkg/registryhold"
 	"github.com/prepull/prepull/pkg/secretcopy"
 )
 
@@ -205,6 +208,12 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 	copyFactory := kubeinformers.NewSharedInformerFactoryWithOptions(kube, 0, kubeinformers.WithNamespace(opts.DaemonNamespace),
 		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = secretcopy.CopyLabel + "=true" }))
 	copies := copyFactory.Core().V1().Secrets().Informer()
+	// The registries' holds: one ConfigMap of the daemon namespace.
+	holdFactory := kubeinformers.NewSharedInformerFactoryWithOptions(kube, 0, kubeinformers.WithNamespace(opts.DaemonNamespace),
+		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", registryhold.ConfigMapName).String()
+		}))
+	holdMaps := holdFactory.Core().V1().ConfigMaps()
 
 	scheme := runtime.NewScheme()
 	_ = kubescheme.AddToScheme(scheme)
@@ -220,6 +229,17 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 	}
 	jobCtl, err := imagepulljob.New(client, jobs, nodeImages, pods, recorder, imagepulljob.Options{
 		DaemonNamespace: opts.DaemonNamespace, RepullInterval: opts.RepullInterval, FailedRepullInterval: opts.FailedRepullInterval, CompletedTagTTL: opts.CompletedTagTTL, WriteConcurrency: opts.NodeImageWriteConcurrency, RegistryLimits: opts.RegistryLimits, SecretExists: secretCtl.SourceExists,
+		HeldRegistry: func(host string) (registryhold.Hold, bool) {
+			cm, err := holdMaps.Lister().ConfigMaps(opts.DaemonNamespace).Get(registryhold.ConfigMapName)
+			if err != nil {
+				return registryhold.Hold{}, false
+			}
+			holds, err := registryhold.Decode(cm.Data)
+			if err != nil {
+				return registryhold.Hold{}, false
+			}
+			return holds.Active(host, time.Now())
+		},
 	})
 	if err != nil {
 		return err
@@ -227,6 +247,10 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 	niCtl, err := nodeimage.New(client, nodes, nodeImages, jobs, recorder, nodeimage.Options{
 		ReadyDelay: opts.NodeReadyDelay, UnansweredTimeout: opts.UnansweredTimeout,
 	})
+	if err != nil {
+		return err
+	}
+	holdCtl, err := registryholdctl.New(kube, opts.DaemonNamespace, nodeImages, holdMaps.Informer(), nil)
 	if err != nil {
 		return err
 	}
@@ -251,7 +275,7 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 	for _, f := range []interface {
 		Start(<-chan struct{})
 		Shutdown()
-	}{kubeFactory, factory, metaFactory, copyFactory} {
+	}{kubeFactory, factory, metaFactory, copyFactory, holdFactory} {
 		f.Start(ctx.Done())
 		defer f.Shutdown()
 	}
@@ -262,6 +286,7 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 		func() error { return labelCtl.Run(ctx, opts.LabelSyncWorkers) },
 		func() error { return listCtl.Run(ctx, opts.ImageListPullJobWorkers) },
 		func() error { return secretCtl.Run(ctx, opts.PullSecretWorkers) },
+		func() error { return holdCtl.Run(ctx) },
 	}
 	runners = append(runners, func() error { return workloadCtl.Run(ctx, opts.WorkloadWorkers) })
 	errs := make(chan error, len(runners))
@@ -288,7 +313,7 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 					return false, nil
 				}
 			}
-			if !cache.WaitForCacheSync(ctx.Done(), sources.HasSynced, copies.HasSynced) {
+			if !cache.WaitForCacheSync(ctx.Done(), sources.HasSynced, copies.HasSynced, holdMaps.Informer().HasSynced) {
 				return false, nil
 			}
 			health.SetReady(true)

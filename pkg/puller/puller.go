@@ -63,7 +63,23 @@ type Request struct {
 	// Wait waits out a backoff; nil sleeps. The daemon gives its pull slot
 	// back while waiting.
 	Wait func(ctx context.Context, d time.Duration) error
+	// Held, when set, is asked before every attempt how long the image's
+	// registry asked pulls to hold back (0: not held) and why; the wait goes
+	// through Wait, after OnHold shows why.
+	Held   func() (time.Duration, string)
+	OnHold func(why string, wait time.Duration)
+	// Throttled, when set, is told each failed attempt's error and says
+	// whether it is the registry's 429; it records the registry's hold,
+	// which the next attempt waits out through Held. Such attempts do not
+	// count against BackoffLimit (the registry's load is not the image's
+	// fault), up to MaxThrottled in a row.
+	Throttled func(err error) bool
 }
+
+// MaxThrottled bounds the attempts in a row a registry may refuse with 429
+// before the pull fails: a registry that never lets up must not hold a
+// task for ever.
+const MaxThrottled = 10
 
 // Sleep waits d, or until ctx ends (then it returns ctx's error).
 func Sleep(ctx context.Context, d time.Duration) error {
@@ -168,8 +184,11 @@ func (p *Puller) Pull(ctx context.Context, req Request) Result {
 	}
 	var last error
 	attempts := req.BackoffLimit + 1
-	failed, unavailable := 0, 0
+	failed, unavailable, throttled := 0, 0, 0
 	for attempt := 1; ; attempt++ {
+		if err := p.waitHeld(ctx, req, wait, now); err != nil {
+			return Result{Attempts: attempt - 1, Err: err}
+		}
 		ref, err := p.attempt(ctx, attempt, req, spec, sandbox, now)
 		if err == nil {
 			return Result{ImageRef: ref, Attempts: attempt}
@@ -184,6 +203,15 @@ func (p *Puller) Pull(ctx context.Context, req Request) Result {
 		// The runtime being down is not the image's failure: wait for it
 		// (until the deadline) without using up the backoff limit.
 		var delay time.Duration
+		if req.Throttled != nil && req.Throttled(err) {
+			// The registry's hold is waited out before the next attempt.
+			throttled++
+			if throttled >= MaxThrottled {
+				return Result{Attempts: attempt, Err: fmt.Errorf("pulling %s: the registry answered 429 Too Many Requests %d times in a row: %w", req.Image, throttled, last)}
+			}
+			continue
+		}
+		throttled = 0
 		if RuntimeUnavailable(err) {
 			unavailable++
 			delay = p.Backoff.Delay(unavailable)
@@ -209,6 +237,29 @@ func (p *Puller) Pull(ctx context.Context, req Request) Result {
 }
 
 var errDeadline = errors.New("the task's activeDeadlineSeconds passed")
+
+// waitHeld waits while the registry's hold runs, with the pull slot given
+// back, or fails when the hold would outlast the task's deadline.
+func (p *Puller) waitHeld(ctx context.Context, req Request, wait func(context.Context, time.Duration) error, now func() time.Time) error {
+	if req.Held == nil {
+		return nil
+	}
+	for {
+		d, why := req.Held()
+		if d <= 0 {
+			return nil
+		}
+		if !req.Deadline.IsZero() && now().Add(d).After(req.Deadline) {
+			return fmt.Errorf("pulling %s: the task's activeDeadlineSeconds passes before the registry's hold ends: %s", req.Image, why)
+		}
+		if req.OnHold != nil {
+			req.OnHold(why, d)
+		}
+		if err := wait(ctx, d); err != nil {
+			return err
+		}
+	}
+}
 
 // attempt is one try, with each matching credential in turn (anonymous when
 // none matches), bounded by the timeout and the deadline.

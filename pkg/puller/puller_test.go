@@ -266,3 +266,61 @@ func TestBound(t *testing.T) {
 		t.Errorf("Bound(long) is %d bytes, valid %v, ends %q", len(got), utf8.ValidString(got), got[len(got)-10:])
 	}
 }
+
+// A registry's 429 is not the image's failure: it does not use up the
+// backoff limit, and the next attempt waits out the hold it recorded, with
+// the slot given back (through Wait) and the reason shown (OnHold).
+func TestPullThrottledHoldsAndDoesNotCount(t *testing.T) {
+	var calls atomic.Int32
+	fake := critest.Start(t, func(context.Context, *runtimeapi.PullImageRequest) (string, error) {
+		if calls.Add(1) <= 3 {
+			return "", critest.Errorf(codes.Unknown, "failed to copy: httpReadSeeker: failed open: unexpected status code http://r.io/v2/app/blobs/sha256:a: 429 Too Many Requests")
+		}
+		return "sha256:ok", nil
+	})
+	held := time.Duration(0)
+	var holds []string
+	var waits []time.Duration
+	res := connect(t, fake).Pull(context.Background(), Request{Image: "r.io/app:v1", Timeout: time.Second, BackoffLimit: 0,
+		Held: func() (time.Duration, string) { return held, "registry r.io asked to wait" },
+		OnHold: func(why string, d time.Duration) {
+			holds = append(holds, why)
+			held = 0 // waited out
+		},
+		Throttled: func(err error) bool {
+			if !strings.Contains(err.Error(), "429") {
+				return false
+			}
+			held = 3 * time.Second
+			return true
+		},
+		Wait: func(_ context.Context, d time.Duration) error {
+			waits = append(waits, d)
+			return nil
+		}})
+	if res.Err != nil || res.Attempts != 4 {
+		t.Fatalf("result %+v, want success on attempt 4 with backoffLimit 0", res)
+	}
+	if len(holds) != 3 || len(waits) != 3 || waits[0] != 3*time.Second {
+		t.Fatalf("holds %q waits %v, want three 3s holds", holds, waits)
+	}
+}
+
+// A registry that never lets up fails the pull after MaxThrottled attempts;
+// a hold that would outlast the deadline fails it at once.
+func TestPullThrottledBounded(t *testing.T) {
+	fake := critest.Start(t, func(context.Context, *runtimeapi.PullImageRequest) (string, error) {
+		return "", critest.Errorf(codes.Unknown, "toomanyrequests: slow down")
+	})
+	p := connect(t, fake)
+	res := p.Pull(context.Background(), Request{Image: "r.io/app:v1", Timeout: time.Second,
+		Throttled: func(error) bool { return true }})
+	if res.Err == nil || res.Attempts != MaxThrottled || !strings.Contains(res.Err.Error(), "429 Too Many Requests 10 times in a row") {
+		t.Fatalf("result %+v", res)
+	}
+	res = p.Pull(context.Background(), Request{Image: "r.io/app:v1", Timeout: time.Second, Deadline: time.Now().Add(time.Minute),
+		Held: func() (time.Duration, string) { return time.Hour, "registry r.io holds until later" }})
+	if res.Err == nil || res.Attempts != 0 || !strings.Contains(res.Err.Error(), "activeDeadlineSeconds passes before the registry's hold ends: registry r.io holds") {
+		t.Fatalf("result %+v", res)
+	}
+}

@@ -445,22 +445,57 @@ func checkRBAC(t *testing.T, ctx context.Context) {
 			{"update", "apiextensions.k8s.io", "customresourcedefinitions", "", "", false},
 		},
 	}
+	// The registries' holds ConfigMap: the controller writes it, the
+	// daemons read it, both by name only.
+	type named struct {
+		access
+		name string
+	}
+	holds := map[string][]named{
+		sa("prepull-daemon"): {
+			{access{"watch", "", "configmaps", "", ns, true}, "prepull-registry-holds"},
+			{access{"get", "", "configmaps", "", ns, false}, "other"},
+			{access{"update", "", "configmaps", "", ns, false}, "prepull-registry-holds"},
+			{access{"create", "", "configmaps", "", ns, false}, ""},
+		},
+		sa("prepull-controller"): {
+			{access{"watch", "", "configmaps", "", ns, true}, "prepull-registry-holds"},
+			{access{"update", "", "configmaps", "", ns, true}, "prepull-registry-holds"},
+			{access{"create", "", "configmaps", "", ns, true}, ""},
+			{access{"update", "", "configmaps", "", ns, false}, "other"},
+			{access{"get", "", "configmaps", "", "default", false}, "prepull-registry-holds"},
+		},
+	}
+	type check struct {
+		user string
+		named
+	}
+	var checks []check
 	for user, list := range cases {
 		for _, a := range list {
-			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-				User:   user,
-				Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
-				ResourceAttributes: &authorizationv1.ResourceAttributes{
-					Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.subresource, Namespace: a.namespace,
-				},
-			}}
-			got, err := cluster.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.Status.Allowed != a.allowed {
-				t.Errorf("%s %s %s/%s %q in namespace %q: allowed=%v, want %v", user, a.verb, a.group, a.resource, a.subresource, a.namespace, got.Status.Allowed, a.allowed)
-			}
+			checks = append(checks, check{user, named{a, ""}})
+		}
+	}
+	for user, list := range holds {
+		for _, a := range list {
+			checks = append(checks, check{user, a})
+		}
+	}
+	for _, c := range checks {
+		user, a := c.user, c.named
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:   user,
+			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.subresource, Namespace: a.namespace, Name: a.name,
+			},
+		}}
+		got, err := cluster.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status.Allowed != a.allowed {
+			t.Errorf("%s %s %s/%s %q named %q in namespace %q: allowed=%v, want %v", user, a.verb, a.group, a.resource, a.subresource, a.name, a.namespace, got.Status.Allowed, a.allowed)
 		}
 	}
 }

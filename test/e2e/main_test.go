@@ -55,7 +55,9 @@ func TestMain(m *testing.M) {
 				{Repo: "e2e/big", Tag: "v1", Layers: 3, LayerSize: 2 << 20},
 				{Repo: "public/nginx", Tag: "1.9.1", Layers: 1, LayerSize: 64 << 10},
 			},
-			ControllerArgs: []string{"--unanswered-timeout", "30s"},
+			// The registry under a second name (localhost) is capped at one
+			// pull at a time; under 127.0.0.1 it is not.
+			ControllerArgs: []string{"--unanswered-timeout", "30s", "--registry-max-pulls-per-host", "localhost:" + framework.RegistryPort + "=1"},
 			// What clusters run today; the daemon's integration tests cover
 			// Debian's 1.6 too.
 			Containerd2: true,

@@ -49,7 +49,8 @@ type ClusterOptions struct {
 	// repositories are readable without them).
 	RegistryUser, RegistryPassword string
 	Images                         []ImageToPush
-	// ControllerArgs are added to prepull-controller's flags.
+	// ControllerArgs are added to prepull-controller's flags; RegistryHost
+	// and RegistryPort in them are replaced by the registry's.
 	ControllerArgs []string
 	// ControllerReplicas is how many prepull-controller processes run; more
 	// than one elect a leader on a Lease (with short lease times, which
@@ -290,7 +291,11 @@ func (c *Cluster) StartController() (*Process, error) {
 	} else {
 		args = append(args, "--leader-elect=false")
 	}
-	p, err := StartProcess(c.Dir, fmt.Sprintf("controller-%d", i), c.controllerBin, append(args, c.opts.ControllerArgs...)...)
+	port := c.Registry.Host[strings.LastIndex(c.Registry.Host, ":")+1:]
+	for _, a := range c.opts.ControllerArgs {
+		args = append(args, strings.NewReplacer(RegistryHost, c.Registry.Host, RegistryPort, port).Replace(a))
+	}
+	p, err := StartProcess(c.Dir, fmt.Sprintf("controller-%d", i), c.controllerBin, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -300,6 +305,13 @@ func (c *Cluster) StartController() (*Process, error) {
 	c.ControllerMetricsAddrs = append(c.ControllerMetricsAddrs, addr)
 	return p, nil
 }
+
+// RegistryHost and RegistryPort stand for the registry's host:port and
+// port in ControllerArgs, which are fixed before the registry has a port.
+const (
+	RegistryHost = "{registry}"
+	RegistryPort = "{registry-port}"
+)
 
 // Node returns a node of the cluster, or nil.
 func (c *Cluster) Node(name string) *ClusterNode { return c.nodes[name] }

@@ -47,6 +47,106 @@ type Registry struct {
 	cuts    sync.Map // repository -> *cut
 	srv     *http.Server
 	handler http.Handler
+
+	mu sync.Mutex
+	// layersInFlight counts, per Host header, the layer downloads running
+	// (blobs over layerBytes, so not configs); maxLayers the most at once.
+	layersInFlight, maxLayers map[string]int
+	// throttle holds, per repository, the 429 window (Throttle);
+	// gets logs each blob GET of a repository.
+	throttle map[string]*throttleWindow
+	gets     map[string][]BlobGet
+}
+
+// layerBytes tells layers from image configs (a few hundred bytes).
+const layerBytes = 4 << 10
+
+// BlobGet is one blob GET the registry answered.
+type BlobGet struct {
+	At     time.Time
+	Status int
+}
+
+type throttleWindow struct {
+	length time.Duration
+	start  time.Time // zero until the first blob request
+}
+
+// Throttle makes the registry answer every blob request of repo with 429
+// Too Many Requests and a Retry-After (the seconds left, rounded up) for
+// window from the first such request on; then it serves them again.
+func (r *Registry) Throttle(repo string, window time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.throttle[repo] = &throttleWindow{length: window}
+}
+
+// BlobGets are the blob GETs of repo so far, in order.
+func (r *Registry) BlobGets(repo string) []BlobGet {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]BlobGet(nil), r.gets[repo]...)
+}
+
+// MaxLayerDownloads is the most layer downloads that ran at once for
+// clients that named the registry host (the Host header, e.g.
+// localhost:5000 or 127.0.0.1:5000).
+func (r *Registry) MaxLayerDownloads(host string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.maxLayers[host]
+}
+
+// throttled429 answers a blob request of a throttled repository and
+// reports whether it did.
+func (r *Registry) throttled429(w http.ResponseWriter, req *http.Request, repo string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	tw, ok := r.throttle[repo]
+	if !ok {
+		if req.Method == http.MethodGet {
+			r.gets[repo] = append(r.gets[repo], BlobGet{At: time.Now(), Status: http.StatusOK})
+		}
+		return false
+	}
+	now := time.Now()
+	if tw.start.IsZero() {
+		tw.start = now
+	}
+	left := tw.start.Add(tw.length).Sub(now)
+	if left <= 0 {
+		if req.Method == http.MethodGet {
+			r.gets[repo] = append(r.gets[repo], BlobGet{At: now, Status: http.StatusOK})
+		}
+		return false
+	}
+	if req.Method == http.MethodGet {
+		r.gets[repo] = append(r.gets[repo], BlobGet{At: now, Status: http.StatusTooManyRequests})
+	}
+	w.Header().Set("Retry-After", fmt.Sprint(int((left+time.Second-1)/time.Second)))
+	http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}`, http.StatusTooManyRequests)
+	return true
+}
+
+// layerStarted counts a layer download of the client's host until done is
+// called.
+func (r *Registry) layerStarted(req *http.Request) (done func()) {
+	h, err := v1.NewHash(req.URL.Path[strings.LastIndex(req.URL.Path, "/")+1:])
+	if err != nil {
+		return func() {}
+	}
+	if data, ok := r.blobs.get(h); !ok || len(data) < layerBytes {
+		return func() {}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.layersInFlight[req.Host]++
+	r.maxLayers[req.Host] = max(r.maxLayers[req.Host], r.layersInFlight[req.Host])
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.layersInFlight[req.Host]--
+	}
 }
 
 type cut struct {
@@ -88,7 +188,8 @@ func StartRegistry(username, password string) (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Registry{Host: l.Addr().String(), Username: username, Password: password}
+	r := &Registry{Host: l.Addr().String(), Username: username, Password: password,
+		layersInFlight: map[string]int{}, maxLayers: map[string]int{}, throttle: map[string]*throttleWindow{}, gets: map[string][]BlobGet{}}
 	r.blobs = &memBlobs{m: map[v1.Hash][]byte{}}
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithBlobHandler(r.blobs))
 	r.handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -100,7 +201,13 @@ func StartRegistry(username, password string) (*Registry, error) {
 			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
 			return
 		}
+		if repo, _, ok := strings.Cut(strings.TrimPrefix(req.URL.Path, "/v2/"), "/blobs/"); ok && (req.Method == http.MethodGet || req.Method == http.MethodHead) {
+			if r.throttled429(w, req, repo) {
+				return
+			}
+		}
 		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
+			defer r.layerStarted(req)()
 			if r.Stall.Load() {
 				<-req.Context().Done()
 				return

@@ -37,6 +37,7 @@ import (
 	"github.com/prepull/prepull/pkg/nodetags"
 	"github.com/prepull/prepull/pkg/ownwrites"
 	"github.com/prepull/prepull/pkg/registrycap"
+	"github.com/prepull/prepull/pkg/registryhold"
 	"github.com/prepull/prepull/pkg/retention"
 	"github.com/prepull/prepull/pkg/rollout"
 )
@@ -78,6 +79,9 @@ type Options struct {
 	// RegistryLimits cap the node pulls in flight per registry host,
 	// across all jobs.
 	RegistryLimits registrycap.Limits
+	// HeldRegistry answers whether a registry asked pulls to hold back
+	// (429) and until when; nil: none ever does.
+	HeldRegistry func(host string) (registryhold.Hold, bool)
 	// Now is the clock; tests set it.
 	Now func() time.Time
 	// SecretExists reports whether a pull secret exists; nil assumes it does.
@@ -369,6 +373,11 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	}
 	plan := c.checkAnnotations(job)
 	inFlight := 0
+	if c.opts.HeldRegistry != nil {
+		if hold, ok := c.opts.HeldRegistry(reg.Host); ok {
+			reg.HeldUntil, reg.HeldBy = hold.Until, hold.Node
+		}
+	}
 	if reg.Limit > 0 {
 		inFlight = registrycap.InFlight(all, reg.Host)
 		reg.Slots = registrycap.Slots(reg.Limit, inFlight, c.registries.Ahead(reg.Host, key, job.CreationTimestamp.Time))

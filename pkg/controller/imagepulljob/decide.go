@@ -177,6 +177,10 @@ type RegistryCap struct {
 	Limit int
 	// Slots is how many new node pulls the cap lets this job start now.
 	Slots int
+	// HeldUntil, when after now, is the end of the hold the registry asked
+	// for with a 429 (node HeldBy got it): no new pulls start until then.
+	HeldUntil time.Time
+	HeldBy    string
 }
 
 // NodeFailure is a node whose pull failed, for the job's Events.
@@ -339,7 +343,14 @@ func Decide(in Input) Decision {
 		}
 		rollout.Order(waiting, in.Rollout.First)
 		newNodes, wave := rollout.Next(in.Rollout, waiting, written, parallelism-len(active))
-		if in.Registry.Limit > 0 && len(newNodes) > in.Registry.Slots {
+		held := in.Registry.HeldUntil.After(in.Now)
+		if held && len(newNodes) > 0 {
+			d.RegistryWaiting = len(newNodes)
+			newNodes = nil
+			if wait := in.Registry.HeldUntil.Sub(in.Now); d.RequeueAfter == 0 || wait < d.RequeueAfter {
+				d.RequeueAfter = wait
+			}
+		} else if in.Registry.Limit > 0 && len(newNodes) > in.Registry.Slots {
 			d.RegistryWaiting = len(newNodes) - max(0, in.Registry.Slots)
 			newNodes = newNodes[:max(0, in.Registry.Slots)]
 		}
@@ -360,7 +371,9 @@ func Decide(in Input) Decision {
 			if wave.Number > 0 && len(waiting) > len(newNodes) {
 				st.Message += fmt.Sprintf("; wave %d: up to %d node(s) per %s value, the next wave once these finish", wave.Number, wave.PerZone, in.Rollout.TopologyKey)
 			}
-			if d.RegistryWaiting > 0 {
+			if held && d.RegistryWaiting > 0 {
+				st.Message += fmt.Sprintf("; %d node(s) wait for registry %s: it answered 429 Too Many Requests (to node %s), new pulls from it start after %s", d.RegistryWaiting, in.Registry.Host, in.Registry.HeldBy, in.Registry.HeldUntil.UTC().Format(time.RFC3339))
+			} else if d.RegistryWaiting > 0 {
 				st.Message += fmt.Sprintf("; %d node(s) wait for registry %s: at most %d pulls from it run at once across all jobs (prepull-controller --registry-max-pulls), older jobs first", d.RegistryWaiting, in.Registry.Host, in.Registry.Limit)
 			}
 		}
