@@ -26,7 +26,7 @@ const (
 	// of the waves; topology.kubernetes.io/zone unless set.
 	WaveTopologyAnnotation = "prepull.io/wave-topology-key"
 	// NodesFirstAnnotation is a label selector (kubectl's syntax, such as
-	// "spegel.dev/ready=true" or "pool in (a,b)"): nodes it matches get the
+	// "mirror.example.com/ready=true" or "pool in (a,b)"): nodes it matches get the
 	// tag before the others.
 	NodesFirstAnnotation = "prepull.io/nodes-first"
 	// DefaultTopologyKey is the well-known zone label.
@@ -78,7 +78,7 @@ func PlanOf(annotations map[string]string) (Plan, error) {
 	if v, ok := annotations[NodesFirstAnnotation]; ok && strings.TrimSpace(v) != "" {
 		sel, err := labels.Parse(v)
 		if err != nil {
-			errs = append(errs, fmt.Sprintf("annotation %s: %q is not a label selector such as spegel.dev/ready=true (%v); nodes go in the default order until it is fixed", NodesFirstAnnotation, v, err))
+			errs = append(errs, fmt.Sprintf("annotation %s: %q is not a label selector such as mirror.example.com/ready=true (%v); nodes go in the default order until it is fixed", NodesFirstAnnotation, v, err))
 		} else {
 			p.First = sel
 		}

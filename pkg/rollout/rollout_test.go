@@ -27,7 +27,7 @@ func TestPlanOf(t *testing.T) {
 		{name: "waves word", annotations: map[string]string{WavesAnnotation: "yes"}, key: DefaultTopologyKey, err: `"yes"`},
 		{name: "topology key", annotations: map[string]string{WavesAnnotation: "1", WaveTopologyAnnotation: "example.com/rack"}, seeds: 1, key: "example.com/rack"},
 		{name: "bad topology key", annotations: map[string]string{WaveTopologyAnnotation: "not a key"}, key: DefaultTopologyKey, err: WaveTopologyAnnotation},
-		{name: "first", annotations: map[string]string{NodesFirstAnnotation: "spegel.dev/ready=true"}, key: DefaultTopologyKey, first: "spegel.dev/ready=true"},
+		{name: "first", annotations: map[string]string{NodesFirstAnnotation: "mirror.example.com/ready=true"}, key: DefaultTopologyKey, first: "mirror.example.com/ready=true"},
 		{name: "bad first", annotations: map[string]string{NodesFirstAnnotation: "a in (b"}, key: DefaultTopologyKey, err: NodesFirstAnnotation},
 		{name: "two errors keep the good part", annotations: map[string]string{WavesAnnotation: "2", NodesFirstAnnotation: "==", WaveTopologyAnnotation: "-"}, seeds: 2, key: DefaultTopologyKey, err: WaveTopologyAnnotation},
 	} {

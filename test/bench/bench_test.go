@@ -125,3 +125,34 @@ func TestBigImageHarness(t *testing.T) {
 	}
 	t.Logf("big-image harness (figures only):\n%s", md)
 }
+
+// TestWavesSpareTheRegistry runs the waves benchmark small: with waves the
+// registry serves the image once per zone (here one), a count, not a time;
+// without, every node pulls it once from the registry or a peer.
+func TestWavesSpareTheRegistry(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a control plane")
+	}
+	cfg := harness.WavesConfig{Nodes: 12, ImageBytes: 4 << 20, RegistryBytesPerSecond: 100 << 20, PeerBytesPerSecond: 100 << 20, Runs: 1, Logf: t.Logf}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	r, err := harness.RunWaves(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Runs) != 2 {
+		t.Fatalf("%d runs, want one with waves and one without", len(r.Runs))
+	}
+	for _, run := range r.Runs {
+		total := run.RegistryBytes + run.MirrorBytes
+		if total != int64(cfg.Nodes)*cfg.ImageBytes {
+			t.Errorf("waves=%v: %d bytes served in all, want the image once per node (%d)", run.Waves, total, int64(cfg.Nodes)*cfg.ImageBytes)
+		}
+		if run.Waves && run.RegistryBytes != cfg.ImageBytes {
+			t.Errorf("with waves the registry served %d bytes, want the image once (%d): the first wave is one node", run.RegistryBytes, cfg.ImageBytes)
+		}
+	}
+	if md := r.Markdown(); !strings.Contains(md, "meets the target") {
+		t.Errorf("report:\n%s", md)
+	}
+}

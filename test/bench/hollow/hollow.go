@@ -42,6 +42,9 @@ type Options struct {
 	// QPS and Burst are each daemon's own client limits, as on a node.
 	QPS   float32
 	Burst int
+	// ImagesFor, when set, is node's image service instead of an
+	// in-memory one with PullDelay.
+	ImagesFor func(node string) puller.ImageService
 }
 
 // Fleet is the running daemons.
@@ -115,10 +118,14 @@ func Start(ctx context.Context, cfg *rest.Config, opts Options) (*Fleet, error) 
 		if err != nil {
 			return nil, err
 		}
+		var images puller.ImageService = memimages.New(opts.PullDelay)
+		if opts.ImagesFor != nil {
+			images = opts.ImagesFor(node)
+		}
 		d, err := daemon.New(client, core, daemon.Options{
 			NodeName: node, DaemonNamespace: opts.DaemonNamespace, MaxConcurrent: opts.MaxConcurrent,
 			StatusInterval: opts.StatusInterval, ProgressInterval: time.Second,
-			Images: memimages.New(opts.PullDelay), Backoff: puller.DefaultBackoff,
+			Images: images, Backoff: puller.DefaultBackoff,
 			Recorder: broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "prepull-daemon", Host: node}),
 		})
 		if err != nil {

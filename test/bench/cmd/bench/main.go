@@ -44,6 +44,11 @@ func main() {
 	fs.IntVar(&cost.Writes, "write-cost-writes", cost.Writes, "Sequential writes per figure of the write-cost micro-benchmark.")
 	fs.IntVar(&cost.Rounds, "write-cost-rounds", cost.Rounds, "Rounds of the write-cost micro-benchmark (sizes interleaved within each).")
 	costOnly := fs.Bool("write-cost-only", false, "Run only the write-cost micro-benchmark and replace its section of -out, keeping the rest.")
+	waves := harness.WavesConfig{Nodes: 50, ImageBytes: 64 << 20, RegistryBytesPerSecond: 200 << 20, PeerBytesPerSecond: 200 << 20, Runs: 3}
+	fs.IntVar(&waves.Nodes, "waves-nodes", waves.Nodes, "Nodes of the waves benchmark (0 skips it; quick mode skips it).")
+	fs.Int64Var(&waves.ImageBytes, "waves-image-bytes", waves.ImageBytes, "Size of the waves benchmark's image.")
+	fs.IntVar(&waves.Runs, "waves-runs", waves.Runs, "Runs of the waves benchmark (each with and without waves).")
+	wavesOnly := fs.Bool("waves-only", false, "Run only the waves benchmark and replace its section of -out, keeping the rest.")
 	fs.IntVar(&full.WriteConcurrency, "write-concurrency", full.WriteConcurrency, "The controller's --nodeimage-write-concurrency, and the floor's.")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: bench [flags]\n\nRuns prepull's benchmark scenarios (issue 11) on a real control plane with the controller\nand hollow nodes, each next to the floor, prints the table and writes it to -out. Flags:\n\n")
@@ -84,7 +89,7 @@ func main() {
 		old = string(data)
 	}
 	var md string
-	only := *bigOnly || *costOnly
+	only := *bigOnly || *costOnly || *wavesOnly
 	if !only {
 		report, err := harness.Run(ctx, cfg)
 		if err != nil {
@@ -113,6 +118,15 @@ func main() {
 		}
 		md = harness.WithSection(md, bigImageSection, res.Markdown())
 	}
+	if !*quick && waves.Nodes > 0 && (!only || *wavesOnly) {
+		waves.Logf = cfg.Logf
+		res, err := harness.RunWaves(ctx, waves)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: waves:", err)
+			os.Exit(1)
+		}
+		md = harness.WithSection(md, wavesSection, res.Markdown())
+	}
 	if old != "" {
 		fmt.Fprintln(os.Stderr, harness.Compare(old, md))
 	}
@@ -127,10 +141,12 @@ func main() {
 }
 
 // bigImageSection and writeCostSection mark those tables in the report,
-// so that -big-image-only and -write-cost-only can replace them alone.
+// so that -big-image-only, -write-cost-only and -waves-only can replace
+// them alone.
 const (
 	bigImageSection  = "big-image"
 	writeCostSection = "write-cost"
+	wavesSection     = "waves"
 )
 
 func parseInts(s string) ([]int, error) {
