@@ -133,6 +133,10 @@ type Daemon struct {
 	reporter  *reporter
 	trigger   chan struct{}
 	informers []cache.SharedIndexInformer
+	// holdInformer watches the registries' holds; the daemon starts
+	// without it (an install whose RBAC predates it still pulls, without
+	// other nodes' holds).
+	holdInformer cache.SharedIndexInformer
 	// stopping is closed when the daemon shuts down, so tasks cut short
 	// by the shutdown record that rather than a failure.
 	stopping chan struct{}
@@ -230,7 +234,8 @@ func New(client *NodeImageClient, core *CoreClient, opts Options) (*Daemon, erro
 	}, &corev1.ConfigMap{}, 0, cache.Indexers{})
 	d.ni = appslisters.NewNodeImageLister(niInformer.GetIndexer())
 	d.secrets = corelisters.NewSecretLister(secretInformer.GetIndexer())
-	d.informers = []cache.SharedIndexInformer{niInformer, secretInformer, holdInformer}
+	d.informers = []cache.SharedIndexInformer{niInformer, secretInformer}
+	d.holdInformer = holdInformer
 	takeHolds := func(obj any) {
 		cm, ok := obj.(*corev1.ConfigMap)
 		if !ok {
@@ -289,6 +294,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go func() { defer informersDone.Done(); inf.RunWithContext(informerCtx) }()
 		synced = append(synced, inf.HasSynced)
 	}
+	informersDone.Add(1)
+	go func() { defer informersDone.Done(); d.holdInformer.RunWithContext(informerCtx) }()
 	if !cache.WaitForNamedCacheSync("prepull-daemon", ctx.Done(), synced...) {
 		return errors.New("prepull-daemon: caches did not sync")
 	}

@@ -313,7 +313,9 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 					return false, nil
 				}
 			}
-			if !cache.WaitForCacheSync(ctx.Done(), sources.HasSynced, copies.HasSynced, holdMaps.Informer().HasSynced) {
+			// Not the registry holds' ConfigMap: an install whose RBAC
+			// predates it runs without holds rather than not at all.
+			if !cache.WaitForCacheSync(ctx.Done(), sources.HasSynced, copies.HasSynced) {
 				return false, nil
 			}
 			health.SetReady(true)
