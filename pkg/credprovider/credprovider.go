@@ -24,6 +24,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
 	kubeletconfigv1 "k8s.io/kubelet/config/v1"
 	credentialproviderv1 "k8s.io/kubelet/pkg/apis/credentialprovider/v1"
 	"sigs.k8s.io/yaml"
@@ -57,7 +58,38 @@ type provider struct {
 
 	mu    sync.Mutex
 	cache map[string]cached
+	// keyType is the cacheKeyType of the plugin's last answer: calls for
+	// images that share that key wait for one run rather than each
+	// starting its own; inFlight holds the runs going on, failed the
+	// recent failures (a failing plugin is not run again for every
+	// attempt of every task).
+	keyType  credentialproviderv1.PluginCacheKeyType
+	inFlight map[string]*flight
+	failed   map[string]failure
 }
+
+// flight is one run of the plugin that callers with the same key share.
+type flight struct {
+	done  chan struct{}
+	auths map[string]credentialproviderv1.AuthConfig
+	err   error
+}
+
+type failure struct {
+	err     error
+	expires time.Time
+}
+
+// MaxOutput bounds what a plugin's answer may be; MaxStderr what of its
+// stderr is kept for the log.
+const (
+	MaxOutput = 1 << 20
+	MaxStderr = 64 << 10
+)
+
+// NegativeCacheDuration is how long a plugin's failure answers for its key
+// before the plugin runs again.
+const NegativeCacheDuration = 10 * time.Second
 
 type cached struct {
 	auths   map[string]credentialproviderv1.AuthConfig
@@ -129,7 +161,7 @@ func Load(configPath, binDir string) (*Providers, error) {
 		for _, e := range c.Env {
 			env = append(env, e.Name+"="+e.Value)
 		}
-		ps.list = append(ps.list, &provider{cfg: c, path: path, env: env, cache: map[string]cached{}})
+		ps.list = append(ps.list, &provider{cfg: c, path: path, env: env, cache: map[string]cached{}, inFlight: map[string]*flight{}, failed: map[string]failure{}})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -190,7 +222,9 @@ func (p *provider) matches(image string) bool {
 	return false
 }
 
-// credentials answers from the cache, or runs the plugin.
+// credentials answers from the cache, or runs the plugin: once per key at
+// a time, callers with the same key waiting for that run, and a failure
+// answers for its key for NegativeCacheDuration.
 func (p *provider) credentials(ctx context.Context, ps *Providers, image string) (map[string]credentialproviderv1.AuthConfig, error) {
 	now := ps.Now()
 	host, _ := imageref.Repository(image)
@@ -204,31 +238,86 @@ func (p *provider) credentials(ctx context.Context, ps *Providers, image string)
 			delete(p.cache, key)
 		}
 	}
+	key := cacheKey(p.keyType, image, host)
+	if f, ok := p.failed[key]; ok {
+		if now.Before(f.expires) {
+			p.mu.Unlock()
+			return nil, f.err
+		}
+		delete(p.failed, key)
+	}
+	if f, ok := p.inFlight[key]; ok {
+		p.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.auths, f.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f := &flight{done: make(chan struct{})}
+	p.inFlight[key] = f
 	p.mu.Unlock()
 
 	resp, err := p.exec(ctx, ps.Timeout, image)
+	p.mu.Lock()
+	delete(p.inFlight, key)
 	if err != nil {
-		return nil, err
-	}
-	ttl := p.cfg.DefaultCacheDuration.Duration
-	if resp.CacheDuration != nil {
-		ttl = resp.CacheDuration.Duration
-	}
-	if ttl > 0 {
-		var key string
-		switch resp.CacheKeyType {
-		case credentialproviderv1.ImagePluginCacheKeyType:
-			key = "image:" + image
-		case credentialproviderv1.RegistryPluginCacheKeyType:
-			key = "registry:" + host
-		case credentialproviderv1.GlobalPluginCacheKeyType:
-			key = "global"
+		f.err = err
+		if ctx.Err() == nil {
+			p.failed[key] = failure{err: err, expires: now.Add(NegativeCacheDuration)}
 		}
-		p.mu.Lock()
-		p.cache[key] = cached{auths: resp.Auth, expires: now.Add(ttl)}
-		p.mu.Unlock()
+	} else {
+		f.auths = resp.Auth
+		p.keyType = resp.CacheKeyType
+		ttl := p.cfg.DefaultCacheDuration.Duration
+		if resp.CacheDuration != nil {
+			ttl = resp.CacheDuration.Duration
+		}
+		if ttl > 0 {
+			p.cache[cacheKey(resp.CacheKeyType, image, host)] = cached{auths: resp.Auth, expires: now.Add(ttl)}
+		}
 	}
-	return resp.Auth, nil
+	p.mu.Unlock()
+	close(f.done)
+	return f.auths, f.err
+}
+
+// cacheKey is where an answer of keyType for image is kept; Image when
+// the plugin has not answered yet.
+func cacheKey(keyType credentialproviderv1.PluginCacheKeyType, image, host string) string {
+	switch keyType {
+	case credentialproviderv1.RegistryPluginCacheKeyType:
+		return "registry:" + host
+	case credentialproviderv1.GlobalPluginCacheKeyType:
+		return "global"
+	}
+	return "image:" + image
+}
+
+// capped keeps the first max bytes written. Past them it keeps nothing
+// more and, when it has a stop, stops the writer (the plugin) at once.
+type capped struct {
+	buf      bytes.Buffer
+	max      int
+	overflow bool
+	stop     func()
+}
+
+var errTooLong = errors.New("output too long")
+
+func (c *capped) Write(b []byte) (int, error) {
+	room := c.max - c.buf.Len()
+	c.buf.Write(b[:max(0, min(room, len(b)))])
+	if len(b) <= room {
+		return len(b), nil
+	}
+	c.overflow = true
+	if c.stop != nil {
+		c.stop()
+		return 0, errTooLong
+	}
+	return len(b), nil
 }
 
 // exec runs the plugin once with the request on stdin and reads its answer.
@@ -245,19 +334,29 @@ func (p *provider) exec(ctx context.Context, timeout time.Duration, image string
 	cmd := exec.CommandContext(ctx, p.path, p.cfg.Args...)
 	cmd.Env = p.env
 	cmd.Stdin = bytes.NewReader(req)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// Output is bounded: a plugin that floods must not fill the daemon's
+	// memory. Its stderr may hold anything (a token in a debug line), so
+	// it goes to the log only, never into a status or an Event.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	stdout, stderr := &capped{max: MaxOutput, stop: stop}, &capped{max: MaxStderr}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	// A plugin that forks and leaves a child holding stdout must not hang us.
 	cmd.WaitDelay = time.Second
 	err = cmd.Run()
+	if stderr.buf.Len() > 0 {
+		klog.FromContext(ctx).Info("Credential provider plugin wrote to stderr", "provider", p.cfg.Name, "image", image, "stderr", firstLine(stderr.buf.String()))
+	}
 	switch {
+	case stdout.overflow:
+		return nil, fmt.Errorf("its answer is larger than %d bytes; it was stopped", MaxOutput)
 	case ctx.Err() == context.DeadlineExceeded:
 		return nil, fmt.Errorf("no answer within %s", timeout)
 	case err != nil:
-		return nil, fmt.Errorf("%v: %s", err, firstLine(stderr.String()))
+		return nil, fmt.Errorf("%v (its stderr is in prepull-daemon's log)", err)
 	}
 	var resp credentialproviderv1.CredentialProviderResponse
-	if err := json.Unmarshal(stdout.Bytes(), &resp); err != nil {
+	if err := json.Unmarshal(stdout.buf.Bytes(), &resp); err != nil {
 		// The output may hold a credential: say only where it broke.
 		return nil, fmt.Errorf("its answer is not a CredentialProviderResponse (invalid JSON: %s)", jsonError(err))
 	}

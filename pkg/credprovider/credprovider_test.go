@@ -160,7 +160,8 @@ func TestMisbehavingPlugins(t *testing.T) {
 	for _, tc := range []struct {
 		args, want string
 	}{
-		{"-mode=fail", "credential provider p failed: exit status 1: no cloud identity on this node"},
+		{"-mode=fail", "credential provider p failed: exit status 1 (its stderr is in prepull-daemon's log)"},
+		{"-mode=flood", "credential provider p failed: its answer is larger than 1048576 bytes"},
 		{"-mode=garbage", "credential provider p failed: its answer is not a CredentialProviderResponse"},
 		{"-mode=wrongversion", `it answered apiVersion "credentialprovider.kubelet.k8s.io/v1alpha1"`},
 		{"-mode=badkey", `it answered cacheKeyType "Sometimes"`},
@@ -176,12 +177,64 @@ func TestMisbehavingPlugins(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || len(auths) != 0 {
 			t.Errorf("%s: auths %+v err %v, want %q", tc.args, auths, err, tc.want)
 		}
-		if err != nil && strings.Contains(err.Error(), "topsecret") {
+		if err != nil && (strings.Contains(err.Error(), "topsecret") || strings.Contains(err.Error(), "stderr-secret")) {
 			t.Errorf("%s: the error shows the credential: %v", tc.args, err)
 		}
 		if took := time.Since(start); took > 10*time.Second {
 			t.Errorf("%s: took %s", tc.args, took)
 		}
+	}
+}
+
+// A plugin runs once per key at a time: lookups that arrive while it runs
+// wait for its answer; a failure answers for NegativeCacheDuration, then
+// the plugin runs again.
+func TestOneRunPerKeyAndNegativeCache(t *testing.T) {
+	bin := plugin(t, "slow", "failing")
+	count := filepath.Join(t.TempDir(), "calls")
+	ps, err := load(t, bin, header+strings.ReplaceAll(providerYAML("slow", `"r.io"`, `-mode=slow, -delay=500ms, -key-type=Image, -registry=r.io, -user=u, -pass=p`), "@COUNTFILE@", count))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	results := make([]int, 8)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			auths, _ := ps.Lookup(context.Background(), "r.io/app:1")
+			results[i] = len(auths)
+		}()
+	}
+	wg.Wait()
+	if got := calls(t, count); len(got) != 1 {
+		t.Fatalf("calls %v: want one run for eight lookups at once", got)
+	}
+	for i, n := range results {
+		if n != 1 {
+			t.Errorf("lookup %d got %d credentials, want the shared run's one", i, n)
+		}
+	}
+
+	failCount := filepath.Join(t.TempDir(), "calls")
+	ps, err = load(t, bin, header+strings.ReplaceAll(providerYAML("failing", `"r.io"`, `-mode=fail`), "@COUNTFILE@", failCount))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ps.Now = func() time.Time { return now }
+	for range 5 {
+		if _, err := ps.Lookup(context.Background(), "r.io/app:1"); err == nil {
+			t.Fatal("a failing plugin answered")
+		}
+	}
+	if got := calls(t, failCount); len(got) != 1 {
+		t.Fatalf("calls %v: want one run for five lookups within the negative cache", got)
+	}
+	now = now.Add(NegativeCacheDuration + time.Second)
+	_, _ = ps.Lookup(context.Background(), "r.io/app:1")
+	if got := calls(t, failCount); len(got) != 2 {
+		t.Fatalf("calls %v: want a new run once the failure expired", got)
 	}
 }
 

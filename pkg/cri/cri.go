@@ -55,7 +55,8 @@ func Connect(ctx context.Context, endpoint string) (*Runtime, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("runtime endpoint %s: %w", endpoint, err)
 	}
-	conn, err := DialUnix(path, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.MaxCallSendMsgSize(maxMsgSize)))
+	conn, err := DialUnix(path, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.MaxCallSendMsgSize(maxMsgSize)),
+		grpc.WithUnaryInterceptor(callDeadline))
 	if err != nil {
 		return nil, fmt.Errorf("runtime endpoint %s: %w", endpoint, err)
 	}
@@ -73,6 +74,25 @@ func Connect(ctx context.Context, endpoint string) (*Runtime, error) {
 	}
 	r.Name, r.Version = v.RuntimeName, v.RuntimeVersion
 	return r, nil
+}
+
+// CallTimeout bounds every CRI call but PullImage, whose bounds are the
+// task's (timeout, deadline, stall): a runtime that stops answering (a
+// wedged containerd) then fails the call, and the pull retries, instead
+// of holding its pull slot for ever.
+const CallTimeout = 2 * time.Minute
+
+// pullImage is the one call CallTimeout leaves alone.
+const pullImage = runtimeapi.ImageService_PullImage_FullMethodName
+
+// callDeadline gives a call without a deadline of its own CallTimeout.
+func callDeadline(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if _, ok := ctx.Deadline(); !ok && method != pullImage {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, CallTimeout)
+		defer cancel()
+	}
+	return invoker(ctx, method, req, reply, cc, opts...)
 }
 
 // DialUnix is a gRPC client of a unix socket (a path, or unix:///path):

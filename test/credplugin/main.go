@@ -14,7 +14,8 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "ok", "ok, fail (exit 1), garbage (not JSON), hang, wrongversion, or badkey (unknown cacheKeyType)")
+	mode := flag.String("mode", "ok", "ok, fail (exit 1, a token on stderr), garbage (not JSON), hang, flood (an endless answer), slow (answers after -delay), wrongversion, or badkey (unknown cacheKeyType)")
+	delay := flag.Duration("delay", 300*time.Millisecond, "how long -mode=slow waits before it answers")
 	keyType := flag.String("key-type", "Registry", "cacheKeyType to answer: Image, Registry or Global")
 	cache := flag.String("cache", "", "cacheDuration to answer, e.g. 10s; empty leaves it out")
 	registry := flag.String("registry", "", "registry pattern the credentials are for; empty: the requested image's")
@@ -42,8 +43,20 @@ func main() {
 	}
 	switch *mode {
 	case "fail":
-		fmt.Fprintln(os.Stderr, "no cloud identity on this node")
+		fmt.Fprintln(os.Stderr, "no cloud identity on this node; debug: token=stderr-secret")
 		os.Exit(1)
+	case "flood":
+		chunk := make([]byte, 64<<10)
+		for i := range chunk {
+			chunk[i] = 'x'
+		}
+		for {
+			if _, err := os.Stdout.Write(chunk); err != nil {
+				return
+			}
+		}
+	case "slow":
+		time.Sleep(*delay)
 	case "garbage":
 		fmt.Print("{this is not json")
 		return

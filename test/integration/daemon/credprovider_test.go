@@ -70,11 +70,19 @@ providers:
 		}
 		v3 := e.setTag(broken, "v1", nil, withPolicy(30, 0))
 		st := e.waitFinal(broken, "v1", v3, time.Minute, nil)
-		if st.Phase != appsv1beta1.ImagePhaseFailed || !strings.Contains(st.Message, "credential provider broken-provider failed: exit status 1: no cloud identity on this node") {
+		if st.Phase != appsv1beta1.ImagePhaseFailed || !strings.Contains(st.Message, "credential provider broken-provider failed: exit status 1 (its stderr is in prepull-daemon's log)") {
 			t.Errorf("failing plugin: %+v, want Failed naming the provider and its error", st)
+		}
+		// The plugin's stderr (which may hold anything) goes to the log,
+		// never into the status.
+		if strings.Contains(st.Message, "stderr-secret") {
+			t.Errorf("the plugin's stderr reached the status: %q", st.Message)
 		}
 		d.Stop()
 		logs, _ := os.ReadFile(d.Log)
+		if !strings.Contains(string(logs), "no cloud identity on this node") {
+			t.Errorf("the plugin's stderr is not in the daemon's log")
+		}
 		if strings.Contains(string(logs), registryPass) || strings.Contains(st.Message, registryPass) {
 			t.Errorf("the plugin's password appears in the daemon's log or status")
 		}
