@@ -105,6 +105,10 @@ var admissionCases = []admissionCase{
 		want: []string{"spec.completionPolicy.activeDeadlineSeconds", "activeDeadlineSeconds must be greater than 0"}},
 	{name: "ttl negative", manifest: job("  image: nginx\n  completionPolicy: {type: Always, ttlSecondsAfterFinished: -1}\n"),
 		want: []string{"spec.completionPolicy.ttlSecondsAfterFinished", "ttlSecondsAfterFinished must be 0 or more"}},
+	// A deadline past int32 seconds would overflow the time computed from
+	// it into the past (and fail every task at once).
+	{name: "deadline past its maximum", manifest: job("  image: nginx\n  completionPolicy: {type: Always, activeDeadlineSeconds: 9223372036854775807}\n"),
+		want: []string{"spec.completionPolicy.activeDeadlineSeconds", "should be less than or equal to 2147483647"}},
 	{name: "Never with deadline", manifest: job("  image: nginx\n  completionPolicy: {type: Never, activeDeadlineSeconds: 1200}\n"),
 		want: []string{"spec.completionPolicy", "activeDeadlineSeconds is only allowed with completionPolicy.type Always"}},
 	{name: "Never with ttl", manifest: job("  image: nginx\n  completionPolicy: {type: Never, ttlSecondsAfterFinished: 10}\n"),
@@ -199,6 +203,8 @@ var admissionCases = []admissionCase{
 		want: []string{"spec.images.nginx.tags[0].pullPolicy.backoffLimit", "should be greater than or equal to 0"}},
 	{name: "nodeimage ttl negative", manifest: nodeImage("spec:\n  images:\n    nginx:\n      tags: [{tag: v1, pullPolicy: {ttlSecondsAfterFinished: -1}}]\n"),
 		want: []string{"spec.images.nginx.tags[0].pullPolicy.ttlSecondsAfterFinished", "should be greater than or equal to 0"}},
+	{name: "nodeimage deadline past its maximum", manifest: nodeImage("spec:\n  images:\n    nginx:\n      tags: [{tag: v1, pullPolicy: {activeDeadlineSeconds: 2147483648}}]\n"),
+		want: []string{"spec.images.nginx.tags[0].pullPolicy.activeDeadlineSeconds", "should be less than or equal to 2147483647"}},
 	{name: "nodeimage deadline zero", manifest: nodeImage("spec:\n  images:\n    nginx:\n      tags: [{tag: v1, pullPolicy: {activeDeadlineSeconds: 0}}]\n"),
 		want: []string{"spec.images.nginx.tags[0].pullPolicy.activeDeadlineSeconds", "should be greater than or equal to 1"}},
 	{name: "nodeimage unknown pull policy", manifest: nodeImage("spec:\n  images:\n    nginx:\n      tags: [{tag: v1, imagePullPolicy: Sometimes}]\n"),
@@ -273,7 +279,7 @@ func TestNodeImageBoundsAccepted(t *testing.T) {
 	ctx := context.Background()
 	for _, version := range []string{"v1alpha1", "v1beta1"} {
 		name := uniqueName("bounds")
-		spec := "spec:\n  images:\n    nginx:\n      tags:\n      - {tag: v0, version: 0, pullPolicy: {timeoutSeconds: 1, backoffLimit: 0, ttlSecondsAfterFinished: 0, activeDeadlineSeconds: 1}}\n      - {tag: v1}\n"
+		spec := "spec:\n  images:\n    nginx:\n      tags:\n      - {tag: v0, version: 0, pullPolicy: {timeoutSeconds: 1, backoffLimit: 0, ttlSecondsAfterFinished: 0, activeDeadlineSeconds: 1}}\n      - {tag: v1, pullPolicy: {activeDeadlineSeconds: 2147483647}}\n"
 		obj := parseObject(t, strings.NewReplacer("VERSION", version, "NAME", name).Replace(nodeImage(spec)))
 		client := resourceFor(t, obj, "")
 		created, err := client.Create(ctx, obj, metav1.CreateOptions{})

@@ -79,8 +79,11 @@ type CompletionPolicy struct {
 	Type CompletionPolicyType `json:"type,omitempty"`
 
 	// ActiveDeadlineSeconds bounds the whole job from its start; nodes not
-	// finished by then count as failed. Only for type Always.
+	// finished by then count as failed. Only for type Always. At most
+	// 2147483647 (68 years): a larger value would overflow the time it
+	// computes into the past.
 	// +kubebuilder:validation:XValidation:rule="self > 0",message="activeDeadlineSeconds must be greater than 0"
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
 

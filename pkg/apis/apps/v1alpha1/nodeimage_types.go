@@ -113,8 +113,10 @@ type ImageTagPullPolicy struct {
 	// +optional
 	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
 
-	// ActiveDeadlineSeconds bounds the task from its creation.
+	// ActiveDeadlineSeconds bounds the task from its creation; at most
+	// 2147483647 (68 years), past which the deadline would overflow.
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
 }

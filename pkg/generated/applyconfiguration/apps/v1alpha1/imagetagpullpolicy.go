@@ -29,7 +29,8 @@ type ImageTagPullPolicyApplyConfiguration struct {
 	BackoffLimit *int32 `json:"backoffLimit,omitempty"`
 	// TTLSecondsAfterFinished removes the task this long after it finished.
 	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
-	// ActiveDeadlineSeconds bounds the task from its creation.
+	// ActiveDeadlineSeconds bounds the task from its creation; at most
+	// 2147483647 (68 years), past which the deadline would overflow.
 	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
 }
 

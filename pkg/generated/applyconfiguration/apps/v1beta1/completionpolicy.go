@@ -31,7 +31,9 @@ type CompletionPolicyApplyConfiguration struct {
 	// Defaults to Always.
 	Type *appsv1beta1.CompletionPolicyType `json:"type,omitempty"`
 	// ActiveDeadlineSeconds bounds the whole job from its start; nodes not
-	// finished by then count as failed. Only for type Always.
+	// finished by then count as failed. Only for type Always. At most
+	// 2147483647 (68 years): a larger value would overflow the time it
+	// computes into the past.
 	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
 	// TTLSecondsAfterFinished deletes the job this long after it finished.
 	// Only for type Always.
