@@ -34,9 +34,11 @@ func TestControllerNodeGuard(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "delete", "-f", guard).Run() })
 	admin := kubernetes.NewForConfigOrDie(cp.Config)
-	// RBAC aside (system:masters), admission sees the service account.
+	// RBAC aside (system:masters), admission sees the service account; in
+	// a namespace other than prepull-system, as an overlay may move it: the
+	// guard must follow.
 	cfg := rest.CopyConfig(cp.Config)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:prepull-system:prepull-controller", Groups: []string{"system:masters"}}
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:team-infra:prepull-controller", Groups: []string{"system:masters"}}
 	ctl := kubernetes.NewForConfigOrDie(cfg)
 
 	name := uniqueName("guarded")
