@@ -730,8 +730,13 @@ func (d *Daemon) writeStatus(ctx context.Context, statuses map[string]appsv1beta
 	if d.written != nil && ownwrites.Newer(ni, d.written) {
 		ni = d.written
 	}
+	var refused map[string]string
 	for attempt := 0; ; attempt++ {
 		kept := keepSpecTags(ni.Spec.Images, statuses)
+		sanitize(kept)
+		if len(refused) > 0 {
+			kept = replaceRefused(kept, refused)
+		}
 		counts := nodetags.Count(ni.Spec.Images, kept)
 		// Only the entries and counters written are preconditions, so
 		// the controller's tag writes do not conflict with this; after
@@ -751,6 +756,18 @@ func (d *Daemon) writeStatus(ctx context.Context, statuses map[string]appsv1beta
 			statusWrites.Inc()
 			d.written = written
 			return nil
+		}
+		// Entries the apiserver refuses are answered Failed with its reason
+		// and the rest written; the same body is never sent again.
+		if bad := refusedImages(err); len(bad) > 0 && attempt < 5 {
+			if refused == nil {
+				refused = map[string]string{}
+			}
+			for image, cause := range bad {
+				refused[image] = cause
+			}
+			klog.FromContext(ctx).Error(err, "The apiserver refused status entries; reporting those tasks failed", "images", refusedList(bad))
+			continue
 		}
 		if !apierrors.IsConflict(err) || attempt >= 5 {
 			return fmt.Errorf("patching NodeImage %s status: %w", ni.Name, err)
