@@ -262,6 +262,12 @@ func New(client *NodeImageClient, core *CoreClient, opts Options) (*Daemon, erro
 	return d, nil
 }
 
+// Stuck says why the daemon looks wedged (see pool.stuck), for its
+// liveness check; nil when it is not.
+func (d *Daemon) Stuck(window time.Duration) error {
+	return d.pool.stuck(time.Now(), window)
+}
+
 // HasSynced reports whether the daemon has read its NodeImage and secrets,
 // i.e. it will see every tag written from now on.
 func (d *Daemon) HasSynced() bool {
@@ -513,7 +519,7 @@ func (d *Daemon) pull(ctx context.Context, spec pullSpec, note string) {
 func (d *Daemon) request(ctx context.Context, ref string, spec pullSpec, set func(func(*appsv1beta1.ImageTagStatus))) (puller.Request, *attempts) {
 	logger := klog.FromContext(ctx)
 	img, tag, created := spec.img, spec.tag, spec.created
-	runs := &attempts{rule: pullwatch.Rule{Stall: spec.stall, MinUnpackRate: pullwatch.DefaultMinUnpackRate}}
+	runs := &attempts{rule: pullwatch.Rule{Stall: spec.stall, MinUnpackRate: pullwatch.DefaultMinUnpackRate}, moved: d.pool.touch}
 	req := puller.Request{
 		Image:        ref,
 		Auths:        func() ([]credentials.Auth, error) { return d.credentials(ctx, ref, img, tag) },

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -47,6 +48,9 @@ type pool struct {
 	tasks  sync.WaitGroup
 	// onChange reports queue length and slots in use, for metrics.
 	onChange func(queued, running int)
+	// moved is when the pool last moved: a task queued, started, paused,
+	// resumed or finished, or a running pull's bytes grew (touch).
+	moved time.Time
 }
 
 func newPool(size, largeSize int, onChange func(queued, running int)) *pool {
@@ -128,9 +132,32 @@ func (p *pool) keys() []taskKey {
 }
 
 func (p *pool) changedLocked() {
+	p.moved = time.Now()
 	if p.onChange != nil {
 		p.onChange(len(p.queue), p.slots+p.large)
 	}
+}
+
+// touch records that a running pull moved (its bytes grew).
+func (p *pool) touch() {
+	p.mu.Lock()
+	p.moved = time.Now()
+	p.mu.Unlock()
+}
+
+// stuck says why the pool looks wedged: tasks wait, every slot is held,
+// and nothing has moved for window (a runtime that stopped answering holds
+// its slots). Nil when it is not.
+func (p *pool) stuck(now time.Time, window time.Duration) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if window <= 0 || len(p.queue) == 0 || p.slots < p.size || p.moved.IsZero() {
+		return nil
+	}
+	if idle := now.Sub(p.moved); idle > window {
+		return fmt.Errorf("%d pull(s) wait and all %d slots have been held with no pull starting, finishing or downloading for %s (is the container runtime answering?)", len(p.queue), p.size, idle.Round(time.Second))
+	}
+	return nil
 }
 
 // run starts queued tasks as slots free up until ctx ends, then cancels

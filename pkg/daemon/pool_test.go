@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -223,5 +224,50 @@ func TestPoolPromote(t *testing.T) {
 	wg.Wait()
 	if pool.slots != 0 || pool.large != 0 {
 		t.Errorf("after every task: %d slots and %d large slots held, want none", pool.slots, pool.large)
+	}
+}
+
+// stuck: a pool whose slots are all held by pulls that never move, with
+// tasks waiting, is wedged once the window passes; a free slot, an empty
+// queue or a pull whose bytes grow (touch) is not.
+func TestPoolStuck(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	pool := newPool(2, 0, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); pool.run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+	hang := func(ctx context.Context) {
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+	}
+	now := time.Now()
+	pool.submit(&task{key: taskKey{"a", "v1"}, version: 1, createdAt: now, run: hang})
+	if err := pool.stuck(now.Add(time.Hour), time.Minute); err != nil {
+		t.Fatalf("one task, a free slot: %v", err)
+	}
+	pool.submit(&task{key: taskKey{"b", "v1"}, version: 1, createdAt: now, run: hang})
+	waitFor(t, func() bool { pool.mu.Lock(); defer pool.mu.Unlock(); return pool.slots == 2 })
+	if err := pool.stuck(time.Now().Add(time.Hour), time.Minute); err != nil {
+		t.Fatalf("slots full, nothing waiting: %v", err)
+	}
+	pool.submit(&task{key: taskKey{"c", "v1"}, version: 1, createdAt: now, run: hang})
+	if err := pool.stuck(time.Now(), time.Minute); err != nil {
+		t.Fatalf("within the window: %v", err)
+	}
+	err := pool.stuck(time.Now().Add(time.Hour), time.Minute)
+	if err == nil || !strings.Contains(err.Error(), "1 pull(s) wait and all 2 slots") {
+		t.Fatalf("wedged pool: %v", err)
+	}
+	if err := pool.stuck(time.Now().Add(time.Hour), 0); err != nil {
+		t.Fatalf("window 0 is off: %v", err)
+	}
+	pool.touch()
+	if err := pool.stuck(time.Now().Add(30*time.Second), time.Minute); err != nil {
+		t.Fatalf("bytes just moved: %v", err)
 	}
 }

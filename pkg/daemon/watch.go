@@ -26,6 +26,8 @@ type attempts struct {
 	since time.Time
 	// done is how many bytes earlier attempts saw arrive.
 	done int64
+	// moved, if set, is told when the running attempt's bytes grow.
+	moved func()
 }
 
 func (a *attempts) begin(now time.Time, abandon context.CancelCauseFunc) {
@@ -61,6 +63,9 @@ func (a *attempts) observe(now time.Time, b pullwatch.Bytes, ok bool) (pullwatch
 	}
 	v, grew := a.watch.Observe(now, b, ok)
 	downloadedBytes.Add(float64(grew))
+	if grew > 0 && a.moved != nil {
+		a.moved()
+	}
 	if v.Phase != a.phase {
 		phaseSeconds.WithLabelValues(string(a.phase)).Observe(now.Sub(a.since).Seconds())
 		a.phase, a.since = v.Phase, now

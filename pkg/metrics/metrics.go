@@ -68,8 +68,16 @@ func (queueMetrics) NewRetriesMetric(name string) workqueue.CounterMetric {
 	return retries.WithLabelValues(name)
 }
 
-// Health reports readiness for /readyz; /healthz only says the process serves.
-type Health struct{ ready atomic.Bool }
+// Health reports readiness for /readyz, and liveness for /healthz: the
+// process serves and, when a check is set, the check passes.
+type Health struct {
+	ready atomic.Bool
+	live  atomic.Pointer[func() error]
+}
+
+// SetLive sets the check /healthz runs; an error fails it (the kubelet
+// then restarts the container) and is the answer's text.
+func (h *Health) SetLive(check func() error) { h.live.Store(&check) }
 
 // SetReady marks the process ready (caches synced, or standing by as a
 // non-leader).
@@ -90,7 +98,15 @@ func Serve(ctx context.Context, metricsAddr, healthAddr string, h *Health) error
 	}
 	if healthAddr != "" {
 		m := mux(healthAddr)
-		m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+			if check := h.live.Load(); check != nil {
+				if err := (*check)(); err != nil {
+					http.Error(w, "not live: "+err.Error(), http.StatusServiceUnavailable)
+					return
+				}
+			}
+			fmt.Fprintln(w, "ok")
+		})
 		m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 			if !h.ready.Load() {
 				http.Error(w, "not ready: informer caches not synced", http.StatusServiceUnavailable)
