@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -113,5 +114,72 @@ func TestControllerNodeGuard(t *testing.T) {
 	// The admin is not bound by it.
 	if _, err := admin.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, []byte(`{"metadata":{"labels":{"admin":"yes"}}}`), metav1.PatchOptions{}); err != nil {
 		t.Errorf("admin labelling a node: %v", err)
+	}
+}
+
+// The daemon's Event guard (artifacts/deploy/node-write-guard.yaml) on the
+// real apiserver: acting as a prepull-daemon service account whose token
+// is bound to node n1, Events about n1's NodeImage and about ImagePullJobs
+// are accepted; about another node's NodeImage, a Pod or a Secret, and
+// from a token bound to no node, refused.
+func TestDaemonEventGuard(t *testing.T) {
+	cp := framework.Shared(t)
+	ctx := context.Background()
+	kubectl := filepath.Join(framework.BinDir(), "kubectl")
+	guard := filepath.Join(framework.RepoRoot(), "artifacts", "deploy", "node-write-guard.yaml")
+	if out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "-f", guard).CombinedOutput(); err != nil {
+		t.Fatalf("applying %s: %v\n%s", guard, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "delete", "-f", guard).Run() })
+	daemon := func(node string) kubernetes.Interface {
+		cfg := rest.CopyConfig(cp.Config)
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:prepull-system:prepull-daemon", Groups: []string{"system:masters"}}
+		if node != "" {
+			cfg.Impersonate.Extra = map[string][]string{"authentication.kubernetes.io/node-name": {node}}
+		}
+		return kubernetes.NewForConfigOrDie(cfg)
+	}
+	event := func(c kubernetes.Interface, apiVersion, kind, namespace, name string) error {
+		ns := namespace
+		if ns == "" {
+			ns = "default"
+		}
+		_, err := c.CoreV1().Events(ns).Create(ctx, &corev1.Event{
+			ObjectMeta:     metav1.ObjectMeta{GenerateName: "guard-"},
+			InvolvedObject: corev1.ObjectReference{APIVersion: apiVersion, Kind: kind, Namespace: namespace, Name: name},
+			Reason:         "PullImageFailed", Message: "guard check", Type: corev1.EventTypeWarning,
+			Source: corev1.EventSource{Component: "prepull-daemon"},
+		}, metav1.CreateOptions{})
+		return err
+	}
+	n1 := daemon("n1")
+	// The policy takes a moment to load: wait until it refuses an Event
+	// about a Pod.
+	framework.Eventually(t, 30*time.Second, "the guard in effect", func() (bool, string) {
+		err := event(n1, "v1", "Pod", "default", "probe")
+		return err != nil && strings.Contains(err.Error(), "prepull-daemon-events"), fmt.Sprint(err)
+	})
+	for _, tc := range []struct {
+		what                                string
+		client                              kubernetes.Interface
+		apiVersion, kind, namespace, object string
+		allowed                             bool
+	}{
+		{"its own NodeImage", n1, "apps.kruise.io/v1beta1", "NodeImage", "", "n1", true},
+		{"an ImagePullJob", n1, "apps.kruise.io/v1beta1", "ImagePullJob", "default", "warm", true},
+		{"a v1alpha1 ImagePullJob", n1, "apps.kruise.io/v1alpha1", "ImagePullJob", "default", "warm", true},
+		{"another node's NodeImage", n1, "apps.kruise.io/v1beta1", "NodeImage", "", "n2", false},
+		{"a Pod", n1, "v1", "Pod", "default", "web", false},
+		{"a Secret", n1, "v1", "Secret", "default", "creds", false},
+		{"a Node", n1, "v1", "Node", "", "n1", false},
+		{"its NodeImage, from a token bound to no node", daemon(""), "apps.kruise.io/v1beta1", "NodeImage", "", "n1", false},
+	} {
+		err := event(tc.client, tc.apiVersion, tc.kind, tc.namespace, tc.object)
+		switch {
+		case tc.allowed && err != nil:
+			t.Errorf("daemon's Event about %s: %v", tc.what, err)
+		case !tc.allowed && (err == nil || !strings.Contains(err.Error(), "prepull-daemon may record Events only")):
+			t.Errorf("daemon's Event about %s: want Forbidden with the policy's message, got %v", tc.what, err)
+		}
 	}
 }
