@@ -183,3 +183,77 @@ func TestDaemonEventGuard(t *testing.T) {
 		}
 	}
 }
+
+// The controller's Pod guard: acting as prepull-controller's service
+// account, a Pod's prepull.io/images gate may be removed; its image, its
+// labels, another gate and its tolerations may not change.
+func TestControllerPodGuard(t *testing.T) {
+	cp := framework.Shared(t)
+	ctx := context.Background()
+	kubectl := filepath.Join(framework.BinDir(), "kubectl")
+	guard := filepath.Join(framework.RepoRoot(), "artifacts", "deploy", "node-write-guard.yaml")
+	if out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "-f", guard).CombinedOutput(); err != nil {
+		t.Fatalf("applying %s: %v\n%s", guard, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "delete", "-f", guard).Run() })
+	admin := kubernetes.NewForConfigOrDie(cp.Config)
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:prepull-system:prepull-controller", Groups: []string{"system:masters"}}
+	ctl := kubernetes.NewForConfigOrDie(cfg)
+
+	ns := uniqueName("podguard")
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	newPod := func() string {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "gated-", Labels: map[string]string{"app": "web"}}, Spec: corev1.PodSpec{
+			SchedulingGates: []corev1.PodSchedulingGate{{Name: workload.SchedulingGate}, {Name: "other.example/gate"}},
+			Containers:      []corev1.Container{{Name: "web", Image: "registry.example/web:v1"}},
+		}}
+		created, err := admin.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return created.Name
+	}
+	patch := func(name, body string) error {
+		_, err := ctl.CoreV1().Pods(ns).Patch(ctx, name, types.JSONPatchType, []byte(body), metav1.PatchOptions{})
+		return err
+	}
+	probe := newPod()
+	framework.Eventually(t, 30*time.Second, "the guard in effect", func() (bool, string) {
+		err := patch(probe, `[{"op":"add","path":"/metadata/labels/guard","value":"probe"}]`)
+		if err == nil {
+			_, _ = admin.CoreV1().Pods(ns).Patch(ctx, probe, types.JSONPatchType, []byte(`[{"op":"remove","path":"/metadata/labels/guard"}]`), metav1.PatchOptions{})
+			return false, "label patch allowed"
+		}
+		return strings.Contains(err.Error(), "prepull-controller-pod-scope"), err.Error()
+	})
+	for _, tc := range []struct {
+		what, body string
+		allowed    bool
+	}{
+		{"an image swapped", `[{"op":"replace","path":"/spec/containers/0/image","value":"evil.example/miner:1"}]`, false},
+		{"a label", `[{"op":"add","path":"/metadata/labels/team","value":"x"}]`, false},
+		{"an annotation", `[{"op":"add","path":"/metadata/annotations","value":{"a":"b"}}]`, false},
+		{"another gate removed", `[{"op":"remove","path":"/spec/schedulingGates/1"}]`, false},
+		{"both gates removed", `[{"op":"remove","path":"/spec/schedulingGates"}]`, false},
+		{"its gate removed", `[{"op":"remove","path":"/spec/schedulingGates/0"}]`, true},
+	} {
+		err := patch(newPod(), tc.body)
+		switch {
+		case tc.allowed && err != nil:
+			t.Errorf("controller patching a pod, %s: %v", tc.what, err)
+		case !tc.allowed && (err == nil || !strings.Contains(err.Error(), "prepull-controller may change a Pod only")):
+			t.Errorf("controller patching a pod, %s: want Forbidden with the policy's message, got %v", tc.what, err)
+		}
+	}
+	// The admin is not bound by it.
+	if err := func() error {
+		_, err := admin.CoreV1().Pods(ns).Patch(ctx, probe, types.JSONPatchType, []byte(`[{"op":"add","path":"/metadata/labels/admin","value":"yes"}]`), metav1.PatchOptions{})
+		return err
+	}(); err != nil {
+		t.Errorf("admin labelling a pod: %v", err)
+	}
+}
