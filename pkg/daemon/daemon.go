@@ -39,6 +39,7 @@ import (
 	"github.com/prepull/prepull/pkg/pullwatch"
 	"github.com/prepull/prepull/pkg/registryhold"
 	"github.com/prepull/prepull/pkg/retention"
+	"github.com/prepull/prepull/pkg/secretcopy"
 )
 
 // Event reasons, as Kruise's daemon uses them.
@@ -476,7 +477,9 @@ func (d *Daemon) pull(ctx context.Context, spec pullSpec, note string) {
 		msg := puller.Bound(res.Err.Error())
 		logger.Info("Pull failed", "attempts", res.Attempts, "message", msg)
 		set(func(st *appsv1beta1.ImageTagStatus) {
-			st.Phase, st.CompletionTime, st.Message = appsv1beta1.ImagePhaseFailed, &now, msg
+			// A failed task has nothing pulled to show: a progress left
+			// at 99 would read as nearly done.
+			st.Phase, st.CompletionTime, st.Message, st.Progress = appsv1beta1.ImagePhaseFailed, &now, msg, 0
 		})
 		d.event(spec.niRef, tag, corev1.EventTypeWarning, ReasonPullFailed, fmt.Sprintf("Pulling %s failed: %s", ref, msg))
 		return
@@ -634,8 +637,14 @@ func (d *Daemon) interrupted(set func(func(*appsv1beta1.ImageTagStatus))) {
 // daemon namespace, and returns those matching ref.
 // credentials are the pull secrets' credentials for ref, then the
 // credential providers', in the kubelet's order.
+//
+// A tag that jobs own is pulled only with copies of their namespaces'
+// secrets: the NodeImage lists an image's secrets for all its tags, and a
+// tag of another team's job must not pull with them (nor warm a private
+// image for a namespace that has no access to it).
 func (d *Daemon) credentials(ctx context.Context, ref string, img appsv1beta1.ImageSpec, tag appsv1beta1.ImageTagSpec) ([]credentials.Auth, error) {
 	var k credentials.Keyring
+	owners := secretcopy.OwnerNamespaces(tag.OwnerReferences)
 	for _, s := range append(append([]appsv1beta1.ReferenceObject{}, img.PullSecrets...), tag.PullSecrets...) {
 		key := s.Namespace + "/" + s.Name
 		var problem string
@@ -643,10 +652,12 @@ func (d *Daemon) credentials(ctx context.Context, ref string, img appsv1beta1.Im
 			problem = fmt.Sprintf("pull secret %s is outside the daemon namespace %s and is not read", key, d.opts.DaemonNamespace)
 		} else if secret, err := d.awaitSecret(ctx, s.Namespace, s.Name); err != nil {
 			problem = fmt.Sprintf("pull secret %s: %v", key, err)
+		} else if why := secretcopy.Unusable(secret, owners); why != "" {
+			problem = fmt.Sprintf("pull secret %s not used for %s: %s", key, ref, why)
 		} else if err := k.Add(secret); err != nil {
 			problem = err.Error()
 		}
-		d.logSecretOnce(ctx, key, problem)
+		d.logSecretOnce(ctx, key+" for "+ref, problem)
 	}
 	auths := k.Lookup(ref)
 	if d.opts.Providers == nil {

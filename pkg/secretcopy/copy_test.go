@@ -1,6 +1,7 @@
 package secretcopy
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -85,5 +86,37 @@ func TestCopyUsesKruiseAnnotationKeys(t *testing.T) {
 	}
 	if got := cp.Annotations["imagepulljobs.kruise.io/references"]; got != "team/warm" {
 		t.Errorf("references annotation %q, want team/warm", got)
+	}
+}
+
+func TestUnusableAcrossNamespaces(t *testing.T) {
+	owners := OwnerNamespaces([]corev1.ObjectReference{{Namespace: "team-b", Name: "j2"}, {Namespace: "team-a", Name: "j1"}, {Namespace: "team-a", Name: "j3"}, {Name: "cluster-scoped"}})
+	if want := []string{"team-a", "team-b"}; !slices.Equal(owners, want) {
+		t.Fatalf("OwnerNamespaces = %v, want %v", owners, want)
+	}
+	copyOf := func(source string) *corev1.Secret {
+		s := &corev1.Secret{}
+		if source != "" {
+			s.Annotations = map[string]string{SourceAnnotation: source}
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name   string
+		secret *corev1.Secret
+		owners []string
+		want   string
+	}{
+		{"own namespace's copy", copyOf("team-a/reg"), owners, ""},
+		{"another owner's namespace", copyOf("team-b/reg"), owners, ""},
+		{"a third namespace's copy", copyOf("team-c/reg"), owners, "copies a secret of namespace team-c, and the tag's jobs are in team-a, team-b"},
+		{"not a copy", copyOf(""), owners, "is no copy of a job's secret"},
+		{"malformed source", copyOf("reg"), owners, "is no copy of a job's secret"},
+		{"a tag written by hand takes any", copyOf("team-c/reg"), nil, ""},
+	} {
+		got := Unusable(tc.secret, tc.owners)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

@@ -5,6 +5,12 @@ package secretcopy
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // CopyName is the name of the shared copy of secret namespace/name. It is
@@ -31,3 +37,36 @@ const (
 	// (namespace/name) that reference the source; Kruise's key too.
 	ReferencedByAnnotation = "imagepulljobs.kruise.io/references"
 )
+
+// OwnerNamespaces are the namespaces of a tag's owners, sorted; none for a
+// tag written by hand.
+func OwnerNamespaces(owners []corev1.ObjectReference) []string {
+	var out []string
+	for _, o := range owners {
+		if o.Namespace != "" && !slices.Contains(out, o.Namespace) {
+			out = append(out, o.Namespace)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Unusable says why secret may not pull a tag whose owners are in
+// namespaces (OwnerNamespaces), or "" when it may: a tag that jobs own is
+// pulled only with copies of secrets from their own namespaces, so no
+// credential crosses a namespace. A tag without owners (written by hand
+// into a NodeImage) may use any secret the NodeImage names.
+func Unusable(secret *corev1.Secret, namespaces []string) string {
+	if len(namespaces) == 0 {
+		return ""
+	}
+	source := secret.Annotations[SourceAnnotation]
+	ns, _, ok := strings.Cut(source, "/")
+	if !ok || ns == "" {
+		return fmt.Sprintf("it is no copy of a job's secret (no %s annotation), and the tag's jobs (namespaces %s) use only their own", SourceAnnotation, strings.Join(namespaces, ", "))
+	}
+	if !slices.Contains(namespaces, ns) {
+		return fmt.Sprintf("it copies a secret of namespace %s, and the tag's jobs are in %s", ns, strings.Join(namespaces, ", "))
+	}
+	return ""
+}
