@@ -22,6 +22,7 @@ import (
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 	"github.com/prepull/prepull/pkg/nodetags"
+	"github.com/prepull/prepull/pkg/secretcopy"
 	"github.com/prepull/prepull/test/framework"
 )
 
@@ -129,12 +130,16 @@ func (d *daemonProc) metric(name string) (float64, error) {
 }
 
 // pullSecret creates a dockerconfigjson secret in the daemon namespace for
-// the test registry and returns its reference.
+// the test registry and returns its reference. It stands in for the
+// controller's copy of a secret of namespace default, where withOwner's
+// jobs live: a tag that jobs own is pulled only with copies of their
+// namespaces' secrets.
 func (e *env) pullSecret(name, password string) appsv1beta1.ReferenceObject {
 	e.t.Helper()
 	auth := base64.StdEncoding.EncodeToString([]byte(registryUser + ":" + password))
 	s := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: e.repo + "-" + name, Namespace: daemonNS},
+		ObjectMeta: metav1.ObjectMeta{Name: e.repo + "-" + name, Namespace: daemonNS,
+			Annotations: map[string]string{secretcopy.SourceAnnotation: "default/" + name}},
 		Type:       corev1.SecretTypeDockerConfigJson,
 		Data:       map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"` + reg.Host + `":{"auth":"` + auth + `"}}}`)},
 	}
