@@ -140,8 +140,8 @@ func (e *env) pullSecret(name, password string) appsv1beta1.ReferenceObject {
 	s := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: e.repo + "-" + name, Namespace: daemonNS,
 			Annotations: map[string]string{secretcopy.SourceAnnotation: "default/" + name}},
-		Type:       corev1.SecretTypeDockerConfigJson,
-		Data:       map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"` + reg.Host + `":{"auth":"` + auth + `"}}}`)},
+		Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"` + reg.Host + `":{"auth":"` + auth + `"}}}`)},
 	}
 	if _, err := e.kube.CoreV1().Secrets(daemonNS).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
