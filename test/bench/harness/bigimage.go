@@ -66,14 +66,11 @@ func RunBigImage(ctx context.Context, cfg BigImageConfig) (*BigImageResult, erro
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	cp, err := framework.Start(ctx)
+	cp, err := startPlane(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer cp.Stop()
-	if err := framework.InstallCRDs(ctx, cp.Config); err != nil {
-		return nil, err
-	}
 	reg, err := framework.StartRegistry("bench", "bench-pass")
 	if err != nil {
 		return nil, err

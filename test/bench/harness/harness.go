@@ -195,14 +195,11 @@ func Run(ctx context.Context, cfg Config) (_ *Report, err error) {
 // start runs a new control plane and the controller.
 func (e *env) start(ctx context.Context) error {
 	e.logf("starting etcd, kube-apiserver and prepull-controller")
-	cp, err := framework.Start(ctx)
+	cp, err := startPlane(ctx)
 	if err != nil {
 		return err
 	}
 	e.cp, e.nodes, e.floors, e.fleets = cp, 0, 0, nil
-	if err := framework.InstallCRDs(ctx, cp.Config); err != nil {
-		return err
-	}
 	// The fleet and the floor write as fast as the controller lets them;
 	// the harness's own client must not be the bottleneck when it sets up.
 	cfg := *cp.Config
@@ -233,6 +230,20 @@ func (e *env) start(ctx context.Context) error {
 		_, err := framework.Scrape(e.ctlMetrics)
 		return err == nil, nil
 	})
+}
+
+// startPlane starts etcd and kube-apiserver of a scenario's own, with the
+// CRDs installed; the caller stops it.
+func startPlane(ctx context.Context) (*framework.ControlPlane, error) {
+	cp, err := framework.Start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := framework.InstallCRDs(ctx, cp.Config); err != nil {
+		cp.Stop()
+		return nil, err
+	}
+	return cp, nil
 }
 
 func (e *env) stop() {

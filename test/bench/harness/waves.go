@@ -63,14 +63,11 @@ func RunWaves(ctx context.Context, cfg WavesConfig) (*WavesResult, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	cp, err := framework.Start(ctx)
+	cp, err := startPlane(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer cp.Stop()
-	if err := framework.InstallCRDs(ctx, cp.Config); err != nil {
-		return nil, err
-	}
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
 	client := versioned.NewForConfigOrDie(cp.Config)
 	for _, ns := range []string{daemonNamespace, jobNamespace} {

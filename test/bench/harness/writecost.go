@@ -15,7 +15,6 @@ import (
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 	"github.com/prepull/prepull/pkg/nodetags"
-	"github.com/prepull/prepull/test/framework"
 )
 
 // WriteCostConfig sizes the write-cost micro-benchmark: for each number of
@@ -57,14 +56,11 @@ func RunWriteCost(ctx context.Context, cfg WriteCostConfig) (*WriteCostResult, e
 		}
 	}
 	logf("write cost: starting etcd and kube-apiserver")
-	cp, err := framework.Start(ctx)
+	cp, err := startPlane(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer cp.Stop()
-	if err := framework.InstallCRDs(ctx, cp.Config); err != nil {
-		return nil, err
-	}
 	rc := rest.CopyConfig(cp.Config)
 	rc.QPS, rc.Burst = -1, 0
 	client, err := versioned.NewForConfig(rc)

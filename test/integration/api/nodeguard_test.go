@@ -21,6 +21,25 @@ import (
 	"github.com/prepull/prepull/test/framework"
 )
 
+// applyGuards installs artifacts/deploy/node-write-guard.yaml for the test.
+func applyGuards(t *testing.T, cp *framework.ControlPlane) {
+	t.Helper()
+	kubectl := filepath.Join(framework.BinDir(), "kubectl")
+	guard := filepath.Join(framework.RepoRoot(), "artifacts", "deploy", "node-write-guard.yaml")
+	if out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "-f", guard).CombinedOutput(); err != nil {
+		t.Fatalf("applying %s: %v\n%s", guard, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "delete", "-f", guard).Run() })
+}
+
+// actingAs is a client that the apiserver's admission sees as user (with
+// extra), past RBAC (system:masters): the guards judge it, not RBAC.
+func actingAs(cp *framework.ControlPlane, user string, extra map[string][]string) kubernetes.Interface {
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:masters"}, Extra: extra}
+	return kubernetes.NewForConfigOrDie(cfg)
+}
+
 // The controller's node guard (artifacts/deploy/node-write-guard.yaml) on
 // the real apiserver: acting as prepull-controller's service account, a
 // Node's startup taint may be removed and the ImagesWarm condition
@@ -28,19 +47,12 @@ import (
 func TestControllerNodeGuard(t *testing.T) {
 	cp := framework.Shared(t)
 	ctx := context.Background()
-	kubectl := filepath.Join(framework.BinDir(), "kubectl")
-	guard := filepath.Join(framework.RepoRoot(), "artifacts", "deploy", "node-write-guard.yaml")
-	if out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "-f", guard).CombinedOutput(); err != nil {
-		t.Fatalf("applying %s: %v\n%s", guard, err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "delete", "-f", guard).Run() })
+	applyGuards(t, cp)
 	admin := kubernetes.NewForConfigOrDie(cp.Config)
 	// RBAC aside (system:masters), admission sees the service account; in
 	// a namespace other than prepull-system, as an overlay may move it: the
 	// guard must follow.
-	cfg := rest.CopyConfig(cp.Config)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:team-infra:prepull-controller", Groups: []string{"system:masters"}}
-	ctl := kubernetes.NewForConfigOrDie(cfg)
+	ctl := actingAs(cp, "system:serviceaccount:team-infra:prepull-controller", nil)
 
 	name := uniqueName("guarded")
 	startup := corev1.Taint{Key: workload.DefaultStartupTaint, Effect: corev1.TaintEffectNoSchedule}
@@ -125,19 +137,13 @@ func TestControllerNodeGuard(t *testing.T) {
 func TestDaemonEventGuard(t *testing.T) {
 	cp := framework.Shared(t)
 	ctx := context.Background()
-	kubectl := filepath.Join(framework.BinDir(), "kubectl")
-	guard := filepath.Join(framework.RepoRoot(), "artifacts", "deploy", "node-write-guard.yaml")
-	if out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "-f", guard).CombinedOutput(); err != nil {
-		t.Fatalf("applying %s: %v\n%s", guard, err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "delete", "-f", guard).Run() })
+	applyGuards(t, cp)
 	daemon := func(node string) kubernetes.Interface {
-		cfg := rest.CopyConfig(cp.Config)
-		cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:prepull-system:prepull-daemon", Groups: []string{"system:masters"}}
+		var extra map[string][]string
 		if node != "" {
-			cfg.Impersonate.Extra = map[string][]string{"authentication.kubernetes.io/node-name": {node}}
+			extra = map[string][]string{"authentication.kubernetes.io/node-name": {node}}
 		}
-		return kubernetes.NewForConfigOrDie(cfg)
+		return actingAs(cp, "system:serviceaccount:prepull-system:prepull-daemon", extra)
 	}
 	event := func(c kubernetes.Interface, apiVersion, kind, namespace, name string) error {
 		ns := namespace
@@ -190,16 +196,9 @@ func TestDaemonEventGuard(t *testing.T) {
 func TestControllerPodGuard(t *testing.T) {
 	cp := framework.Shared(t)
 	ctx := context.Background()
-	kubectl := filepath.Join(framework.BinDir(), "kubectl")
-	guard := filepath.Join(framework.RepoRoot(), "artifacts", "deploy", "node-write-guard.yaml")
-	if out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "-f", guard).CombinedOutput(); err != nil {
-		t.Fatalf("applying %s: %v\n%s", guard, err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "delete", "-f", guard).Run() })
+	applyGuards(t, cp)
 	admin := kubernetes.NewForConfigOrDie(cp.Config)
-	cfg := rest.CopyConfig(cp.Config)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:prepull-system:prepull-controller", Groups: []string{"system:masters"}}
-	ctl := kubernetes.NewForConfigOrDie(cfg)
+	ctl := actingAs(cp, "system:serviceaccount:prepull-system:prepull-controller", nil)
 
 	ns := uniqueName("podguard")
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
