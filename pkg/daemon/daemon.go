@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -653,11 +654,13 @@ func (d *Daemon) credentials(ctx context.Context, ref string, img appsv1beta1.Im
 		} else if secret, err := d.awaitSecret(ctx, s.Namespace, s.Name); err != nil {
 			problem = fmt.Sprintf("pull secret %s: %v", key, err)
 		} else if why := secretcopy.Unusable(secret, owners); why != "" {
-			problem = fmt.Sprintf("pull secret %s not used for %s: %s", key, ref, why)
+			problem = fmt.Sprintf("pull secret %s not used: %s", key, why)
 		} else if err := k.Add(secret); err != nil {
 			problem = err.Error()
 		}
-		d.logSecretOnce(ctx, key+" for "+ref, problem)
+		// Keyed by the owners' namespaces, not the image: a secret's
+		// verdict depends only on them, and the map stays bounded.
+		d.logSecretOnce(ctx, key+" for "+strings.Join(owners, ","), problem)
 	}
 	auths := k.Lookup(ref)
 	if d.opts.Providers == nil {

@@ -227,19 +227,13 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 	if err != nil {
 		return err
 	}
+	holdCtl, err := registryholdctl.New(kube, opts.DaemonNamespace, nodeImages, holdMaps.Informer(), nil)
+	if err != nil {
+		return err
+	}
 	jobCtl, err := imagepulljob.New(client, jobs, nodeImages, pods, recorder, imagepulljob.Options{
 		DaemonNamespace: opts.DaemonNamespace, RepullInterval: opts.RepullInterval, FailedRepullInterval: opts.FailedRepullInterval, CompletedTagTTL: opts.CompletedTagTTL, WriteConcurrency: opts.NodeImageWriteConcurrency, RegistryLimits: opts.RegistryLimits, SecretExists: secretCtl.SourceExists,
-		HeldRegistry: func(host string) (registryhold.Hold, bool) {
-			cm, err := holdMaps.Lister().ConfigMaps(opts.DaemonNamespace).Get(registryhold.ConfigMapName)
-			if err != nil {
-				return registryhold.Hold{}, false
-			}
-			holds, err := registryhold.Decode(cm.Data)
-			if err != nil {
-				return registryhold.Hold{}, false
-			}
-			return holds.Active(host, time.Now())
-		},
+		HeldRegistry: holdCtl.Held,
 	})
 	if err != nil {
 		return err
@@ -247,10 +241,6 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 	niCtl, err := nodeimage.New(client, nodes, nodeImages, jobs, recorder, nodeimage.Options{
 		ReadyDelay: opts.NodeReadyDelay, UnansweredTimeout: opts.UnansweredTimeout,
 	})
-	if err != nil {
-		return err
-	}
-	holdCtl, err := registryholdctl.New(kube, opts.DaemonNamespace, nodeImages, holdMaps.Informer(), nil)
 	if err != nil {
 		return err
 	}

@@ -41,6 +41,12 @@ type Controller struct {
 
 	mu      sync.Mutex
 	pending registryhold.Holds
+
+	// published caches the ConfigMap's holds, decoded, by resourceVersion:
+	// Held is asked on every job sync.
+	publishedMu sync.Mutex
+	publishedRV string
+	published   registryhold.Holds
 }
 
 // New wires the controller; configMaps must watch the daemon namespace
@@ -63,6 +69,24 @@ func New(kube kubernetes.Interface, namespace string, nodeImages appsinformers.N
 		return nil, fmt.Errorf("watching NodeImages: %w", err)
 	}
 	return c, nil
+}
+
+// Held answers whether host's published hold runs now, and until when.
+func (c *Controller) Held(host string) (registryhold.Hold, bool) {
+	cm, err := c.maps.ConfigMaps(c.namespace).Get(registryhold.ConfigMapName)
+	if err != nil {
+		return registryhold.Hold{}, false
+	}
+	c.publishedMu.Lock()
+	defer c.publishedMu.Unlock()
+	if cm.ResourceVersion != c.publishedRV {
+		holds, err := registryhold.Decode(cm.Data)
+		if err != nil {
+			holds = registryhold.Holds{}
+		}
+		c.published, c.publishedRV = holds, cm.ResourceVersion
+	}
+	return c.published.Active(host, c.now())
 }
 
 // Run publishes until ctx ends (one worker: one ConfigMap).
