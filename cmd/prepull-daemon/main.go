@@ -45,6 +45,7 @@ type options struct {
 	imageFSPath                                              string
 	maxImageFSUsage, maxPinnedFraction                       float64
 	verifyInterval, stallTimeout, throttleWait, liveWindow   time.Duration
+	checkWriteGuard                                          bool
 }
 
 func main() {
@@ -73,6 +74,7 @@ func main() {
 	fs.StringVar(&o.imageFSPath, "image-fs-path", "", "A path on the image filesystem, read with statfs for the disk budget. Empty: the mountpoint the runtime reports in CRI ImageFsInfo (mount it into the pod read-only at the same path).")
 	fs.DurationVar(&o.verifyInterval, "verify-interval", 5*time.Minute, "How often the images of succeeded tags that their jobs keep warm (completionPolicy Never, workload warming) are checked still on the node, one CRI call each; an image the kubelet's GC or crictl rmi removed is pulled again.")
 	fs.DurationVar(&o.liveWindow, "liveness-window", 30*time.Minute, "/healthz fails (and the kubelet restarts the daemon) when pulls wait, every pull slot is held, and no pull has started, finished or downloaded a byte for this long: a container runtime that stopped answering. 0 turns the check off.")
+	fs.BoolVar(&o.checkWriteGuard, "check-write-guard", true, "At start, try a dry-run write of another node's NodeImage status with the daemon's credentials: the node write guard (artifacts/deploy/node-write-guard.yaml) must refuse it. If it is accepted the daemon logs an error and /readyz fails, as any node could then rewrite every node's status. Turn off only where the daemon runs without its pod-bound service-account token (tests, a kubeconfig).")
 	fs.DurationVar(&o.throttleWait, "registry-throttle-wait", 30*time.Second, "How long pulls from a registry that answered 429 Too Many Requests hold back, on every node, when the registry names no Retry-After (a Retry-After is taken as given, from 1s to 10m).")
 	logFormat := logging.AddFlags(fs)
 	showVersion := fs.Bool("version", false, "Print the version and exit.")
@@ -200,6 +202,9 @@ func run(ctx context.Context, o options) error {
 	health := &metrics.Health{}
 	health.SetReady(true)
 	health.SetLive(func() error { return d.Stuck(o.liveWindow) })
+	if o.checkWriteGuard {
+		go daemon.WatchWriteGuard(ctx, client, nodeName, time.Minute, health.SetNotReady)
+	}
 	go func() {
 		if err := metrics.Serve(ctx, o.metricsAddr, o.healthAddr, health); err != nil {
 			klog.ErrorS(err, "Metrics and health endpoints failed")

@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -214,11 +215,16 @@ func New(client *NodeImageClient, core *CoreClient, opts Options) (*Daemon, erro
 			return nodeImages.Watch(ctx, o)
 		},
 	}, &appsv1beta1.NodeImage{}, 0, cache.Indexers{})
+	// Only the controller's copies: other secrets that share the namespace
+	// (the daemon's own token, a TLS key) never enter the daemon's memory.
+	copies := labels.SelectorFromSet(labels.Set{secretcopy.CopyLabel: "true"}).String()
 	secretInformer := cache.NewSharedIndexInformer(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = copies
 			return core.ListSecrets(ctx, opts.DaemonNamespace, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = copies
 			return core.WatchSecrets(ctx, opts.DaemonNamespace, o)
 		},
 	}, &corev1.Secret{}, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
@@ -651,7 +657,9 @@ func (d *Daemon) credentials(ctx context.Context, ref string, img appsv1beta1.Im
 		var problem string
 		if s.Namespace != d.opts.DaemonNamespace {
 			problem = fmt.Sprintf("pull secret %s is outside the daemon namespace %s and is not read", key, d.opts.DaemonNamespace)
-		} else if secret, err := d.awaitSecret(ctx, s.Namespace, s.Name); err != nil {
+		} else if secret, err := d.awaitSecret(ctx, s.Namespace, s.Name); apierrors.IsNotFound(err) {
+			problem = fmt.Sprintf("pull secret %s not found: the daemon reads only secrets labelled %s=true (prepull-controller's copies of jobs' secrets)", key, secretcopy.CopyLabel)
+		} else if err != nil {
 			problem = fmt.Sprintf("pull secret %s: %v", key, err)
 		} else if why := secretcopy.Unusable(secret, owners); why != "" {
 			problem = fmt.Sprintf("pull secret %s not used: %s", key, why)

@@ -223,7 +223,8 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "prepull-controller"})
 
-	secretCtl, err := pullsecretctl.New(kube, jobs, sources, copies, opts.DaemonNamespace)
+	secretCtl, err := pullsecretctl.New(kube, jobs, sources, copies, pullsecretctl.Options{
+		DaemonNamespace: opts.DaemonNamespace, CompletedTagTTL: opts.CompletedTagTTL, Recorder: recorder})
 	if err != nil {
 		return err
 	}

@@ -71,9 +71,14 @@ func (queueMetrics) NewRetriesMetric(name string) workqueue.CounterMetric {
 // Health reports readiness for /readyz, and liveness for /healthz: the
 // process serves and, when a check is set, the check passes.
 type Health struct {
-	ready atomic.Bool
-	live  atomic.Pointer[func() error]
+	ready    atomic.Bool
+	live     atomic.Pointer[func() error]
+	notReady atomic.Pointer[error]
 }
+
+// SetNotReady fails /readyz for good with err as its text, whatever
+// SetReady says: a fault no retry fixes (a missing write guard).
+func (h *Health) SetNotReady(err error) { h.notReady.Store(&err) }
 
 // SetLive sets the check /healthz runs; an error fails it (the kubelet
 // then restarts the container) and is the answer's text.
@@ -108,6 +113,10 @@ func Serve(ctx context.Context, metricsAddr, healthAddr string, h *Health) error
 			fmt.Fprintln(w, "ok")
 		})
 		m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if err := h.notReady.Load(); err != nil {
+				http.Error(w, "not ready: "+(*err).Error(), http.StatusServiceUnavailable)
+				return
+			}
 			if !h.ready.Load() {
 				http.Error(w, "not ready: informer caches not synced", http.StatusServiceUnavailable)
 				return

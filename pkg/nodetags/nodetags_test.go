@@ -47,15 +47,34 @@ func TestAddOwner(t *testing.T) {
 		t.Fatal("AddOwner wrote through to the copy it was given")
 	}
 
-	// A policy edit by an existing owner refreshes the tag without a new pull.
-	edited := tmpl
-	edited.PullPolicy = &appsv1beta1.ImageTagPullPolicy{TimeoutSeconds: ptr.To[int32](60)}
-	if !AddOwner(images, "nginx", "1.25", jobA, edited, t1) {
-		t.Fatal("policy edit: no change reported")
+	// A co-owner's edit may lengthen the shared tag's policy, never
+	// shorten it, and either way without a new pull.
+	shorter := tmpl
+	shorter.PullPolicy = &appsv1beta1.ImageTagPullPolicy{TimeoutSeconds: ptr.To[int32](60)}
+	AddOwner(images, "nginx", "1.25", jobA, shorter, t1)
+	tag = images["nginx"].Tags[0]
+	if tag.Version != 2 || *tag.PullPolicy.TimeoutSeconds != 600 {
+		t.Fatalf("after a co-owner shortened = %+v, want version still 2 and timeout 600", tag)
+	}
+	longer := tmpl
+	longer.PullPolicy = &appsv1beta1.ImageTagPullPolicy{TimeoutSeconds: ptr.To[int32](900)}
+	if !AddOwner(images, "nginx", "1.25", jobA, longer, t1) {
+		t.Fatal("a co-owner lengthened: no change reported")
 	}
 	tag = images["nginx"].Tags[0]
-	if tag.Version != 2 || *tag.PullPolicy.TimeoutSeconds != 60 {
-		t.Fatalf("after edit = %+v, want version still 2 and timeout 60", tag)
+	if tag.Version != 2 || *tag.PullPolicy.TimeoutSeconds != 900 {
+		t.Fatalf("after a co-owner lengthened = %+v, want version still 2 and timeout 900", tag)
+	}
+
+	// A sole owner's edit refreshes the tag without a new pull.
+	solo := map[string]appsv1beta1.ImageSpec{}
+	AddOwner(solo, "nginx", "1.25", jobA, tmpl, t0)
+	if !AddOwner(solo, "nginx", "1.25", jobA, shorter, t1) {
+		t.Fatal("policy edit: no change reported")
+	}
+	tag = solo["nginx"].Tags[0]
+	if tag.Version != 1 || *tag.PullPolicy.TimeoutSeconds != 60 {
+		t.Fatalf("after edit = %+v, want version still 1 and timeout 60", tag)
 	}
 }
 

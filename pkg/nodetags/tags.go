@@ -82,12 +82,20 @@ func AddOwner(images map[string]appsv1beta1.ImageSpec, name, tag string, owner c
 		t.OwnerReferences = append(slices.Clone(t.OwnerReferences), owner)
 		changed = true
 	}
-	if !equalPolicy(t.PullPolicy, tmpl.PullPolicy) {
-		t.PullPolicy = tmpl.PullPolicy.DeepCopy()
+	// A sole owner's policy is the tag's; with co-owners this owner's
+	// policy can only lengthen the tag's here (SyncPolicy, which knows every
+	// owner, also lets it shrink back when an owner goes or shortens its own).
+	policy, pullPolicy := tmpl.PullPolicy, tmpl.ImagePullPolicy
+	if len(t.OwnerReferences) > 1 {
+		merged := MergePolicies([]TagTemplate{{PullPolicy: t.PullPolicy, ImagePullPolicy: t.ImagePullPolicy}, tmpl})
+		policy, pullPolicy = merged.PullPolicy, merged.ImagePullPolicy
+	}
+	if !equalPolicy(t.PullPolicy, policy) {
+		t.PullPolicy = policy.DeepCopy()
 		changed = true
 	}
-	if t.ImagePullPolicy != tmpl.ImagePullPolicy {
-		t.ImagePullPolicy = tmpl.ImagePullPolicy
+	if t.ImagePullPolicy != pullPolicy {
+		t.ImagePullPolicy = pullPolicy
 		changed = true
 	}
 	for _, s := range tmpl.PullSecrets {
@@ -104,6 +112,93 @@ func AddOwner(images map[string]appsv1beta1.ImageSpec, name, tag string, owner c
 	}
 	images[name] = img
 	return changed
+}
+
+// MergePolicies is the policy of a tag that several owners share, such that
+// none shortens another's: the longest pull timeout and the most retries
+// (unset counts as the daemon's defaults), no deadline or TTL if any owner
+// sets none, else the longest, and Always if any owner pulls always.
+func MergePolicies(ts []TagTemplate) TagTemplate {
+	if len(ts) == 0 {
+		return TagTemplate{}
+	}
+	var out TagTemplate
+	var timeout, backoff int32
+	var deadline *int64
+	var ttl *int32
+	noDeadline, noTTL := false, false
+	for _, t := range ts {
+		p := t.PullPolicy
+		if p == nil {
+			p = &appsv1beta1.ImageTagPullPolicy{}
+		}
+		timeout = max(timeout, deref(p.TimeoutSeconds, appsv1beta1.DefaultTimeoutSeconds))
+		backoff = max(backoff, deref(p.BackoffLimit, appsv1beta1.DefaultBackoffLimit))
+		deadline, noDeadline = longest(deadline, p.ActiveDeadlineSeconds, noDeadline)
+		ttl, noTTL = longest(ttl, p.TTLSecondsAfterFinished, noTTL)
+		if t.ImagePullPolicy == appsv1beta1.PullAlways || out.ImagePullPolicy == "" {
+			out.ImagePullPolicy = t.ImagePullPolicy
+		}
+	}
+	out.PullPolicy = &appsv1beta1.ImageTagPullPolicy{TimeoutSeconds: &timeout, BackoffLimit: &backoff, ActiveDeadlineSeconds: deadline, TTLSecondsAfterFinished: ttl}
+	return out
+}
+
+func deref[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// longest folds one optional limit into the longest so far, where unset
+// means no limit and so wins for good (none reports that it did).
+func longest[T int32 | int64](cur, next *T, none bool) (*T, bool) {
+	if none || next == nil {
+		return nil, true
+	}
+	if cur == nil || *next > *cur {
+		v := *next
+		return &v, false
+	}
+	return cur, false
+}
+
+// SyncPolicy sets the policy of name:tag to its owners' merged policies
+// (MergePolicies; policyOf answers per owner, false when the owner is
+// unknown, e.g. not yet in a cache) and reports whether it changed. A tag
+// with an unknown owner keeps its policy, which AddOwner only ever
+// lengthened; a tag without owners (written by hand) is left alone.
+func SyncPolicy(images map[string]appsv1beta1.ImageSpec, name, tag string, policyOf func(corev1.ObjectReference) (TagTemplate, bool)) bool {
+	img, ok := images[name]
+	if !ok {
+		return false
+	}
+	i := slices.IndexFunc(img.Tags, func(t appsv1beta1.ImageTagSpec) bool { return t.Tag == tag })
+	if i < 0 || len(img.Tags[i].OwnerReferences) == 0 {
+		return false
+	}
+	ts := make([]TagTemplate, 0, len(img.Tags[i].OwnerReferences))
+	for _, o := range img.Tags[i].OwnerReferences {
+		t, known := policyOf(o)
+		if !known {
+			return false
+		}
+		ts = append(ts, t)
+	}
+	merged := MergePolicies(ts)
+	if len(ts) == 1 {
+		merged = ts[0]
+	}
+	cur := img.Tags[i]
+	if equalPolicy(cur.PullPolicy, merged.PullPolicy) && cur.ImagePullPolicy == merged.ImagePullPolicy {
+		return false
+	}
+	tags := slices.Clone(img.Tags)
+	tags[i].PullPolicy = merged.PullPolicy.DeepCopy()
+	tags[i].ImagePullPolicy = merged.ImagePullPolicy
+	setTags(images, name, tags)
+	return true
 }
 
 // RemoveOwner drops the owner uid from name:tag. A tag whose last owner goes

@@ -1,9 +1,11 @@
 package secretcopy
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,42 +25,103 @@ func JobKeys(job *appsv1beta1.ImagePullJob) []string {
 	return keys
 }
 
-// NeedsSecrets says whether a job still pulls: a finished Always job or a
-// job being deleted no longer needs its secrets copied.
-func NeedsSecrets(job *appsv1beta1.ImagePullJob) bool {
+// Lifetime is what decides how long a job keeps its secret copies: a
+// completed Always job keeps its tags for CompletedTagTTL (the ImagePullJob
+// controller's --completed-tag-ttl), and a tag may pull with the copy all
+// that time (a re-pull after GC, a node that joins).
+type Lifetime struct {
+	Now             time.Time
+	CompletedTagTTL time.Duration
+}
+
+// NeedsSecrets says whether a job still needs copies of its secrets: from
+// its creation for as long as it may own a tag, so until it is deleted or,
+// for an Always job, until CompletedTagTTL after it completed. A copy that
+// outlives the job's completion is what Kruise's users check for right
+// after creating a job that completes at once (the image was present).
+// When the answer will change with time alone, until says when.
+func NeedsSecrets(job *appsv1beta1.ImagePullJob, l Lifetime) (needs bool, until time.Time) {
 	if job.DeletionTimestamp != nil {
-		return false
+		return false, time.Time{}
 	}
-	return job.Spec.CompletionPolicy.Type == appsv1beta1.Never || job.Status.CompletionTime == nil
+	if job.Spec.CompletionPolicy.Type == appsv1beta1.Never || job.Status.CompletionTime == nil {
+		return true, time.Time{}
+	}
+	release := job.Status.CompletionTime.Add(l.CompletedTagTTL)
+	if l.Now.Before(release) {
+		return true, release
+	}
+	return false, time.Time{}
+}
+
+// Copied are the only keys a copy carries: the daemon reads nothing else,
+// and a secret that also holds, say, a TLS key must not spread it to every
+// node.
+var Copied = []string{corev1.DockerConfigJsonKey, corev1.DockerConfigKey}
+
+// Desired is what the pull-secret controller should make of one source.
+type Desired struct {
+	// Copy is the copy to keep, or nil when none should exist.
+	Copy *corev1.Secret
+	// Warning, when set, is why a source is copied only in part or not at
+	// all, for an Event on the jobs that reference it.
+	Warning string
+	// RecheckAt, when set, is when a job's need for the copy ends by time.
+	RecheckAt time.Time
 }
 
 // DesiredCopy is the copy of source in daemonNamespace for the jobs that
-// reference it, or nil when no job needs it (or the source is missing), in
-// which case any copy is deleted.
-func DesiredCopy(source *corev1.Secret, jobs []*appsv1beta1.ImagePullJob, daemonNamespace string) *corev1.Secret {
+// reference it: nil when no job needs it, the source is missing, or it has
+// no docker-config key; any other copy is deleted.
+func DesiredCopy(source *corev1.Secret, jobs []*appsv1beta1.ImagePullJob, daemonNamespace string, l Lifetime) Desired {
+	var d Desired
 	var refs []string
 	for _, j := range jobs {
-		if NeedsSecrets(j) {
+		needs, until := NeedsSecrets(j, l)
+		if needs {
 			refs = append(refs, j.Namespace+"/"+j.Name)
+		}
+		if !until.IsZero() && (d.RecheckAt.IsZero() || until.Before(d.RecheckAt)) {
+			d.RecheckAt = until
 		}
 	}
 	if source == nil || len(refs) == 0 {
-		return nil
+		return d
+	}
+	key := Key(source.Namespace, source.Name)
+	data := map[string][]byte{}
+	for _, k := range Copied {
+		if v, ok := source.Data[k]; ok {
+			data[k] = v
+		}
+	}
+	switch {
+	case len(data) == 0:
+		d.Warning = fmt.Sprintf("pull secret %s (type %s) has neither a %s nor a %s key, so nodes get no copy of it and pull without it: reference a secret of type %s",
+			key, source.Type, corev1.DockerConfigJsonKey, corev1.DockerConfigKey, corev1.SecretTypeDockerConfigJson)
+		return d
+	case source.Type != corev1.SecretTypeDockerConfigJson && source.Type != corev1.SecretTypeDockercfg:
+		d.Warning = fmt.Sprintf("pull secret %s is of type %s: nodes get only its %s keys; use a secret of type %s",
+			key, source.Type, strings.Join(slices.Sorted(maps.Keys(data)), " and "), corev1.SecretTypeDockerConfigJson)
+	case len(data) < len(source.Data):
+		d.Warning = fmt.Sprintf("pull secret %s holds keys besides its docker config: nodes get only its %s key",
+			key, strings.Join(slices.Sorted(maps.Keys(data)), " and "))
 	}
 	slices.Sort(refs)
-	return &corev1.Secret{
+	d.Copy = &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      CopyName(source.Namespace, source.Name),
 			Namespace: daemonNamespace,
 			Labels:    map[string]string{CopyLabel: "true"},
 			Annotations: map[string]string{
-				SourceAnnotation:       Key(source.Namespace, source.Name),
+				SourceAnnotation:       key,
 				ReferencedByAnnotation: strings.Join(refs, ","),
 			},
 		},
 		Type: source.Type,
-		Data: maps.Clone(source.Data),
+		Data: data,
 	}
+	return d
 }
 
 // CopyUpToDate says whether an existing copy already matches the desired one.

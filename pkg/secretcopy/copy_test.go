@@ -1,9 +1,11 @@
 package secretcopy
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,13 +27,16 @@ func TestCopyName(t *testing.T) {
 }
 
 func TestDesiredCopy(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	life := Lifetime{Now: now, CompletedTagTTL: 10 * time.Minute}
 	src := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "creds"}, Type: corev1.SecretTypeDockerConfigJson,
 		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{}}`)}}
-	job := func(name string, policy appsv1beta1.CompletionPolicyType, done, deleting bool) *appsv1beta1.ImagePullJob {
+	// completed: how long ago the job completed; < 0 means it did not.
+	job := func(name string, policy appsv1beta1.CompletionPolicyType, completed time.Duration, deleting bool) *appsv1beta1.ImagePullJob {
 		j := &appsv1beta1.ImagePullJob{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: name}}
 		j.Spec.CompletionPolicy.Type = policy
-		if done {
-			j.Status.CompletionTime = &metav1.Time{}
+		if completed >= 0 {
+			j.Status.CompletionTime = &metav1.Time{Time: now.Add(-completed)}
 		}
 		if deleting {
 			j.DeletionTimestamp = &metav1.Time{}
@@ -39,18 +44,27 @@ func TestDesiredCopy(t *testing.T) {
 		return j
 	}
 	cases := []struct {
-		name string
-		src  *corev1.Secret
-		jobs []*appsv1beta1.ImagePullJob
-		refs string // "" means no copy
+		name    string
+		src     *corev1.Secret
+		jobs    []*appsv1beta1.ImagePullJob
+		refs    string // "" means no copy
+		recheck time.Time
 	}{
-		{"two running jobs, sorted", src, []*appsv1beta1.ImagePullJob{job("b", appsv1beta1.Always, false, false), job("a", appsv1beta1.Never, false, false)}, "team/a,team/b"},
-		{"finished Always job needs none", src, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Always, true, false)}, ""},
-		{"job being deleted needs none", src, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Never, false, true)}, ""},
-		{"missing source", nil, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Never, false, false)}, ""},
+		{"two running jobs, sorted", src, []*appsv1beta1.ImagePullJob{job("b", appsv1beta1.Always, -1, false), job("a", appsv1beta1.Never, -1, false)}, "team/a,team/b", time.Time{}},
+		{"an Always job that just completed keeps its copy while it may own tags", src, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Always, time.Second, false)}, "team/a", now.Add(10*time.Minute - time.Second)},
+		{"an Always job completed past the tag TTL needs none", src, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Always, 10*time.Minute, false)}, "", time.Time{}},
+		{"a job being deleted needs none", src, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Never, -1, true)}, "", time.Time{}},
+		{"a missing source", nil, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Never, -1, false)}, "", time.Time{}},
 	}
 	for _, c := range cases {
-		got := DesiredCopy(c.src, c.jobs, "prepull-system")
+		d := DesiredCopy(c.src, c.jobs, "prepull-system", life)
+		got := d.Copy
+		if !d.RecheckAt.Equal(c.recheck) {
+			t.Errorf("%s: recheck at %v, want %v", c.name, d.RecheckAt, c.recheck)
+		}
+		if d.Warning != "" {
+			t.Errorf("%s: warning %q for a dockerconfigjson secret", c.name, d.Warning)
+		}
 		if c.refs == "" {
 			if got != nil {
 				t.Errorf("%s: copy %+v, want none", c.name, got.ObjectMeta)
@@ -75,12 +89,62 @@ func TestDesiredCopy(t *testing.T) {
 	}
 }
 
+// Copies carry only the docker-config keys, and say so for any other
+// secret.
+func TestDesiredCopyOnlyDockerConfig(t *testing.T) {
+	life := Lifetime{Now: time.Now(), CompletedTagTTL: time.Minute}
+	jobs := []*appsv1beta1.ImagePullJob{{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "warm"}}}
+	source := func(typ corev1.SecretType, keys ...string) *corev1.Secret {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "reg"}, Type: typ, Data: map[string][]byte{}}
+		for _, k := range keys {
+			s.Data[k] = []byte("value of " + k)
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name    string
+		src     *corev1.Secret
+		keys    []string // the copy's keys; nil means no copy
+		warning string   // "" means none
+	}{
+		{"dockerconfigjson", source(corev1.SecretTypeDockerConfigJson, corev1.DockerConfigJsonKey), []string{corev1.DockerConfigJsonKey}, ""},
+		{"dockercfg", source(corev1.SecretTypeDockercfg, corev1.DockerConfigKey), []string{corev1.DockerConfigKey}, ""},
+		{"an Opaque secret with a docker config and a TLS key", source(corev1.SecretTypeOpaque, corev1.DockerConfigJsonKey, "tls.key"), []string{corev1.DockerConfigJsonKey},
+			"pull secret team/reg is of type Opaque: nodes get only its .dockerconfigjson keys; use a secret of type kubernetes.io/dockerconfigjson"},
+		{"an Opaque secret without one", source(corev1.SecretTypeOpaque, "password"), nil,
+			"pull secret team/reg (type Opaque) has neither a .dockerconfigjson nor a .dockercfg key, so nodes get no copy of it and pull without it"},
+	} {
+		d := DesiredCopy(tc.src, jobs, "prepull-system", life)
+		if !strings.Contains(d.Warning, tc.warning) || (tc.warning == "") != (d.Warning == "") {
+			t.Errorf("%s: warning %q, want %q", tc.name, d.Warning, tc.warning)
+		}
+		if tc.keys == nil {
+			if d.Copy != nil {
+				t.Errorf("%s: copy with keys %v, want none", tc.name, slices.Sorted(maps.Keys(d.Copy.Data)))
+			}
+			continue
+		}
+		if d.Copy == nil {
+			t.Fatalf("%s: no copy", tc.name)
+		}
+		if got := slices.Sorted(maps.Keys(d.Copy.Data)); !slices.Equal(got, tc.keys) {
+			t.Errorf("%s: copy keys %v, want %v", tc.name, got, tc.keys)
+		}
+		for _, k := range tc.keys {
+			if string(d.Copy.Data[k]) != "value of "+k {
+				t.Errorf("%s: copy's %s = %q", tc.name, k, d.Copy.Data[k])
+			}
+		}
+	}
+}
+
 // Copies carry Kruise's annotation keys, which tooling written for Kruise
 // looks for.
 func TestCopyUsesKruiseAnnotationKeys(t *testing.T) {
 	source := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "reg"}, Type: corev1.SecretTypeDockerConfigJson}
 	job := &appsv1beta1.ImagePullJob{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "warm"}}
-	cp := DesiredCopy(source, []*appsv1beta1.ImagePullJob{job}, "prepull-system")
+	source.Data = map[string][]byte{corev1.DockerConfigJsonKey: []byte("{}")}
+	cp := DesiredCopy(source, []*appsv1beta1.ImagePullJob{job}, "prepull-system", Lifetime{Now: time.Now()}).Copy
 	if got := cp.Annotations["imagepulljobs.kruise.io/source-key"]; got != "team/reg" {
 		t.Errorf("source-key annotation %q, want team/reg", got)
 	}

@@ -427,6 +427,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 			if renew.Has(node) {
 				changed = nodetags.Renew(images, ref.Name, ref.Tag, now) || changed
 			}
+			changed = nodetags.SyncPolicy(images, ref.Name, ref.Tag, c.templateOf) || changed
 			return nodetags.SyncSecrets(images, ref.Name, c.secretsOf) || changed
 		}
 		// Most of Write are the job's own tags, refreshed in case the
@@ -514,6 +515,9 @@ func (c *Controller) releaseJob(images map[string]appsv1beta1.ImageSpec, uid typ
 		for _, t := range img.Tags {
 			if nodetags.OwnedBy(&t, uid) {
 				released = nodetags.RemoveOwner(images, name, t.Tag, uid) || released
+				// The co-owners that stay keep their own policy, not the
+				// merge that included the job that left.
+				nodetags.SyncPolicy(images, name, t.Tag, c.templateOf)
 			}
 		}
 		if released {
@@ -532,6 +536,16 @@ func (c *Controller) retentionOf(uid types.UID) (retention.Policy, bool) {
 		return retention.Policy{}, false
 	}
 	return retention.JobPolicy(jobs[0]), true
+}
+
+// templateOf answers, for a tag owner, what its job asks of the tag; an
+// owner not in the cache is unknown.
+func (c *Controller) templateOf(owner corev1.ObjectReference) (nodetags.TagTemplate, bool) {
+	jobs := c.jobsByUID(owner.UID)
+	if len(jobs) == 0 {
+		return nodetags.TagTemplate{}, false
+	}
+	return TagTemplate(jobs[0], c.opts.DaemonNamespace), true
 }
 
 // secretsOf answers, for a tag owner, the pull secrets its job needs on

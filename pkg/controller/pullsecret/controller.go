@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
@@ -37,8 +38,24 @@ func AddIndex(jobs cache.SharedIndexInformer) error {
 	}})
 }
 
+// Options tune the controller.
+type Options struct {
+	// DaemonNamespace is where the copies live.
+	DaemonNamespace string
+	// CompletedTagTTL is how long a completed Always job keeps its tags,
+	// and so its copies (the ImagePullJob controller's option of the
+	// same name).
+	CompletedTagTTL time.Duration
+	// Recorder records the Warnings about secrets copied in part or not
+	// at all on the jobs that reference them; nil records none.
+	Recorder record.EventRecorder
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
 // Controller is the pull-secret sync controller.
 type Controller struct {
+	opts      Options
 	kube      kubernetes.Interface
 	jobs      cache.Indexer
 	sources   cache.Indexer
@@ -53,13 +70,17 @@ type Controller struct {
 // copies is a secret informer limited to the daemon namespace and the
 // copy label.
 func New(kube kubernetes.Interface, jobs appsinformers.ImagePullJobInformer, sources cache.SharedIndexInformer,
-	copies cache.SharedIndexInformer, daemonNamespace string) (*Controller, error) {
+	copies cache.SharedIndexInformer, opts Options) (*Controller, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	c := &Controller{
+		opts:      opts,
 		kube:      kube,
 		jobs:      jobs.Informer().GetIndexer(),
 		sources:   sources.GetIndexer(),
 		copies:    corelisters.NewSecretLister(copies.GetIndexer()),
-		namespace: daemonNamespace,
+		namespace: opts.DaemonNamespace,
 		synced:    []cache.InformerSynced{jobs.Informer().HasSynced, sources.HasSynced, copies.HasSynced},
 	}
 	c.queue = reconcile.New("pullsecret", c.sync)
@@ -74,7 +95,9 @@ func New(kube kubernetes.Interface, jobs appsinformers.ImagePullJobInformer, sou
 		AddFunc: jobChanged,
 		UpdateFunc: func(old, cur any) {
 			o, n := old.(*appsv1beta1.ImagePullJob), cur.(*appsv1beta1.ImagePullJob)
-			if secretcopy.NeedsSecrets(o) != secretcopy.NeedsSecrets(n) {
+			// A job's need for its copies changes only as it completes or
+			// is deleted (and then by time, which sync requeues for).
+			if (o.Status.CompletionTime == nil) != (n.Status.CompletionTime == nil) || (o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) {
 				jobChanged(cur)
 			}
 		},
@@ -147,7 +170,12 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 			return 0, fmt.Errorf("reading pull secret %s: %w", key, err)
 		}
 	}
-	desired := secretcopy.DesiredCopy(source, jobs, c.namespace)
+	want := secretcopy.DesiredCopy(source, jobs, c.namespace, secretcopy.Lifetime{Now: c.opts.Now(), CompletedTagTTL: c.opts.CompletedTagTTL})
+	desired := want.Copy
+	var requeue time.Duration
+	if !want.RecheckAt.IsZero() {
+		requeue = max(want.RecheckAt.Sub(c.opts.Now()), time.Second)
+	}
 	copyName := secretcopy.CopyName(ns, name)
 	existing, err := c.copies.Secrets(c.namespace).Get(copyName)
 	if apierrors.IsNotFound(err) {
@@ -156,34 +184,55 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	if err != nil {
 		return 0, err
 	}
+	if want.Warning != "" && (existing == nil || desired == nil || !secretcopy.CopyUpToDate(existing, desired)) {
+		c.warn(jobs, want.Warning)
+	}
+	if err := c.apply(ctx, copyName, existing, desired); err != nil {
+		return 0, err
+	}
+	return requeue, nil
+}
+
+// warn records a Warning on every job that references the source.
+func (c *Controller) warn(jobs []*appsv1beta1.ImagePullJob, msg string) {
+	if c.opts.Recorder == nil {
+		return
+	}
+	for _, j := range jobs {
+		c.opts.Recorder.Event(j, corev1.EventTypeWarning, "PullSecretNotDockerConfig", msg)
+	}
+}
+
+// apply makes the copy copyName what desired says (nil: no copy).
+func (c *Controller) apply(ctx context.Context, copyName string, existing, desired *corev1.Secret) error {
 	secrets := c.kube.CoreV1().Secrets(c.namespace)
 	logger := klog.FromContext(ctx)
 	switch {
 	case desired == nil && existing == nil:
-		return 0, nil
+		return nil
 	case desired == nil:
 		err := secrets.Delete(ctx, copyName, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &existing.UID}})
 		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-			return 0, nil
+			return nil
 		}
 		if err == nil {
 			logger.V(2).Info("Deleted pull secret copy no job needs", "copy", copyName)
 		}
-		return 0, err
+		return err
 	case existing == nil:
 		_, err := secrets.Create(ctx, desired, metav1.CreateOptions{})
 		if apierrors.IsNotFound(err) {
-			return 0, fmt.Errorf("daemon namespace %q does not exist: create it or set --daemon-namespace: %w", c.namespace, err)
+			return fmt.Errorf("daemon namespace %q does not exist: create it or set --daemon-namespace: %w", c.namespace, err)
 		}
 		if err == nil {
 			logger.V(2).Info("Copied pull secret", "copy", copyName)
 		}
-		return 0, err
+		return err
 	case existing.Type != desired.Type:
 		// A secret's type is immutable: replace the copy.
-		return 0, secrets.Delete(ctx, copyName, metav1.DeleteOptions{})
+		return secrets.Delete(ctx, copyName, metav1.DeleteOptions{})
 	case secretcopy.CopyUpToDate(existing, desired):
-		return 0, nil
+		return nil
 	}
 	updated := existing.DeepCopy()
 	updated.Data = desired.Data
@@ -197,6 +246,6 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	for k, v := range desired.Annotations {
 		updated.Annotations[k] = v
 	}
-	_, err = secrets.Update(ctx, updated, metav1.UpdateOptions{})
-	return 0, err
+	_, err := secrets.Update(ctx, updated, metav1.UpdateOptions{})
+	return err
 }

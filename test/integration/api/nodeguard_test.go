@@ -17,7 +17,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/controller/workload"
+	"github.com/prepull/prepull/pkg/daemon"
+	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 	"github.com/prepull/prepull/test/framework"
 )
 
@@ -254,5 +257,52 @@ func TestControllerPodGuard(t *testing.T) {
 		return err
 	}(); err != nil {
 		t.Errorf("admin labelling a pod: %v", err)
+	}
+}
+
+// The daemon's self-test of the node write guard (prepull-daemon
+// --check-write-guard) on the real apiserver: with its node-bound identity
+// a dry-run status write of another node's NodeImage is accepted while
+// the guard is absent, and refused once it is installed; nothing is
+// written either way.
+func TestDaemonWriteGuardProbe(t *testing.T) {
+	cp := framework.Shared(t)
+	ctx := context.Background()
+	kruise := versioned.NewForConfigOrDie(cp.Config)
+	self, other := uniqueName("probe-self"), uniqueName("probe-other")
+	for _, name := range []string{self, other} {
+		if _, err := kruise.AppsV1beta1().NodeImages().Create(ctx, &appsv1beta1.NodeImage{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = kruise.AppsV1beta1().NodeImages().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	}
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:prepull-system:prepull-daemon", Groups: []string{"system:masters"},
+		Extra: map[string][]string{"authentication.kubernetes.io/node-name": {self}}}
+	client, err := daemon.NewNodeImageClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := func(want daemon.GuardVerdict, what string) {
+		t.Helper()
+		framework.Eventually(t, 30*time.Second, what, func() (bool, string) {
+			v, written, err := daemon.ProbeWriteGuard(ctx, client, self)
+			return v == want && written != self, fmt.Sprintf("verdict %v on %q, err %v", v, written, err)
+		})
+	}
+	// Another test's guard may still be going away.
+	probe(daemon.GuardMissing, "the probe to find no guard before it is installed")
+	before, err := kruise.AppsV1beta1().NodeImages().Get(ctx, other, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyGuards(t, cp)
+	probe(daemon.GuardHolds, "the probe to find the guard in force")
+	after, err := kruise.AppsV1beta1().NodeImages().Get(ctx, other, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.ResourceVersion != before.ResourceVersion {
+		t.Fatalf("the dry-run probe wrote NodeImage %s: resourceVersion %s -> %s", other, before.ResourceVersion, after.ResourceVersion)
 	}
 }

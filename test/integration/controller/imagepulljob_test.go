@@ -191,6 +191,7 @@ func TestSharedTagAcrossJobs(t *testing.T) {
 	one := e.createJob(newJob("one", "nginx:1.25", func(j *appsv1beta1.ImagePullJob) {
 		j.Spec.Selector = &appsv1beta1.ImagePullJobNodeSelector{Names: []string{a}}
 		j.Spec.CompletionPolicy.Type = appsv1beta1.Never
+		j.Spec.PullPolicy = &appsv1beta1.PullPolicy{TimeoutSeconds: ptr.To[int32](900), BackoffLimit: ptr.To[int32](5)}
 	}))
 	e.waitJob(one.Name, 30*time.Second, "to succeed on its node", func(j *appsv1beta1.ImagePullJob) bool {
 		return j.Status.Desired == 1 && j.Status.Succeeded == 1
@@ -205,6 +206,10 @@ func TestSharedTagAcrossJobs(t *testing.T) {
 	tag := ni.Spec.Images["nginx"].Tags[nodetags.FindTag(ni.Spec.Images, "nginx", "1.25")]
 	if tag.Version != 2 || len(tag.OwnerReferences) != 2 {
 		t.Fatalf("shared tag %+v, want version 2 and two owners", tag)
+	}
+	// Two's defaults (600 s, 3 retries) do not shorten one's policy.
+	if p := tag.PullPolicy; p == nil || ptr.Deref(p.TimeoutSeconds, 0) != 900 || ptr.Deref(p.BackoffLimit, 0) != 5 {
+		t.Fatalf("shared tag's policy %+v, want one's longer timeout 900 and backoff 5", p)
 	}
 	// Every NodeImage writer clears the managed fields with its write
 	// (nodetags.resetManagedFields), so the apiserver tracks no image of
@@ -222,9 +227,19 @@ func TestSharedTagAcrossJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitJobGone(one.Name, 30*time.Second)
-	e.eventually(10*time.Second, "only job two to own the tag", func() (bool, string) {
+	e.eventually(10*time.Second, "only job two to own the tag, with its own policy again", func() (bool, string) {
 		o := e.tagOwners(a, "nginx", "1.25")
-		return slices.Equal(o, []types.UID{two.UID}), ""
+		ni, err := e.nodeImage(a)
+		if err != nil {
+			return false, err.Error()
+		}
+		i := nodetags.FindTag(ni.Spec.Images, "nginx", "1.25")
+		if i < 0 {
+			return false, "tag gone"
+		}
+		p := ni.Spec.Images["nginx"].Tags[i].PullPolicy
+		return slices.Equal(o, []types.UID{two.UID}) && p != nil &&
+			ptr.Deref(p.TimeoutSeconds, 0) == appsv1beta1.DefaultTimeoutSeconds && ptr.Deref(p.BackoffLimit, 0) == appsv1beta1.DefaultBackoffLimit, fmt.Sprintf("owners %v, policy %+v", o, p)
 	})
 }
 

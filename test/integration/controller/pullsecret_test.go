@@ -2,6 +2,8 @@ package controller
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/controller/imagepulljob"
+	"github.com/prepull/prepull/pkg/manager"
 	"github.com/prepull/prepull/pkg/secretcopy"
 )
 
@@ -172,4 +175,54 @@ func TestPullSecretMismatchAndMissing(t *testing.T) {
 	})
 	e.expectEvent(missing.Name, imagepulljob.ReasonSecretNotFound)
 	e.waitJob(missing.Name, 30*time.Second, "to pull anyway", func(j *appsv1beta1.ImagePullJob) bool { return j.Status.Succeeded == 1 })
+}
+
+// A job that completes at once (the image was already there) keeps its
+// secret's copy for as long as it keeps its tags (--completed-tag-ttl), as
+// Kruise's users expect to find it right after creating the job, and the
+// copy carries only the secret's docker config, with a Warning that says so.
+func TestPullSecretCopyLivesWithTheTags(t *testing.T) {
+	e := newEnv(t)
+	e.ensureDaemonNamespace()
+	const tagTTL = 4 * time.Second
+	e.startController(func(o *manager.Options) { o.CompletedTagTTL = tagTTL })
+	a := e.addNode("a", nil)
+	e.waitNodeImages(30*time.Second, a)
+	mixed := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "mixed"},
+		Type:       corev1.SecretTypeOpaque,
+		Data: map[string][]byte{
+			corev1.DockerConfigJsonKey: []byte(`{"auths":{"registry.example.com":{"auth":"dXNlcjpwYXNz"}}}`),
+			"tls.key":                  []byte("not for nodes"),
+		},
+	}
+	if _, err := e.kube.CoreV1().Secrets(e.ns).Create(context.Background(), mixed, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.startDaemon(succeedAll)
+	job := e.createJob(newJob("fast", "registry.example.com/team/app:v1", func(j *appsv1beta1.ImagePullJob) {
+		j.Spec.Selector = &appsv1beta1.ImagePullJobNodeSelector{Names: []string{a}}
+		j.Spec.PullSecrets = []string{"mixed"}
+	}))
+	done := e.waitJob(job.Name, 30*time.Second, "to complete", completed)
+	// Right after completion the copy is there, with the docker config only.
+	cp, err := e.secretCopy("mixed")
+	if err != nil {
+		t.Fatalf("copy of a job completed %v ago: %v", time.Since(done.Status.CompletionTime.Time).Round(time.Millisecond), err)
+	}
+	if len(cp.Data) != 1 || string(cp.Data[corev1.DockerConfigJsonKey]) != string(mixed.Data[corev1.DockerConfigJsonKey]) {
+		t.Fatalf("copy carries keys %v, want only %s", slices.Sorted(maps.Keys(cp.Data)), corev1.DockerConfigJsonKey)
+	}
+	if cp.Labels[secretcopy.CopyLabel] != "true" {
+		t.Fatalf("copy labels %v, want %s=true (the daemon reads only labelled secrets)", cp.Labels, secretcopy.CopyLabel)
+	}
+	e.expectEvent(job.Name, "PullSecretNotDockerConfig")
+	// The tags go after the TTL, and the copy with them.
+	e.eventually(30*time.Second, "the job's tag to be released", func() (bool, string) {
+		return e.tagOwners(a, "registry.example.com/team/app", "v1") == nil, ""
+	})
+	e.waitCopyGone("mixed", 15*time.Second)
+	if gone := time.Since(done.Status.CompletionTime.Time); gone < tagTTL {
+		t.Fatalf("copy gone %v after completion, before the tag TTL of %v", gone, tagTTL)
+	}
 }

@@ -416,9 +416,10 @@ func TestNodeHeldUntilWarm(t *testing.T) {
 		tainted, cond := nodeState(gpu)
 		return !tainted && strings.HasPrefix(cond, "True"), fmt.Sprint(tainted, " ", cond)
 	})
-	if ok, seen := e.hasNodeEvent(gpu, workload.ReasonNodeWarm); !ok {
-		t.Errorf("no %s Event on %s: %s", workload.ReasonNodeWarm, gpu, seen)
-	}
+	// Events reach the apiserver after the write they tell of.
+	e.eventually(10*time.Second, "a "+workload.ReasonNodeWarm+" Event on "+gpu, func() (bool, string) {
+		return e.hasNodeEvent(gpu, workload.ReasonNodeWarm)
+	})
 	// Other taints of the node were left alone.
 	e.setTaints(gpu, corev1.Taint{Key: "other", Effect: corev1.TaintEffectNoSchedule})
 	if n, err := e.kube.CoreV1().Nodes().Get(ctx, gpu, metav1.GetOptions{}); err != nil || len(n.Spec.Taints) != 1 {

@@ -81,8 +81,14 @@ func TestCredentialsAndErrors(t *testing.T) {
 	eachRuntime(t, func(t *testing.T, e *env) {
 		e.push(e.repo+"/app", "v1", 1, 4<<10)
 		e.push(e.repo+"/other", "v1", 1, 4<<10)
+		e.push(e.repo+"/private", "v1", 1, 4<<10)
 		good, bad := e.pullSecret("good", registryPass), e.pullSecret("bad", "wrong")
+		// The right password in a secret that is no controller copy (no
+		// copy label): the daemon never reads it.
+		unlabelled := e.secret("unlabelled", registryPass, nil)
 		e.startDaemon()
+		private := e.image(e.repo + "/private")
+		v4 := e.setTag(private, "v1", []appsv1beta1.ReferenceObject{unlabelled}, withPolicy(30, 0))
 		okImage, badImage, missing := e.image(e.repo+"/app"), e.image(e.repo+"/other"), e.image(e.repo+"/missing")
 		v1 := e.setTag(okImage, "v1", []appsv1beta1.ReferenceObject{good})
 		v2 := e.setTag(badImage, "v1", []appsv1beta1.ReferenceObject{bad}, withPolicy(30, 0))
@@ -100,6 +106,11 @@ func TestCredentialsAndErrors(t *testing.T) {
 		st = e.waitFinal(missing, "v1", v3, time.Minute, nil)
 		if st.Phase != appsv1beta1.ImagePhaseFailed || !strings.Contains(strings.ToLower(st.Message), "not found") {
 			t.Errorf("missing image: %+v, want Failed with not found", st)
+		}
+		st = e.waitFinal(private, "v1", v4, time.Minute, nil)
+		// containerd 1.6 says the registry's 401; 2.x says it had no credentials.
+		if st.Phase != appsv1beta1.ImagePhaseFailed || !(strings.Contains(st.Message, "401") || strings.Contains(st.Message, "no basic auth credentials")) {
+			t.Errorf("password in an unlabelled secret: %+v, want Failed unauthenticated (the secret is not read)", st)
 		}
 	})
 }

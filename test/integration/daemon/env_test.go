@@ -136,9 +136,16 @@ func (d *daemonProc) metric(name string) (float64, error) {
 // namespaces' secrets.
 func (e *env) pullSecret(name, password string) appsv1beta1.ReferenceObject {
 	e.t.Helper()
+	return e.secret(name, password, map[string]string{secretcopy.CopyLabel: "true"})
+}
+
+// secret creates the secret pullSecret does with the given labels.
+func (e *env) secret(name, password string, labels map[string]string) appsv1beta1.ReferenceObject {
+	e.t.Helper()
 	auth := base64.StdEncoding.EncodeToString([]byte(registryUser + ":" + password))
 	s := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: e.repo + "-" + name, Namespace: daemonNS,
+			Labels:      labels,
 			Annotations: map[string]string{secretcopy.SourceAnnotation: "default/" + name}},
 		Type: corev1.SecretTypeDockerConfigJson,
 		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"` + reg.Host + `":{"auth":"` + auth + `"}}}`)},
