@@ -274,7 +274,9 @@ func TestDaemonWriteGuardProbe(t *testing.T) {
 		if _, err := kruise.AppsV1beta1().NodeImages().Create(ctx, &appsv1beta1.NodeImage{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = kruise.AppsV1beta1().NodeImages().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+		t.Cleanup(func() {
+			_ = kruise.AppsV1beta1().NodeImages().Delete(context.Background(), name, metav1.DeleteOptions{})
+		})
 	}
 	cfg := rest.CopyConfig(cp.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:prepull-system:prepull-daemon", Groups: []string{"system:masters"},
