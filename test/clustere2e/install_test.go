@@ -72,6 +72,16 @@ func TestInstallOnRealCluster(t *testing.T) {
 		return d.Status.AvailableReplicas == 2 && ds.Status.NumberReady == int32(len(c.Nodes)), seen
 	})
 	t.Logf("prepull Ready on %d nodes %s after kubectl apply", len(c.Nodes), time.Since(start).Round(time.Millisecond))
+	// Each daemon probed the node write guard with its pod-bound token (a
+	// dry-run write of the other node's NodeImage) and found it in force.
+	framework.Eventually(t, time.Minute, "every daemon to log the write guard in force", func() (bool, string) {
+		out, err := c.Kubectl(ctx, "logs", "-n", ns, "-l", "app.kubernetes.io/name=prepull-daemon", "--prefix", "--tail=-1")
+		if err != nil {
+			return false, err.Error()
+		}
+		n := strings.Count(out, "Node write guard in force")
+		return n == len(c.Nodes) && !strings.Contains(out, "node write guard not in force"), fmt.Sprintf("%d of %d daemons", n, len(c.Nodes))
+	})
 	// A job only targets nodes that have a NodeImage: the controller makes
 	// them once it runs. (An Always job created before would complete at
 	// once with nothing to pull, as Kruise's does.)
@@ -106,7 +116,9 @@ func TestInstallOnRealCluster(t *testing.T) {
 		func(*appsv1beta1.ImagePullJob) string { return podSummary(ctx, t) })
 
 	// 4. Pods with IfNotPresent and no pull secret start without a pull:
-	// the registry would refuse them one.
+	// the registry would refuse them one. This is the kubelet's default
+	// policy (KEP-2535): an image it did not pull counts as preloaded, and
+	// any pod may run it. checkAlwaysVerify shows the multi-tenant setting.
 	for _, n := range c.Nodes {
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "app-on-" + n.Name, Namespace: "default"},
@@ -172,6 +184,10 @@ func TestInstallOnRealCluster(t *testing.T) {
 	// 8. Warm images stay warm: pins, the kubelet's image GC, the disk
 	// budget, lost images, purge.
 	checkImagesStayWarm(t, ctx)
+
+	// 8b. A node whose kubelet verifies credentials for every image
+	// (AlwaysVerify): warmed private images need credentials again.
+	checkAlwaysVerify(t, ctx, app)
 
 	// 9. Uninstall as the README says, with opted-in workloads (sts, ds,
 	// job, nightly) still there: opt-ins off, gates off, jobs, then

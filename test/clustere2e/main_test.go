@@ -57,8 +57,8 @@ func run(m *testing.M) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	start := time.Now()
-	c, err := realcluster.Start(ctx, realcluster.Options{Nodes: []string{"node-a", "node-b"}, Spare: []string{"node-c", gcNode}, RegistryUser: registryUser, RegistryPassword: registryPassword, Containerd2: true,
-		NodeOptions: map[string]realcluster.NodeOptions{gcNode: gcNodeOptions}})
+	c, err := realcluster.Start(ctx, realcluster.Options{Nodes: []string{"node-a", "node-b"}, Spare: []string{"node-c", gcNode, verifyNode}, RegistryUser: registryUser, RegistryPassword: registryPassword, Containerd2: true,
+		NodeOptions: map[string]realcluster.NodeOptions{gcNode: gcNodeOptions, verifyNode: verifyNodeOptions}})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "starting the cluster: %v\n", err)
 		return 1

@@ -79,6 +79,9 @@ type NodeOptions struct {
 	// images at once, where the periodic GC would wait up to 5 minutes),
 	// with no minimum image age. Otherwise the kubelet never collects.
 	ImageGC bool
+	// CredentialsPolicy is the kubelet's imagePullCredentialsVerificationPolicy
+	// (KEP-2535), e.g. AlwaysVerify; "" keeps the kubelet's default.
+	CredentialsPolicy string
 }
 
 // Start brings a cluster up and waits until every node is Ready and the

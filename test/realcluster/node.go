@@ -254,6 +254,9 @@ imageGCHighThresholdPercent: %d
 imageGCLowThresholdPercent: %d
 imageMinimumGCAge: %s
 `, n.CgroupRoot, n.IP, n.IP, gc.evict, gc.high, gc.low, gc.minAge)
+	if n.opts.CredentialsPolicy != "" {
+		kubelet += "imagePullCredentialsVerificationPolicy: " + n.opts.CredentialsPolicy + "\n"
+	}
 	files := map[string]string{
 		"containerd.toml":        containerd,
 		"cni/10-bridge.conflist": cni,
