@@ -60,7 +60,9 @@ func checkAlwaysVerify(t *testing.T, ctx context.Context, image string) {
 		_ = kruise.AppsV1beta1().ImagePullJobs("default").Delete(context.Background(), job.Name, metav1.DeleteOptions{})
 	})
 	framework.WaitJob(t, kruise, "default", job.Name, 3*time.Minute, "warmed on "+verifyNode,
-		func(j *appsv1beta1.ImagePullJob) bool { return j.Status.Succeeded == 1 && j.Status.CompletionTime != nil },
+		func(j *appsv1beta1.ImagePullJob) bool {
+			return j.Status.Succeeded == 1 && j.Status.CompletionTime != nil
+		},
 		func(*appsv1beta1.ImagePullJob) string { return podSummary(ctx, t) })
 
 	repo := strings.TrimPrefix(image, c.Registry.Host+"/")
@@ -85,7 +87,9 @@ func checkAlwaysVerify(t *testing.T, ctx context.Context, image string) {
 		if _, err := c.Client.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = c.Client.CoreV1().Pods("default").Delete(context.Background(), name, metav1.DeleteOptions{}) })
+		t.Cleanup(func() {
+			_ = c.Client.CoreV1().Pods("default").Delete(context.Background(), name, metav1.DeleteOptions{})
+		})
 		return p
 	}
 	without, with := pod("verify-without-credentials"), pod("verify-with-credentials", "registry-auth")
