@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -85,14 +86,29 @@ func (t *Tracker) Progress(ctx context.Context, image string, since time.Time) (
 	if !ok {
 		return pullwatch.Bytes{}, false
 	}
-	var b pullwatch.Bytes
-	for _, l := range st.layers {
-		b.Total += l.Size
+	return sum(st.layers, func(l layer) int64 {
 		if off, moving := st.offsets[l.Digest]; moving {
-			b.Done += min(off, l.Size)
-		} else if st.committed[l.Digest] || t.exists(ctx, l.Digest) {
-			b.Done += l.Size
+			return off
 		}
+		if st.committed[l.Digest] || t.exists(ctx, l.Digest) {
+			return l.Size
+		}
+		return 0
+	})
+}
+
+// sum adds the layers' sizes and their bytes present (done answers per
+// layer). The sizes are what the registry declared: a negative size, or
+// sizes whose sum overflows, make the progress unknown rather than a
+// negative or wrapped figure in the status.
+func sum(layers []layer, done func(layer) int64) (pullwatch.Bytes, bool) {
+	var b pullwatch.Bytes
+	for _, l := range layers {
+		if l.Size < 0 || b.Total > math.MaxInt64-l.Size {
+			return pullwatch.Bytes{}, false
+		}
+		b.Total += l.Size
+		b.Done += min(max(done(l), 0), l.Size)
 	}
 	if b.Total == 0 {
 		return pullwatch.Bytes{}, false

@@ -174,7 +174,9 @@ func (v Verdict) Percent() int32 {
 	if v.Bytes.Total <= 0 {
 		return 0
 	}
-	return int32(min(v.Bytes.Done*100/v.Bytes.Total, 99))
+	// In floating point: Done*100 would overflow past 92 PB, a size a
+	// registry may declare.
+	return int32(min(float64(v.Bytes.Done)*100/float64(v.Bytes.Total), 99))
 }
 
 // Message says where the attempt is, for the tag's status: e.g.

@@ -1,6 +1,7 @@
 package pullwatch
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -122,6 +123,24 @@ func TestFormat(t *testing.T) {
 	for d, want := range map[time.Duration]string{0: "1s", 400 * time.Millisecond: "1s", 45 * time.Second: "45s", 7*time.Minute + 20*time.Second: "7m", 80 * time.Minute: "1h20m", 2 * time.Hour: "2h", 119 * time.Minute: "2h"} {
 		if got := Approx(d); got != want {
 			t.Errorf("Approx(%s) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// A registry may declare sizes in the exabytes: the percentage neither
+// overflows nor leaves 0..99 before the runtime says the image is there.
+func TestPercentOfHugeSizes(t *testing.T) {
+	for _, tc := range []struct {
+		b    Bytes
+		want int32
+	}{
+		{Bytes{Done: 1 << 62, Total: math.MaxInt64}, 50},
+		{Bytes{Done: math.MaxInt64, Total: math.MaxInt64}, 99},
+		{Bytes{Done: 0, Total: math.MaxInt64}, 0},
+		{Bytes{Done: 5, Total: 0}, 0},
+	} {
+		if got := (Verdict{Bytes: tc.b}).Percent(); got != tc.want {
+			t.Errorf("Percent of %+v = %d, want %d", tc.b, got, tc.want)
 		}
 	}
 }

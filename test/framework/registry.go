@@ -3,6 +3,7 @@ package framework
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -270,6 +271,58 @@ func (r *Registry) PushRandom(repo, tag string, layers int, layerSize int64) (v1
 	}
 	return img.Digest()
 }
+
+// PushLyingSizes pushes an image of layers random layers whose manifest
+// declares the sizes size gives (from each layer's index and real size),
+// as a broken or hostile registry may, and returns the manifest's digest.
+func (r *Registry) PushLyingSizes(repo, tag string, layers int, layerSize int64, size func(i int, real int64) int64) (v1.Hash, error) {
+	img, err := random.Image(layerSize, int64(layers))
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	auth := remote.WithAuth(&authn.Basic{Username: r.Username, Password: r.Password})
+	honest, err := name.ParseReference(fmt.Sprintf("%s/%s:%s-honest", r.Host, repo, tag), name.Insecure)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	// The layers and config go up with an honest manifest under another
+	// tag; the lying manifest then names them.
+	if err := remote.Write(honest, img, remote.WithContext(ctx), auth); err != nil {
+		return v1.Hash{}, fmt.Errorf("pushing %s: %w", honest, err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	m = m.DeepCopy()
+	for i := range m.Layers {
+		m.Layers[i].Size = size(i, m.Layers[i].Size)
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	ref, err := name.ParseReference(fmt.Sprintf("%s/%s:%s", r.Host, repo, tag), name.Insecure)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if err := remote.Put(ref, rawManifest{raw: raw, mediaType: m.MediaType}, remote.WithContext(ctx), auth); err != nil {
+		return v1.Hash{}, fmt.Errorf("pushing the lying manifest %s: %w", ref, err)
+	}
+	h, _, err := v1.SHA256(bytes.NewReader(raw))
+	return h, err
+}
+
+// rawManifest is a manifest pushed as its bytes are.
+type rawManifest struct {
+	raw       []byte
+	mediaType types.MediaType
+}
+
+func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
+func (m rawManifest) MediaType() (types.MediaType, error) { return m.mediaType, nil }
 
 // PushBinary packages a static linux binary as a one-layer image (the
 // binary is its entrypoint) and pushes it as repoTag.
