@@ -200,6 +200,16 @@ func (c *Containerd) terminate() {
 	}
 }
 
+// Pause stops the containerd process (SIGSTOP): its socket still accepts
+// connections and no call is answered, as with a wedged runtime. The
+// returned resume (SIGCONT) is safe to call more than once.
+func (c *Containerd) Pause() (resume func(), err error) {
+	if err := c.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		return nil, fmt.Errorf("stopping %s: %w", c.Name, err)
+	}
+	return func() { _ = c.cmd.Process.Signal(syscall.SIGCONT) }, nil
+}
+
 // Restart stops containerd and starts it again with the same root, state
 // and socket, and waits until it answers CRI.
 func (c *Containerd) Restart(ctx context.Context) error {

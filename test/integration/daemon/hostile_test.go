@@ -1,12 +1,16 @@
 package daemon
 
 import (
+	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/test/framework"
 )
 
 // A registry that declares layer sizes other than the layers' own
@@ -58,5 +62,61 @@ func TestLyingLayerSizes(t *testing.T) {
 		if st := e.waitFinal(honest, "v1", v, time.Minute, inRange); st.Phase != appsv1beta1.ImagePhaseSucceeded {
 			t.Fatalf("a well-formed image after the lying ones: %+v, want Succeeded", st)
 		}
+	})
+}
+
+// A containerd that stops answering (SIGSTOP: the socket accepts, no call
+// returns): once tasks wait behind a held slot with nothing moving for
+// --liveness-window, /healthz fails (the kubelet would restart the
+// daemon); when containerd answers again the pulls finish and /healthz
+// passes again.
+func TestContainerdStopsAnswering(t *testing.T) {
+	eachRuntime(t, func(t *testing.T, e *env) {
+		e.push(e.repo+"/first", "v1", 1, 4<<10)
+		e.push(e.repo+"/second", "v1", 1, 4<<10)
+		secret := []appsv1beta1.ReferenceObject{e.pullSecret("good", registryPass)}
+		health, err := framework.FreeAddress()
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.startDaemon("--health-probe-bind-address", health, "--liveness-window", "2s", "--max-concurrent-pulls", "1")
+		healthz := func() (int, string) {
+			resp, err := http.Get("http://" + health + "/healthz")
+			if err != nil {
+				return 0, err.Error()
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(body)
+		}
+		framework.Eventually(t, 30*time.Second, "/healthz to pass before containerd stops", func() (bool, string) {
+			code, body := healthz()
+			return code == http.StatusOK, body
+		})
+		resume, err := e.ctd.Pause()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(resume)
+		first, second := e.image(e.repo+"/first"), e.image(e.repo+"/second")
+		v1 := e.setTag(first, "v1", secret, withPolicy(300, 0))
+		v2 := e.setTag(second, "v1", secret, withPolicy(300, 0))
+		framework.Eventually(t, 30*time.Second, "/healthz to fail while containerd does not answer", func() (bool, string) {
+			code, body := healthz()
+			return code == http.StatusServiceUnavailable && strings.Contains(body, "not live"), fmt.Sprint(code, " ", body)
+		})
+		resume()
+		for _, tc := range []struct {
+			image   string
+			version int64
+		}{{first, v1}, {second, v2}} {
+			if st := e.waitFinal(tc.image, "v1", tc.version, 2*time.Minute, nil); st.Phase != appsv1beta1.ImagePhaseSucceeded {
+				t.Errorf("%s after containerd answered again: %+v, want Succeeded", tc.image, st)
+			}
+		}
+		framework.Eventually(t, 30*time.Second, "/healthz to pass again", func() (bool, string) {
+			code, body := healthz()
+			return code == http.StatusOK, body
+		})
 	})
 }
