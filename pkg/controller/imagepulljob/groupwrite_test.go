@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -158,5 +159,54 @@ func TestGroupWriterProjectsPendingChanges(t *testing.T) {
 	<-g.done
 	if g.err == nil {
 		t.Error("a change the stopped writer never wrote reports no error")
+	}
+}
+
+// A change function that panics (data it did not expect) fails only the
+// write that carried it: its caller gets the panic as an error, its owner
+// is told, and the writer's workers keep writing, the same NodeImage
+// included.
+func TestGroupWriterSurvivesAPanickingChange(t *testing.T) {
+	var mu sync.Mutex
+	stored := map[string]map[string]appsv1beta1.ImageSpec{"n1": {}, "n2": {}}
+	var failedOwners []string
+	w := newGroupWriter(func(_ context.Context, name string, change imagesChange) error {
+		mu.Lock()
+		defer mu.Unlock()
+		e := &nodeEdit{Images: stored[name]}
+		change(e)
+		return nil
+	}, func(owner string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		failedOwners = append(failedOwners, owner+": "+err.Error())
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(ctx, 2) }()
+	defer func() { cancel(); <-done }()
+
+	var nilMap map[string]string
+	bad := func(e *nodeEdit) bool {
+		nilMap["boom"] = "assignment to entry in nil map"
+		return true
+	}
+	err := w.edit(ctx, "n1", "ns/bad", bad)
+	if err == nil || !strings.Contains(err.Error(), "writing NodeImage n1: panic: assignment to entry in nil map") {
+		t.Fatalf("panicking change: error %v, want the panic as the write's error", err)
+	}
+	if err := w.edit(ctx, "n1", "ns/good", addImage("after")); err != nil {
+		t.Fatalf("a write of the same NodeImage after the panic: %v", err)
+	}
+	if err := w.edit(ctx, "n2", "ns/good", addImage("other")); err != nil {
+		t.Fatalf("a write of another NodeImage after the panic: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if _, ok := stored["n1"]["after"]; !ok {
+		t.Errorf("n1 = %v, want the change after the panic written", stored["n1"])
+	}
+	if len(failedOwners) != 1 || !strings.HasPrefix(failedOwners[0], "ns/bad: ") {
+		t.Errorf("owners told of failures: %v, want only ns/bad", failedOwners)
 	}
 }
