@@ -259,9 +259,11 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 		return err
 	}
 
-	registerState(&stateCollector{
+	state := &stateCollector{
 		jobs: jobs.Lister(), lists: factory.Apps().V1beta1().ImageListPullJobs().Lister(), nodeImages: nodeImages.Lister(), gated: workloadCtl.GatedPods, now: time.Now,
-	})
+	}
+	registerState(state)
+	defer unregisterState(state)
 
 	for _, f := range []interface {
 		Start(<-chan struct{})

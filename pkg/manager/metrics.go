@@ -168,3 +168,16 @@ func registerState(c prometheus.Collector) {
 	currentState = c
 	metrics.Registry.MustRegister(c)
 }
+
+// unregisterState removes c when its run ends: a replica that lost the
+// lease stands by with caches no one updates, and their frozen job and
+// task gauges would keep the stuck-job alerts firing after every
+// hand-over. A standby exports none; the leader's are the truth.
+func unregisterState(c prometheus.Collector) {
+	stateMu.Lock()
+	defer stateMu.Unlock()
+	if currentState == c {
+		metrics.Registry.Unregister(c)
+		currentState = nil
+	}
+}

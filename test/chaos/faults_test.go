@@ -259,6 +259,58 @@ func TestLeaderKilledRepeatedly(t *testing.T) {
 	}
 	e.wantCounts(done, counts{desired: 3, succeeded: 3})
 	e.checkClean(1)
+	e.leaderPausedStandsByQuietly()
+}
+
+// leaderPausedStandsByQuietly pauses the leader past its lease (SIGSTOP),
+// so the other replica takes over and the paused one, resumed, finds its
+// lease lost and stands by: it must then export no job or task gauges
+// (its caches froze when it stopped leading; the stuck-job alerts would
+// read them), while the new leader does.
+func (e *env) leaderPausedStandsByQuietly() {
+	t := e.t
+	var old int
+	e.eventually(30*time.Second, "a leader", func() (bool, string) {
+		var ok bool
+		old, ok = e.leader()
+		return ok, "no live replica holds the lease"
+	})
+	exportsTasks := func(i int) (bool, string) {
+		m, err := framework.Scrape(e.c.ControllerMetricsAddrs[i])
+		if err != nil {
+			return false, err.Error()
+		}
+		for k := range m {
+			if strings.HasPrefix(k, "prepull_node_tasks{") || strings.HasPrefix(k, "prepull_oldest_unfinished_task_age_seconds") {
+				return true, k
+			}
+		}
+		return false, fmt.Sprintf("lost leases %v, leader status %v", m[`prepull_leader_lost_leases_total{name="prepull-controller"}`], m[`leader_election_master_status{name="prepull-controller"}`])
+	}
+	if ok, seen := exportsTasks(old); !ok {
+		t.Fatalf("the leader %d exports no task gauges before the pause (%s): the check below could not fail", old, seen)
+	}
+	resume, err := e.c.Controllers[old].Pause()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.eventually(30*time.Second, "another replica to take the lease from the paused one", func() (bool, string) {
+		i, ok := e.leader()
+		return ok && i != old, fmt.Sprint("holder ", i)
+	})
+	resume()
+	e.eventually(30*time.Second, "the resumed replica to find its lease lost and stand by", func() (bool, string) {
+		m, err := framework.Scrape(e.c.ControllerMetricsAddrs[old])
+		if err != nil {
+			return false, err.Error()
+		}
+		return m[`prepull_leader_lost_leases_total{name="prepull-controller"}`] >= 1 && m[`leader_election_master_status{name="prepull-controller"}`] == 0, fmt.Sprint(m[`prepull_leader_lost_leases_total{name="prepull-controller"}`])
+	})
+	if ok, seen := exportsTasks(old); ok {
+		t.Errorf("replica %d stands by and still exports %s", old, seen)
+	}
+	cur, _ := e.leader()
+	e.eventually(30*time.Second, "the new leader to export the task gauges", func() (bool, string) { return exportsTasks(cur) })
 }
 
 // A Node deleted mid-job leaves the job's counts (its NodeImage goes with

@@ -65,8 +65,11 @@ func checkAlwaysVerify(t *testing.T, ctx context.Context, image string) {
 		},
 		func(*appsv1beta1.ImagePullJob) string { return podSummary(ctx, t) })
 
-	repo := strings.TrimPrefix(image, c.Registry.Host+"/")
-	repo = repo[:strings.LastIndex(repo, ":")]
+	// host/private/app:1@sha256:... -> private/app
+	repo, _, _ := strings.Cut(strings.TrimPrefix(image, c.Registry.Host+"/"), "@")
+	if i := strings.LastIndex(repo, ":"); i >= 0 {
+		repo = repo[:i]
+	}
 	downloads := len(c.Registry.BlobGets(repo))
 	if downloads == 0 {
 		t.Fatalf("the registry recorded no blob download of %s, so the check below could not fail", repo)

@@ -190,6 +190,15 @@ func (p *Process) Crashed() (bool, string) {
 // Pid is the process ID.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
+// Pause stops the process (SIGSTOP), as a node under memory pressure or a
+// long GC pause would, until the returned resume (SIGCONT).
+func (p *Process) Pause() (resume func(), err error) {
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		return nil, fmt.Errorf("stopping %s: %w", p.Name, err)
+	}
+	return func() { _ = p.cmd.Process.Signal(syscall.SIGCONT) }, nil
+}
+
 // StartCluster builds the binaries, starts the registry, nodes, daemons and
 // controller on cp, and waits until the controller made every node's
 // NodeImage. On error, what was started is stopped.
