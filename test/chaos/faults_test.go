@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -342,5 +343,51 @@ func TestNodeLeavesAndJoins(t *testing.T) {
 	if !e.pulled("n4", e.image("chaos/tools:v1")) {
 		t.Error("n4's containerd does not hold the image")
 	}
+	e.checkClean(1)
+}
+
+// A DaemonSet rolling update reaches a node mid-pull: the old daemon gets
+// SIGTERM, says in the task's status that it was interrupted (a clear
+// state, not a pull that seems to run on), and the new daemon pulls it to
+// the end without counting the interruption against the backoff limit
+// (0 here). Then the registry fails every blob request with 503 for a few
+// seconds: the pulls retry with backoff and the job completes on every
+// node.
+func TestDaemonRollingUpdateAndRegistry5xx(t *testing.T) {
+	e := newEnv(t, threeNodes, framework.ClusterOptions{Images: []framework.ImageToPush{slowImage("chaos/app", "v1"), slowImage("chaos/app", "v2")}})
+	e.c.Registry.BytesPerSecond.Store(300 << 10)
+	j := e.job("roll", "chaos/app:v1", backoffLimit(0))
+	e.eventually(time.Minute, "n1 to start pulling", func() (bool, string) {
+		st := e.nodeStatus("n1", j)
+		return st != nil && st.Phase == appsv1beta1.ImagePhasePulling, e.explain(j)
+	})
+	e.c.StopDaemon("n1") // SIGTERM, as the kubelet sends the old pod
+	if st := e.nodeStatus("n1", j); st == nil || st.Phase != appsv1beta1.ImagePhaseWaiting || !strings.Contains(st.Message, "interrupted by prepull-daemon shutdown") {
+		t.Fatalf("n1's task after its daemon stopped: %+v, want Waiting and interrupted by the shutdown", st)
+	}
+	if err := e.c.StartDaemon("n1"); err != nil {
+		t.Fatal(err)
+	}
+	done := e.waitJob("roll", 2*time.Minute, "to complete after the daemon's update", completed)
+	e.wantCounts(done, counts{desired: 3, succeeded: 3})
+	if !e.pulled("n1", e.image("chaos/app:v1")) {
+		t.Error("n1's containerd does not hold the image after the job succeeded there")
+	}
+
+	e.c.Registry.BytesPerSecond.Store(0)
+	e.c.Registry.FailBlobs("chaos/app", 3*time.Second, http.StatusServiceUnavailable)
+	j = e.job("flaky", "chaos/app:v2", backoffLimit(6))
+	done = e.waitJob("flaky", 2*time.Minute, "to complete once the registry serves again", completed)
+	e.wantCounts(done, counts{desired: 3, succeeded: 3})
+	failed := 0
+	for _, g := range e.c.Registry.BlobGets("chaos/app") {
+		if g.Status == http.StatusServiceUnavailable {
+			failed++
+		}
+	}
+	if failed == 0 {
+		t.Error("the registry answered no blob request with 503: the pulls never met the failure")
+	}
+	t.Logf("the registry failed %d blob request(s) with 503; the job completed on all 3 nodes", failed)
 	e.checkClean(1)
 }

@@ -187,7 +187,7 @@ func TestInstallOnRealCluster(t *testing.T) {
 
 	// 8b. A node whose kubelet verifies credentials for every image
 	// (AlwaysVerify): warmed private images need credentials again.
-	checkAlwaysVerify(t, ctx, app)
+	checkAlwaysVerify(t, ctx)
 
 	// 9. Uninstall as the README says, with opted-in workloads (sts, ds,
 	// job, nightly) still there: opt-ins off, gates off, jobs, then

@@ -71,6 +71,7 @@ type BlobGet struct {
 type throttleWindow struct {
 	length time.Duration
 	start  time.Time // zero until the first blob request
+	status int       // what the window answers
 }
 
 // Throttle makes the registry answer every blob request of repo with 429
@@ -79,7 +80,16 @@ type throttleWindow struct {
 func (r *Registry) Throttle(repo string, window time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.throttle[repo] = &throttleWindow{length: window}
+	r.throttle[repo] = &throttleWindow{length: window, status: http.StatusTooManyRequests}
+}
+
+// FailBlobs makes the registry answer every blob request of repo with
+// status (a 5xx: a registry or its storage backend failing) for window
+// from the first such request on; then it serves them again.
+func (r *Registry) FailBlobs(repo string, window time.Duration, status int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.throttle[repo] = &throttleWindow{length: window, status: status}
 }
 
 // BlobGets are the blob GETs of repo so far, in order.
@@ -98,8 +108,8 @@ func (r *Registry) MaxLayerDownloads(host string) int {
 	return r.maxLayers[host]
 }
 
-// throttled429 answers a blob request of a throttled repository and
-// reports whether it did.
+// throttled429 answers a blob request of a throttled (or failing)
+// repository and reports whether it did.
 func (r *Registry) throttled429(w http.ResponseWriter, req *http.Request, repo string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -122,7 +132,11 @@ func (r *Registry) throttled429(w http.ResponseWriter, req *http.Request, repo s
 		return false
 	}
 	if req.Method == http.MethodGet {
-		r.gets[repo] = append(r.gets[repo], BlobGet{At: now, Status: http.StatusTooManyRequests})
+		r.gets[repo] = append(r.gets[repo], BlobGet{At: now, Status: tw.status})
+	}
+	if tw.status != http.StatusTooManyRequests {
+		http.Error(w, `{"errors":[{"code":"UNKNOWN","message":"backend storage unavailable"}]}`, tw.status)
+		return true
 	}
 	w.Header().Set("Retry-After", fmt.Sprint(int((left+time.Second-1)/time.Second)))
 	http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}`, http.StatusTooManyRequests)

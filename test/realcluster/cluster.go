@@ -302,12 +302,19 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 // into a one-layer image and pushes it to the registry as repo:tag,
 // returning the image reference.
 func (c *Cluster) PushBinaryImage(ctx context.Context, pkg, repoTag string) (string, error) {
+	return c.PushPaddedBinaryImage(ctx, pkg, repoTag, 0)
+}
+
+// PushPaddedBinaryImage is PushBinaryImage with a layer of padBytes random
+// bytes on top: an image no node has any blob of, whatever else it holds
+// of the same binary.
+func (c *Cluster) PushPaddedBinaryImage(ctx context.Context, pkg, repoTag string, padBytes int64) (string, error) {
 	binary, err := framework.BuildStatic(c.Dir, pkg)
 	if err != nil {
 		return "", err
 	}
 	ref := c.Registry.Host + "/" + repoTag
-	if err := c.Registry.PushBinary(ctx, repoTag, binary); err != nil {
+	if err := c.Registry.PushBinaryPadded(ctx, repoTag, binary, padBytes); err != nil {
 		return "", err
 	}
 	return ref, nil
