@@ -124,8 +124,10 @@ func TestPercentageParallelism(t *testing.T) {
 		cur, err := e.client.AppsV1beta1().ImagePullJobs(e.ns).Get(context.Background(), j.Name, metav1.GetOptions{})
 		return err == nil && completed(cur), ""
 	})
-	if maxPulling > 1 {
-		t.Fatalf("%d nodes pulled at once, want at most 1 (33%% of 3)", maxPulling)
+	// Each node's pull of the throttled image lasts seconds, so the polls
+	// see one node pulling: none seen would mean the check saw nothing.
+	if maxPulling != 1 {
+		t.Fatalf("%d nodes seen pulling at once, want exactly 1 (33%% of 3)", maxPulling)
 	}
 	if got := e.waitJob(j.Name, time.Second, "", completed); got.Status.Succeeded != 3 {
 		t.Fatalf("status %+v", got.Status)

@@ -2,6 +2,9 @@ package controller
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
@@ -75,10 +79,35 @@ func TestLeaderElectionHandOver(t *testing.T) {
 		return *l.Spec.HolderIdentity
 	}
 	e.eventually(20*time.Second, "first to lead", func() (bool, string) { return holder() == "first", holder() })
-	e.startController(elect("second"))
+	// The standby's every request is counted.
+	counter := &countingTransport{counts: map[string]int{}}
+	cfg := rest.CopyConfig(e.cfg)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter }
+	e.startControllerWith(cfg, elect("second"))
+	beyondLease := func() map[string]int {
+		counter.mu.Lock()
+		defer counter.mu.Unlock()
+		out := map[string]int{}
+		for k, n := range counter.counts {
+			if !strings.HasSuffix(k, " leases") {
+				out[k] = n
+			}
+		}
+		return out
+	}
+	e.eventually(10*time.Second, "second to try for the lease", func() (bool, string) {
+		counter.mu.Lock()
+		defer counter.mu.Unlock()
+		return counter.counts["GET leases"] > 0, fmt.Sprint(counter.counts)
+	})
 
 	a := e.addNode("a", nil)
 	e.waitNodeImages(30*time.Second, a)
+	// Only the leader acts: the first made the NodeImage; the standby read
+	// or wrote nothing but its lease.
+	if other := beyondLease(); len(other) > 0 {
+		t.Fatalf("the standby made requests beyond its lease while first led: %v", other)
+	}
 	stopFirst()
 	e.eventually(20*time.Second, "second to take the lease", func() (bool, string) { return holder() == "second", holder() })
 	e.startDaemon(succeedAll)
@@ -86,5 +115,9 @@ func TestLeaderElectionHandOver(t *testing.T) {
 	done := e.waitJob(job.Name, 30*time.Second, "to complete under the new leader", completed)
 	if done.Status.Succeeded != 1 {
 		t.Fatalf("status %+v, want 1 succeeded", done.Status)
+	}
+	// The counter sees the new leader's work: the check above could fail.
+	if got := beyondLease(); got["PATCH nodeimages"] == 0 {
+		t.Fatalf("second's requests after it led: %v, want its tag writes among them", got)
 	}
 }

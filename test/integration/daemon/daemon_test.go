@@ -193,10 +193,17 @@ func TestDaemonKilledMidPull(t *testing.T) {
 		if n := len(ni.Status.ImageStatuses[image].Tags); n != 1 {
 			t.Fatalf("%d status entries for the tag, want exactly one", n)
 		}
-		// A second restart leaves the finished version alone.
+		// A second restart leaves the finished version alone: the sync
+		// that read the NodeImage (it submits tasks before it counts
+		// itself) made no task, none is queued, running or finished.
 		d.Stop()
 		d = e.startDaemon()
 		e.waitDaemonSynced(d)
+		for _, m := range []string{"prepull_daemon_pulls_total", "prepull_daemon_pulls_in_flight", "prepull_daemon_queue_length"} {
+			if n, err := d.metricSum(m); err != nil || n != 0 {
+				t.Errorf("after the second restart %s = %v (%v), want 0: the finished version was taken up again", m, n, err)
+			}
+		}
 		if st2, _ := e.tagStatus(image, "v1"); st2 == nil || st2.CompletionTime == nil || !st2.CompletionTime.Equal(st.CompletionTime) {
 			t.Fatalf("restart changed a finished status: %+v -> %+v", st, st2)
 		}

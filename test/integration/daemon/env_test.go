@@ -131,6 +131,30 @@ func (d *daemonProc) metric(name string) (float64, error) {
 	return 0, fmt.Errorf("metric %s not found", name)
 }
 
+// metricSum adds up every series of a metric, labelled or not (0 when
+// it has none yet).
+func (d *daemonProc) metricSum(name string) (float64, error) {
+	resp, err := http.Get("http://" + d.metrics + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metric line %q: %w", line, err)
+		}
+		sum += v
+	}
+	return sum, sc.Err()
+}
+
 // pullSecret creates a dockerconfigjson secret in the daemon namespace for
 // the test registry and returns its reference. It stands in for the
 // controller's copy of a secret of namespace default, where withOwner's

@@ -30,8 +30,8 @@ func rssKiB(pid int) (int, error) {
 
 // TestMeasureWritesAndMemory records, for the closing note, how many status
 // writes 10 pulls cost and the daemon's RSS idle and with 3 pulls running.
-// Memory is logged, never asserted; the write count has only a loose bound
-// that catches a daemon writing every transition.
+// Memory is logged, never asserted; the write count is bounded at half of
+// what a daemon writing every transition would make.
 func TestMeasureWritesAndMemory(t *testing.T) {
 	e := newEnv(t)
 	secret := []appsv1beta1.ReferenceObject{e.pullSecret("good", registryPass)}
@@ -59,7 +59,10 @@ func TestMeasureWritesAndMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	before, _ := d.metric("prepull_daemon_status_writes_total")
+	before, err := d.metric("prepull_daemon_status_writes_total")
+	if err != nil {
+		t.Fatal(err)
+	}
 	versions := map[string]int64{}
 	for i := 0; i < 10; i++ {
 		image := e.image(fmt.Sprintf("%s/small%d", e.repo, i))
@@ -70,11 +73,17 @@ func TestMeasureWritesAndMemory(t *testing.T) {
 			t.Fatalf("%s: %+v", image, st)
 		}
 	}
-	after, _ := d.metric("prepull_daemon_status_writes_total")
+	after, err := d.metric("prepull_daemon_status_writes_total")
+	if err != nil {
+		t.Fatal(err)
+	}
 	writes := after - before
-	// Each pull has three transitions (Waiting, Pulling, Succeeded).
-	if writes > 30 {
-		t.Errorf("10 pulls took %.0f status writes, more than their 30 transitions: writes are not coalesced", writes)
+	// Each pull has three transitions (Waiting, Pulling, Succeeded): a
+	// daemon writing each one would make 30 writes. The reporter folds
+	// what changed within its interval (200 ms here) into one write, and
+	// the 10 tags arrive within a few of them.
+	if writes < 1 || writes > 15 {
+		t.Errorf("10 pulls took %.0f status writes, want 1..15 (half their 30 transitions at most): writes are not coalesced", writes)
 	}
 
 	reg.BytesPerSecond.Store(1 << 20)
