@@ -3,26 +3,21 @@
 package secretcopy
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/prepull/prepull/pkg/names"
 )
 
 // CopyName is the name of the shared copy of secret namespace/name. It is
 // deterministic, so every job referencing the same source finds one copy,
 // and hashed, so "a-b"/"c" and "a"/"b-c" never collide and long names fit.
 func CopyName(namespace, name string) string {
-	sum := sha256.Sum256([]byte(namespace + "/" + name))
-	prefix := namespace + "-" + name
-	if len(prefix) > 200 {
-		prefix = prefix[:200]
-	}
-	return prefix + "-" + hex.EncodeToString(sum[:])[:10]
+	return names.Hashed(namespace+"-"+name, namespace+"/"+name)
 }
 
 // Labels and annotations on copies.

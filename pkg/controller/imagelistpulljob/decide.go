@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/names"
 )
 
 // Labels on child jobs.
@@ -45,14 +46,7 @@ func ChildTemplate(parent *appsv1beta1.ImageListPullJob) appsv1beta1.ImagePullJo
 // so a create retried from a stale cache meets AlreadyExists instead of
 // making a second child.
 func ChildName(parent, image string) string {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(image))
-	suffix := fmt.Sprintf("%016x", h.Sum64())[:10]
-	// Object names are at most 253 characters.
-	if len(parent) > 253-len(suffix)-1 {
-		parent = parent[:253-len(suffix)-1]
-	}
-	return parent + "-" + suffix
+	return names.Hashed(parent, image)
 }
 
 // cannotRun returns why a child job cannot run, or "": the controller

@@ -10,8 +10,6 @@
 package workload
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"math"
 	"slices"
@@ -28,6 +26,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/prepull/prepull/pkg/imageref"
+	objnames "github.com/prepull/prepull/pkg/names"
 	"github.com/prepull/prepull/pkg/nodetags"
 )
 
@@ -226,14 +225,7 @@ func Targets(spec *corev1.PodSpec, nodes []*corev1.Node, extra labels.Selector, 
 // new jobs, never its predecessor's) and image always give the same name,
 // so a repeated sync finds its job instead of making another.
 func JobName(kind, name string, uid types.UID, image string) string {
-	sum := sha256.Sum256([]byte(string(uid) + "/" + image))
-	suffix := hex.EncodeToString(sum[:])[:10]
-	prefix := strings.ToLower(kind) + "-" + name
-	// Names are DNS subdomains (253); keep room for the suffix.
-	if len(prefix) > 200 {
-		prefix = prefix[:200]
-	}
-	return strings.TrimRight(prefix, "-.") + "-" + suffix
+	return objnames.Hashed(strings.ToLower(kind)+"-"+name, string(uid)+"/"+image)
 }
 
 // Required is how many of targets nodes the gate waits for: GateMinNodes
