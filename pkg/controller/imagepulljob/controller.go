@@ -319,28 +319,10 @@ func (c *Controller) podChanged(old, cur *corev1.Pod) {
 }
 
 func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error) {
-	ns, name, err := cache.SplitMetaNamespaceKey(key)
-	if err != nil {
-		return 0, nil
-	}
-	job, err := c.jobs.ImagePullJobs(ns).Get(name)
-	if apierrors.IsNotFound(err) {
-		c.writtenJobs.Forget(key)
-		c.registries.Forget(key)
-		return 0, nil
-	}
-	if err != nil {
+	job, done, err := c.liveJob(ctx, key)
+	if done || err != nil {
 		return 0, err
 	}
-	job = c.writtenJobs.Freshest(key, job)
-	if job.DeletionTimestamp != nil {
-		return 0, c.cleanup(ctx, key, job)
-	}
-	if !slices.Contains(job.Finalizers, Finalizer) {
-		// The informer brings the updated job back and syncs it again.
-		return 0, c.patchFinalizers(ctx, job, append(slices.Clone(job.Finalizers), Finalizer))
-	}
-
 	ref, err := imageref.Parse(job.Spec.Image)
 	if err != nil {
 		return 0, c.invalid(ctx, job, fmt.Sprintf("spec.image: %v", err))
@@ -353,26 +335,82 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	}
 	// On a capped registry one job at a time counts its pulls in flight
 	// and hands out new ones, so two jobs never take the same slot.
-	reg := RegistryCap{Host: registrycap.Host(ref.Name)}
-	reg.Limit = c.opts.RegistryLimits.For(reg.Host)
+	host := registrycap.Host(ref.Name)
+	limit := c.opts.RegistryLimits.For(host)
 	unlock := func() {}
-	if reg.Limit > 0 {
-		unlock = sync.OnceFunc(c.registries.Lock(reg.Host))
+	if limit > 0 {
+		unlock = sync.OnceFunc(c.registries.Lock(host))
 	}
 	defer unlock()
-	all, err := c.nodeImages.List(labels.Everything())
+	in, inFlight, problem, err := c.input(key, job, ref, podNodes, RegistryCap{Host: host, Limit: limit})
 	if err != nil {
 		return 0, err
+	}
+	if problem != "" {
+		return 0, c.invalid(ctx, job, problem)
+	}
+	d := Decide(in)
+	if d.Delete {
+		klog.FromContext(ctx).V(2).Info("Deleting job after ttlSecondsAfterFinished")
+		err := c.client.AppsV1beta1().ImagePullJobs(job.Namespace).Delete(ctx, job.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &job.UID}})
+		if apierrors.IsNotFound(err) {
+			err = nil
+		}
+		return 0, err
+	}
+	c.submitWrites(key, job, in, d)
+	if limit > 0 {
+		c.registries.Set(host, key, job.CreationTimestamp.Time, d.RegistryWaiting)
+		c.wakeWaiting(host, key, limit-inFlight-d.Started)
+	}
+	unlock()
+	_, err = c.writeStatus(ctx, job, d)
+	return d.RequeueAfter, err
+}
+
+// liveJob reads the job to sync. done says there is nothing more to do
+// this time: the job is gone, being deleted (cleaned up here), or just got
+// its finalizer (the informer brings it back).
+func (c *Controller) liveJob(ctx context.Context, key string) (*appsv1beta1.ImagePullJob, bool, error) {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil, true, nil
+	}
+	job, err := c.jobs.ImagePullJobs(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		c.writtenJobs.Forget(key)
+		c.registries.Forget(key)
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, true, err
+	}
+	job = c.writtenJobs.Freshest(key, job)
+	if job.DeletionTimestamp != nil {
+		return nil, true, c.cleanup(ctx, key, job)
+	}
+	if !slices.Contains(job.Finalizers, Finalizer) {
+		return nil, true, c.patchFinalizers(ctx, job, append(slices.Clone(job.Finalizers), Finalizer))
+	}
+	return job, false, nil
+}
+
+// input reads what Decide needs from the caches: the nodes as the writer
+// will leave them, the job's targets among them, its registry's slots
+// (and the pulls in flight from it). problem is the job's own fault (a
+// bad selector), for its status.
+func (c *Controller) input(key string, job *appsv1beta1.ImagePullJob, ref imageref.Reference, podNodes sets.Set[string], reg RegistryCap) (in Input, inFlight int, problem string, err error) {
+	all, err := c.nodeImages.List(labels.Everything())
+	if err != nil {
+		return in, 0, "", err
 	}
 	// Tags this controller decided but has not written yet count as
 	// written, so parallelism holds while the writer catches up.
 	all = c.groupWriter().project(all, c.freshestOf)
 	targets, err := SelectTargets(job, all, podNodes)
 	if err != nil {
-		return 0, c.invalid(ctx, job, err.Error())
+		return in, 0, err.Error(), nil
 	}
-	plan := c.checkAnnotations(job)
-	inFlight := 0
 	if c.opts.HeldRegistry != nil {
 		if hold, ok := c.opts.HeldRegistry(reg.Host); ok {
 			reg.HeldUntil, reg.HeldBy = hold.Until, hold.Node
@@ -384,7 +422,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	}
 	owned, err := c.ownedNodeImages(job.UID)
 	if err != nil {
-		return 0, err
+		return in, 0, "", err
 	}
 	var missing []string
 	if c.opts.SecretExists != nil {
@@ -394,30 +432,25 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 			}
 		}
 	}
-	d := Decide(Input{Job: job, Ref: ref, Targets: targets, Owned: owned, Now: c.opts.Now(), RepullInterval: c.opts.RepullInterval, FailedRepullInterval: c.opts.FailedRepullInterval, MissingSecrets: missing, CompletedTagTTL: c.opts.CompletedTagTTL,
-		Rollout: plan, Registry: reg})
+	return Input{Job: job, Ref: ref, Targets: targets, Owned: owned, Now: c.opts.Now(), RepullInterval: c.opts.RepullInterval,
+		FailedRepullInterval: c.opts.FailedRepullInterval, MissingSecrets: missing, CompletedTagTTL: c.opts.CompletedTagTTL,
+		Rollout: c.checkAnnotations(job), Registry: reg}, inFlight, "", nil
+}
 
-	if d.Delete {
-		klog.FromContext(ctx).V(2).Info("Deleting job after ttlSecondsAfterFinished")
-		err := c.client.AppsV1beta1().ImagePullJobs(ns).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &job.UID}})
-		if apierrors.IsNotFound(err) {
-			err = nil
-		}
-		return 0, err
-	}
-
-	// The writes are handed to the writer, which folds them with other
-	// jobs' writes to the same nodes; which nodes get a new tag was
-	// decided above, so parallelism holds. A write that fails requeues
-	// the job (see writeFailed).
+// submitWrites hands a decision's tag writes to the writer, which folds
+// them with other jobs' writes to the same nodes; which nodes get a new
+// tag was decided already, so parallelism holds. A write that fails
+// requeues the job (see writeFailed).
+func (c *Controller) submitWrites(key string, job *appsv1beta1.ImagePullJob, in Input, d Decision) {
+	ref := in.Ref
 	tmpl := TagTemplate(job, c.opts.DaemonNamespace)
 	owner := OwnerReference(job)
 	now := metav1.NewTime(c.opts.Now())
 	w := c.groupWriter()
 	renew := sets.New(d.Renew...)
 	submitted := sets.New[string]()
-	byName := make(map[string]*appsv1beta1.NodeImage, len(targets))
-	for _, ni := range targets {
+	byName := make(map[string]*appsv1beta1.NodeImage, len(in.Targets))
+	for _, ni := range in.Targets {
 		byName[ni.Name] = ni
 	}
 	for _, node := range d.Write {
@@ -452,18 +485,11 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	// retention keys on the job's other nodes follow (the write derives
 	// them; the change itself is empty).
 	policy := retention.JobPolicy(job).String()
-	for _, ni := range owned {
+	for _, ni := range in.Owned {
 		if ni.Annotations[retention.RetainPrefix+string(job.UID)] != policy && !submitted.Has(ni.Name) {
 			w.submit(ni.Name, key, func(*nodeEdit) bool { return false })
 		}
 	}
-	if reg.Limit > 0 {
-		c.registries.Set(reg.Host, key, job.CreationTimestamp.Time, d.RegistryWaiting)
-		c.wakeWaiting(reg.Host, key, reg.Limit-inFlight-d.Started)
-	}
-	unlock()
-	_, err = c.writeStatus(ctx, job, d)
-	return d.RequeueAfter, err
 }
 
 // wakeWaiting syncs up to free jobs that wait for host's slots, oldest

@@ -227,85 +227,24 @@ func Decide(in Input) Decision {
 		st.StartTime = &now
 	}
 	always := job.Spec.CompletionPolicy.Type != appsv1beta1.Never
-
 	if always && st.CompletionTime != nil {
-		// A finished job waits for its TTL and lets its tags go after
-		// CompletedTagTTL.
-		if ttl := job.Spec.CompletionPolicy.TTLSecondsAfterFinished; ttl != nil {
-			expire := st.CompletionTime.Add(time.Duration(*ttl) * time.Second)
-			if !in.Now.Before(expire) {
-				d.Delete = true
-				return d
-			}
-			d.RequeueAfter = expire.Sub(in.Now)
-		}
-		if len(in.Owned) > 0 {
-			if release := st.CompletionTime.Add(in.CompletedTagTTL); !in.Now.Before(release) {
-				for _, ni := range in.Owned {
-					d.Release = append(d.Release, ni.Name)
-				}
-				slices.Sort(d.Release)
-			} else if wait := release.Sub(in.Now); d.RequeueAfter == 0 || wait < d.RequeueAfter {
-				d.RequeueAfter = wait
-			}
-		}
+		d.afterCompletion(in)
 		return d
 	}
 
-	targets := sets.New[string]()
-	var waiting []rollout.Candidate
-	written := rollout.Written{PerZone: map[string]int{}}
-	var active, failedNodes []string
-	var succeeded int32
-	var renewAt time.Time
-	failMessages := map[string]string{}
-	for _, ni := range in.Targets {
-		targets.Insert(ni.Name)
-		state, status := nodetags.OwnerState(ni, in.Ref.Name, in.Ref.Tag, job.UID)
-		switch state {
-		case nodetags.NotWritten:
-			waiting = append(waiting, rollout.Candidate{Name: ni.Name, Labels: ni.Labels, HasOtherTag: hasOtherTag(ni, in.Ref)})
-			continue
-		case nodetags.Active:
-			active = append(active, ni.Name)
-			written.Active++
-		case nodetags.Succeeded:
-			succeeded++
-		case nodetags.Failed:
-			failedNodes = append(failedNodes, ni.Name)
-			failMessages[ni.Name] = status.Message
-		}
-		if in.Rollout.Seeds > 0 {
-			written.PerZone[ni.Labels[in.Rollout.TopologyKey]]++
-		}
-		// Owned tags are refreshed so spec edits reach them.
-		d.Write = append(d.Write, ni.Name)
-		if !always && (state == nodetags.Succeeded || state == nodetags.Failed) && status.CompletionTime != nil {
-			interval := in.RepullInterval
-			if state == nodetags.Failed && in.FailedRepullInterval > 0 {
-				interval = min(interval, in.FailedRepullInterval)
-			}
-			at := status.CompletionTime.Add(interval)
-			if !in.Now.Before(at) {
-				d.Renew = append(d.Renew, ni.Name)
-			} else if renewAt.IsZero() || at.Before(renewAt) {
-				renewAt = at
-			}
-		}
-	}
+	t := tallyNodes(in, always)
+	d.Write, d.Renew = t.write, t.renew
 	for _, ni := range in.Owned {
-		if !targets.Has(ni.Name) {
+		if !t.targets.Has(ni.Name) {
 			d.Release = append(d.Release, ni.Name)
 		}
 	}
 	slices.Sort(d.Release)
-
 	st.Desired = int32(len(in.Targets))
-	st.Succeeded = succeeded
-	st.Failed = int32(len(failedNodes))
-	st.Active = int32(len(active))
+	st.Succeeded = t.succeeded
+	st.Failed = int32(len(t.failed))
+	st.Active = int32(len(t.active))
 
-	parallelism, perr := Parallelism(job.Spec.Parallelism, len(in.Targets))
 	deadlinePassed := false
 	if dl := job.Spec.CompletionPolicy.ActiveDeadlineSeconds; always && dl != nil {
 		end := st.StartTime.Add(time.Duration(*dl) * time.Second)
@@ -315,79 +254,28 @@ func Decide(in Input) Decision {
 			d.RequeueAfter = end.Sub(in.Now)
 		}
 	}
-
 	switch {
 	case always && deadlinePassed:
 		// Nodes that did not finish in time count as failed.
-		unfinished := slices.Clone(active)
-		for _, c := range waiting {
+		unfinished := slices.Clone(t.active)
+		for _, c := range t.waiting {
 			unfinished = append(unfinished, c.Name)
 		}
 		for _, n := range unfinished {
-			failMessages[n] = "node did not finish pulling before the job's activeDeadlineSeconds"
+			t.failMessages[n] = "node did not finish pulling before the job's activeDeadlineSeconds"
 		}
-		failedNodes = append(failedNodes, unfinished...)
-		st.Failed = int32(len(failedNodes))
+		t.failed = append(t.failed, unfinished...)
+		st.Failed = int32(len(t.failed))
 		st.Active = 0
 		st.CompletionTime = &now
 		st.Message = MessageDeadline
 		d.RequeueAfter = 0
-	case always && int(succeeded)+len(failedNodes) == len(in.Targets):
+	case always && int(t.succeeded)+len(t.failed) == len(in.Targets):
 		st.CompletionTime = &now
 		st.Message = MessageCompleted
 		d.RequeueAfter = 0
 	default:
-		if perr != nil {
-			st.Message = perr.Error()
-			break
-		}
-		rollout.Order(waiting, in.Rollout.First)
-		newNodes, wave := rollout.Next(in.Rollout, waiting, written, parallelism-len(active))
-		held := in.Registry.HeldUntil.After(in.Now)
-		if held && len(newNodes) > 0 {
-			d.RegistryWaiting = len(newNodes)
-			newNodes = nil
-			if wait := in.Registry.HeldUntil.Sub(in.Now); d.RequeueAfter == 0 || wait < d.RequeueAfter {
-				d.RequeueAfter = wait
-			}
-		} else if in.Registry.Limit > 0 && len(newNodes) > in.Registry.Slots {
-			d.RegistryWaiting = len(newNodes) - max(0, in.Registry.Slots)
-			newNodes = newNodes[:max(0, in.Registry.Slots)]
-		}
-		d.Write = append(d.Write, newNodes...)
-		d.Started, d.Wave = len(newNodes), wave
-		st.Active += int32(len(newNodes))
-		switch {
-		case len(in.Targets) == 0:
-			st.Message = fmt.Sprintf("no node matches the job's %s yet: it pulls on matching nodes as they appear", selectionField(job))
-		case parallelism == 0 && len(waiting) > 0:
-			st.Message = "job is paused: spec.parallelism is 0; raise it to continue"
-		default:
-			progress := 0.0
-			if len(in.Targets) > 0 {
-				progress = float64(int(succeeded)+len(failedNodes)) * 100 / float64(len(in.Targets))
-			}
-			st.Message = fmt.Sprintf(messageRunningTemplate, progress)
-			if wave.Number > 0 && len(waiting) > len(newNodes) {
-				st.Message += fmt.Sprintf("; wave %d: up to %d node(s) per %s value, the next wave once these finish", wave.Number, wave.PerZone, in.Rollout.TopologyKey)
-			}
-			if held && d.RegistryWaiting > 0 {
-				st.Message += fmt.Sprintf("; %d node(s) wait for registry %s: it answered 429 Too Many Requests (to node %s), new pulls from it start after %s", d.RegistryWaiting, in.Registry.Host, in.Registry.HeldBy, in.Registry.HeldUntil.UTC().Format(time.RFC3339))
-			} else if d.RegistryWaiting > 0 {
-				st.Message += fmt.Sprintf("; %d node(s) wait for registry %s: at most %d pulls from it run at once across all jobs (prepull-controller --registry-max-pulls), older jobs first", d.RegistryWaiting, in.Registry.Host, in.Registry.Limit)
-			}
-		}
-		if len(in.MissingSecrets) > 0 {
-			// Pulls go on (a public mirror may serve the image) but the
-			// status says what is wrong.
-			d.SecretWarning = fmt.Sprintf("pull secret(s) %s not found in namespace %s: create them or fix spec.pullSecrets", strings.Join(in.MissingSecrets, ", "), job.Namespace)
-			st.Message += "; " + d.SecretWarning
-		}
-		if !always && !renewAt.IsZero() {
-			if wait := renewAt.Sub(in.Now); d.RequeueAfter == 0 || wait < d.RequeueAfter {
-				d.RequeueAfter = wait
-			}
-		}
+		d.progress(in, t, always)
 	}
 	if st.CompletionTime != nil {
 		// Completed now: next come the TTL and the release of the tags.
@@ -396,17 +284,168 @@ func Decide(in Input) Decision {
 			d.RequeueAfter = max(min(time.Duration(*ttl)*time.Second, d.RequeueAfter), time.Nanosecond)
 		}
 	}
-	slices.Sort(d.Write)
-	slices.Sort(failedNodes)
-	st.FailedNodes = failedNodes
-	if len(st.FailedNodes) == 0 {
-		st.FailedNodes = nil
+	d.settleFailures(job, t)
+	return d
+}
+
+// soonest brings RequeueAfter forward to wait, if wait is sooner.
+func (d *Decision) soonest(wait time.Duration) {
+	if d.RequeueAfter == 0 || wait < d.RequeueAfter {
+		d.RequeueAfter = wait
 	}
-	previously := sets.New(job.Status.FailedNodes...)
-	for _, n := range failedNodes {
-		if !previously.Has(n) {
-			d.NewFailures = append(d.NewFailures, NodeFailure{Node: n, Message: failMessages[n]})
+}
+
+// afterCompletion is what a completed Always job still does: wait for its
+// TTL, then go, and let its tags go after CompletedTagTTL.
+func (d *Decision) afterCompletion(in Input) {
+	st := &d.Status
+	if ttl := in.Job.Spec.CompletionPolicy.TTLSecondsAfterFinished; ttl != nil {
+		expire := st.CompletionTime.Add(time.Duration(*ttl) * time.Second)
+		if !in.Now.Before(expire) {
+			d.Delete = true
+			return
+		}
+		d.RequeueAfter = expire.Sub(in.Now)
+	}
+	if len(in.Owned) == 0 {
+		return
+	}
+	if release := st.CompletionTime.Add(in.CompletedTagTTL); !in.Now.Before(release) {
+		for _, ni := range in.Owned {
+			d.Release = append(d.Release, ni.Name)
+		}
+		slices.Sort(d.Release)
+	} else {
+		d.soonest(release.Sub(in.Now))
+	}
+}
+
+// nodeTally is where the job stands on each of its target nodes.
+type nodeTally struct {
+	targets      sets.Set[string]
+	waiting      []rollout.Candidate // targets without the job's tag yet
+	written      rollout.Written
+	active       []string
+	failed       []string
+	failMessages map[string]string
+	succeeded    int32
+	// write are the nodes whose owned tag is refreshed (spec edits reach
+	// them), renew those a Never job pulls again now, renewAt the next
+	// renewal after now.
+	write, renew []string
+	renewAt      time.Time
+}
+
+func tallyNodes(in Input, always bool) nodeTally {
+	t := nodeTally{targets: sets.New[string](), written: rollout.Written{PerZone: map[string]int{}}, failMessages: map[string]string{}}
+	for _, ni := range in.Targets {
+		t.targets.Insert(ni.Name)
+		state, status := nodetags.OwnerState(ni, in.Ref.Name, in.Ref.Tag, in.Job.UID)
+		switch state {
+		case nodetags.NotWritten:
+			t.waiting = append(t.waiting, rollout.Candidate{Name: ni.Name, Labels: ni.Labels, HasOtherTag: hasOtherTag(ni, in.Ref)})
+			continue
+		case nodetags.Active:
+			t.active = append(t.active, ni.Name)
+			t.written.Active++
+		case nodetags.Succeeded:
+			t.succeeded++
+		case nodetags.Failed:
+			t.failed = append(t.failed, ni.Name)
+			t.failMessages[ni.Name] = status.Message
+		}
+		if in.Rollout.Seeds > 0 {
+			t.written.PerZone[ni.Labels[in.Rollout.TopologyKey]]++
+		}
+		t.write = append(t.write, ni.Name)
+		if !always && (state == nodetags.Succeeded || state == nodetags.Failed) && status.CompletionTime != nil {
+			interval := in.RepullInterval
+			if state == nodetags.Failed && in.FailedRepullInterval > 0 {
+				interval = min(interval, in.FailedRepullInterval)
+			}
+			at := status.CompletionTime.Add(interval)
+			if !in.Now.Before(at) {
+				t.renew = append(t.renew, ni.Name)
+			} else if t.renewAt.IsZero() || at.Before(t.renewAt) {
+				t.renewAt = at
+			}
 		}
 	}
-	return d
+	return t
+}
+
+// progress moves an unfinished job on: new nodes within its parallelism,
+// its wave and its registry's cap, and the status message that says so.
+func (d *Decision) progress(in Input, t nodeTally, always bool) {
+	st := &d.Status
+	parallelism, err := Parallelism(in.Job.Spec.Parallelism, len(in.Targets))
+	if err != nil {
+		st.Message = err.Error()
+		return
+	}
+	rollout.Order(t.waiting, in.Rollout.First)
+	newNodes, wave := rollout.Next(in.Rollout, t.waiting, t.written, parallelism-len(t.active))
+	held := in.Registry.HeldUntil.After(in.Now)
+	if held && len(newNodes) > 0 {
+		d.RegistryWaiting = len(newNodes)
+		newNodes = nil
+		d.soonest(in.Registry.HeldUntil.Sub(in.Now))
+	} else if in.Registry.Limit > 0 && len(newNodes) > in.Registry.Slots {
+		d.RegistryWaiting = len(newNodes) - max(0, in.Registry.Slots)
+		newNodes = newNodes[:max(0, in.Registry.Slots)]
+	}
+	d.Write = append(d.Write, newNodes...)
+	d.Started, d.Wave = len(newNodes), wave
+	st.Active += int32(len(newNodes))
+	switch {
+	case len(in.Targets) == 0:
+		st.Message = fmt.Sprintf("no node matches the job's %s yet: it pulls on matching nodes as they appear", selectionField(in.Job))
+	case parallelism == 0 && len(t.waiting) > 0:
+		st.Message = "job is paused: spec.parallelism is 0; raise it to continue"
+	default:
+		st.Message = d.runningMessage(in, t, wave, held, len(newNodes))
+	}
+	if len(in.MissingSecrets) > 0 {
+		// Pulls go on (a public mirror may serve the image) but the
+		// status says what is wrong.
+		d.SecretWarning = fmt.Sprintf("pull secret(s) %s not found in namespace %s: create them or fix spec.pullSecrets", strings.Join(in.MissingSecrets, ", "), in.Job.Namespace)
+		st.Message += "; " + d.SecretWarning
+	}
+	if !always && !t.renewAt.IsZero() {
+		d.soonest(t.renewAt.Sub(in.Now))
+	}
+}
+
+// runningMessage is a running job's status message: its share done, and
+// what holds the rest back (its wave, its registry).
+func (d *Decision) runningMessage(in Input, t nodeTally, wave rollout.Wave, held bool, started int) string {
+	progress := float64(int(t.succeeded)+len(t.failed)) * 100 / float64(len(in.Targets))
+	msg := fmt.Sprintf(messageRunningTemplate, progress)
+	if wave.Number > 0 && len(t.waiting) > started {
+		msg += fmt.Sprintf("; wave %d: up to %d node(s) per %s value, the next wave once these finish", wave.Number, wave.PerZone, in.Rollout.TopologyKey)
+	}
+	switch {
+	case held && d.RegistryWaiting > 0:
+		msg += fmt.Sprintf("; %d node(s) wait for registry %s: it answered 429 Too Many Requests (to node %s), new pulls from it start after %s", d.RegistryWaiting, in.Registry.Host, in.Registry.HeldBy, in.Registry.HeldUntil.UTC().Format(time.RFC3339))
+	case d.RegistryWaiting > 0:
+		msg += fmt.Sprintf("; %d node(s) wait for registry %s: at most %d pulls from it run at once across all jobs (prepull-controller --registry-max-pulls), older jobs first", d.RegistryWaiting, in.Registry.Host, in.Registry.Limit)
+	}
+	return msg
+}
+
+// settleFailures sorts the write list and the failed nodes into the status
+// and lists the failures the previous status did not have, for Events.
+func (d *Decision) settleFailures(job *appsv1beta1.ImagePullJob, t nodeTally) {
+	slices.Sort(d.Write)
+	slices.Sort(t.failed)
+	d.Status.FailedNodes = t.failed
+	if len(d.Status.FailedNodes) == 0 {
+		d.Status.FailedNodes = nil
+	}
+	previously := sets.New(job.Status.FailedNodes...)
+	for _, n := range t.failed {
+		if !previously.Has(n) {
+			d.NewFailures = append(d.NewFailures, NodeFailure{Node: n, Message: t.failMessages[n]})
+		}
+	}
 }
