@@ -124,7 +124,9 @@ func pathAdjust(ref string) int {
 	switch {
 	case !found:
 		return len("library/")
-	case !strings.ContainsAny(first, ".:ABCDEFGHIJKLMNOPQRSTUVWXYZ") && first != "localhost":
+	// A first component with "_" is no host name, whatever else it holds
+	// (a.b_c/app): the whole name is the path.
+	case (!strings.ContainsAny(first, ".:ABCDEFGHIJKLMNOPQRSTUVWXYZ") || strings.Contains(first, "_")) && first != "localhost":
 		return 0 // no registry host: the whole name is the path
 	case strings.Count(ref, "/") == 1 && (first == "docker.io" || first == "index.docker.io"):
 		return len("library/") - len(first) - 1

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/prepull/prepull/pkg/imageref"
 )
 
 // admissionCase is one manifest the apiserver must reject. For an update
@@ -132,6 +134,10 @@ var admissionCases = []admissionCase{
 	{name: "job image sha512 digest", manifest: job("  image: nginx@sha512:" + strings.Repeat("ab", 64) + "\n"),
 		want: []string{"spec.image", "only sha256 digests"}},
 	{name: "job image path over 255 characters", manifest: job("  image: example.com/" + strings.Repeat("a", 256) + ":v1\n"),
+		want: []string{"spec.image", "at most 255 characters"}},
+	// A first component with "_" is no registry host, so the whole name is
+	// the path: 250 characters after "a.b_c/" make 256.
+	{name: "job image whose dotted first component is no host, path over 255 characters", manifest: job("  image: a.b_c/" + strings.Repeat("a", 250) + ":v1\n"),
 		want: []string{"spec.image", "at most 255 characters"}},
 	// A runtime names nginx docker.io/library/nginx: 248 characters make a
 	// 256-character path.
@@ -291,6 +297,32 @@ func TestNodeImageBoundsAccepted(t *testing.T) {
 		status.SetResourceVersion(created.GetResourceVersion())
 		if _, err := client.UpdateStatus(ctx, status, metav1.UpdateOptions{}); err != nil {
 			t.Fatalf("%s: progress 0 and 100 were refused: %v", version, err)
+		}
+	}
+}
+
+// Images at the repository path limit, however the name's first component
+// reads (a registry host or not), are accepted in both versions, and the
+// controller's parser takes each: what admission accepts, prepull acts on.
+func TestImagePathLimitAccepted(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	images := []string{
+		"example.com/" + strings.Repeat("a", 255) + ":v1", // host, then a 255-character path
+		"a.b_c/" + strings.Repeat("a", 249) + ":v1",       // no host: the whole name, 255
+		strings.Repeat("a", 247) + ":v1",                  // docker.io/library/ + 247 = 255
+	}
+	for _, version := range []string{"v1alpha1", "v1beta1"} {
+		for i, image := range images {
+			if _, err := imageref.Parse(image); err != nil {
+				t.Fatalf("image %d: the controller's parser refuses it: %v", i, err)
+			}
+			for _, manifest := range []string{job("  image: " + image + "\n"), listJob("  images: [" + image + "]\n")} {
+				obj := parseObject(t, strings.NewReplacer("VERSION", version, "NAME", uniqueName("limit")).Replace(manifest))
+				if _, err := resourceFor(t, obj, ns).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+					t.Errorf("%s %s with image %d at the path limit refused: %v", version, obj.GetKind(), i, err)
+				}
+			}
 		}
 	}
 }
