@@ -168,6 +168,29 @@ func New(client *NodeImageClient, core *CoreClient, opts Options) (*Daemon, erro
 	if opts.NodeName == "" {
 		return nil, errors.New("the node name is empty: set --node-name or NODE_NAME")
 	}
+	opts = opts.withDefaults()
+	if opts.ImageFS != nil {
+		imageFSLimit.Set(opts.Budget.MaxUsage)
+	}
+	d := &Daemon{
+		opts: opts, client: client, core: core,
+		puller:           &puller.Puller{Images: opts.Images, Backoff: opts.Backoff},
+		trigger:          make(chan struct{}, 1),
+		stopping:         make(chan struct{}),
+		secretErrs:       map[string]string{},
+		retentionChanged: make(chan struct{}, 1),
+		purged:           map[string]bool{},
+	}
+	d.queuedMessage = fmt.Sprintf("waiting for a pull slot: at most %d pulls run at once on this node (prepull-daemon --max-concurrent-pulls)", max(1, opts.MaxConcurrent))
+	d.pool = newPool(opts.MaxConcurrent, opts.LargePulls, func(q, r int) { queueLength.Set(float64(q)); inFlight.Set(float64(r)) })
+	d.reporter = newReporter(opts.StatusInterval, d.writeStatus)
+	if err := d.watch(client, core); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (opts Options) withDefaults() Options {
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = time.Second
 	}
@@ -183,63 +206,55 @@ func New(client *NodeImageClient, core *CoreClient, opts Options) (*Daemon, erro
 	if opts.RetryAfter == nil {
 		opts.RetryAfter = askRetryAfter
 	}
-	if opts.ImageFS != nil {
-		imageFSLimit.Set(opts.Budget.MaxUsage)
-	}
 	if opts.Pins == nil && opts.NoPinReason == "" {
 		opts.NoPinReason = "this daemon has no access to the runtime's image store"
 	}
-	d := &Daemon{
-		opts: opts, client: client, core: core,
-		puller:           &puller.Puller{Images: opts.Images, Backoff: opts.Backoff},
-		trigger:          make(chan struct{}, 1),
-		stopping:         make(chan struct{}),
-		secretErrs:       map[string]string{},
-		retentionChanged: make(chan struct{}, 1),
-		purged:           map[string]bool{},
-	}
-	d.queuedMessage = fmt.Sprintf("waiting for a pull slot: at most %d pulls run at once on this node (prepull-daemon --max-concurrent-pulls)", max(1, opts.MaxConcurrent))
-	d.pool = newPool(opts.MaxConcurrent, opts.LargePulls, func(q, r int) { queueLength.Set(float64(q)); inFlight.Set(float64(r)) })
-	d.reporter = newReporter(opts.StatusInterval, d.writeStatus)
+	return opts
+}
 
-	// Only this node's NodeImage, and only secrets of the daemon namespace.
-	byName := fields.OneTermEqualSelector("metadata.name", opts.NodeName).String()
-	nodeImages := client
-	niInformer := cache.NewSharedIndexInformer(&cache.ListWatch{
+// narrowInformer lists and watches only what tweak selects.
+func narrowInformer[L runtime.Object](obj runtime.Object, tweak func(*metav1.ListOptions),
+	list func(context.Context, metav1.ListOptions) (L, error), watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error), indexers cache.Indexers) cache.SharedIndexInformer {
+	return cache.NewSharedIndexInformer(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = byName
-			return nodeImages.List(ctx, o)
+			tweak(&o)
+			return list(ctx, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = byName
-			return nodeImages.Watch(ctx, o)
+			tweak(&o)
+			return watchFn(ctx, o)
 		},
-	}, &appsv1beta1.NodeImage{}, 0, cache.Indexers{})
-	// Only the controller's copies: other secrets that share the namespace
-	// (the daemon's own token, a TLS key) never enter the daemon's memory.
+	}, obj, 0, indexers)
+}
+
+// watch sets up the daemon's informers: only this node's NodeImage, only
+// the controller's secret copies in the daemon namespace (other secrets
+// there, the daemon's own token or a TLS key, never enter its memory), and
+// the registries' holds ConfigMap by name.
+func (d *Daemon) watch(client *NodeImageClient, core *CoreClient) error {
+	ns := d.opts.DaemonNamespace
+	byName := func(name string) func(*metav1.ListOptions) {
+		sel := fields.OneTermEqualSelector("metadata.name", name).String()
+		return func(o *metav1.ListOptions) { o.FieldSelector = sel }
+	}
 	copies := labels.SelectorFromSet(labels.Set{secretcopy.CopyLabel: "true"}).String()
-	secretInformer := cache.NewSharedIndexInformer(&cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.LabelSelector = copies
-			return core.ListSecrets(ctx, opts.DaemonNamespace, o)
+	niInformer := narrowInformer(&appsv1beta1.NodeImage{}, byName(d.opts.NodeName), client.List, client.Watch, cache.Indexers{})
+	secretInformer := narrowInformer(&corev1.Secret{}, func(o *metav1.ListOptions) { o.LabelSelector = copies },
+		func(ctx context.Context, o metav1.ListOptions) (*corev1.SecretList, error) {
+			return core.ListSecrets(ctx, ns, o)
 		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.LabelSelector = copies
-			return core.WatchSecrets(ctx, opts.DaemonNamespace, o)
+		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return core.WatchSecrets(ctx, ns, o)
 		},
-	}, &corev1.Secret{}, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
-	// The registries' holds: one ConfigMap, by name.
-	holdsByName := fields.OneTermEqualSelector("metadata.name", registryhold.ConfigMapName).String()
-	holdInformer := cache.NewSharedIndexInformer(&cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = holdsByName
-			return core.ListConfigMaps(ctx, opts.DaemonNamespace, o)
+		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	holdInformer := narrowInformer(&corev1.ConfigMap{}, byName(registryhold.ConfigMapName),
+		func(ctx context.Context, o metav1.ListOptions) (*corev1.ConfigMapList, error) {
+			return core.ListConfigMaps(ctx, ns, o)
 		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = holdsByName
-			return core.WatchConfigMaps(ctx, opts.DaemonNamespace, o)
+		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return core.WatchConfigMaps(ctx, ns, o)
 		},
-	}, &corev1.ConfigMap{}, 0, cache.Indexers{})
+		cache.Indexers{})
 	d.ni = appslisters.NewNodeImageLister(niInformer.GetIndexer())
 	d.secrets = corelisters.NewSecretLister(secretInformer.GetIndexer())
 	d.informers = []cache.SharedIndexInformer{niInformer, secretInformer}
@@ -259,15 +274,15 @@ func New(client *NodeImageClient, core *CoreClient, opts Options) (*Daemon, erro
 	if _, err := holdInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: takeHolds, UpdateFunc: func(_, cur any) { takeHolds(cur) },
 	}); err != nil {
-		return nil, fmt.Errorf("watching ConfigMap %s: %w", registryhold.ConfigMapName, err)
+		return fmt.Errorf("watching ConfigMap %s: %w", registryhold.ConfigMapName, err)
 	}
 	kick := func(any) { d.kick() }
 	if _, err := niInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: kick, UpdateFunc: func(_, cur any) { d.kick() }, DeleteFunc: kick,
 	}); err != nil {
-		return nil, fmt.Errorf("watching NodeImage: %w", err)
+		return fmt.Errorf("watching NodeImage: %w", err)
 	}
-	return d, nil
+	return nil
 }
 
 // Stuck says why the daemon looks wedged (see pool.stuck), for its
@@ -450,13 +465,29 @@ func (d *Daemon) pull(ctx context.Context, spec pullSpec, note string) {
 	set(func(st *appsv1beta1.ImageTagStatus) {
 		*st = appsv1beta1.ImageTagStatus{Tag: tag.Tag, Phase: appsv1beta1.ImagePhasePulling, Version: tag.Version, StartTime: &start}
 	})
+	res := d.runPull(ctx, ref, spec, start.Time, set)
+	if ctx.Err() != nil {
+		d.interrupted(set)
+		return
+	}
+	if res.Err != nil {
+		d.failed(ctx, spec, ref, time.Since(start.Time), res, set)
+		return
+	}
+	d.succeeded(ctx, spec, ref, start.Time, note, res, set)
+}
 
+// runPull pulls with the tag's policy while following its byte progress,
+// and lets the downloaded layers' lease go once the pull ended (one cut
+// short keeps its bytes for whoever pulls the tag next: a newer version,
+// or this daemon after a restart).
+func (d *Daemon) runPull(ctx context.Context, ref string, spec pullSpec, start time.Time, set func(func(*appsv1beta1.ImageTagStatus))) puller.Result {
 	req, runs := d.request(ctx, ref, spec, set)
 	hold := d.hold(ctx, ref)
 	progressDone := make(chan struct{})
 	progressCtx, stopProgress := context.WithCancel(ctx)
 	if d.opts.Progress != nil {
-		go d.followProgress(progressCtx, ref, start.Time, runs, hold, set, progressDone)
+		go d.followProgress(progressCtx, ref, start, runs, hold, set, progressDone)
 	} else {
 		close(progressDone)
 	}
@@ -465,32 +496,35 @@ func (d *Daemon) pull(ctx context.Context, spec pullSpec, note string) {
 	<-progressDone
 	runs.end(time.Now())
 	if hold != nil && ctx.Err() == nil {
-		// A pull cut short keeps its bytes for whoever pulls the tag next
-		// (a newer version, or this daemon after a restart).
 		if err := hold.Release(ctx); err != nil {
-			logger.Error(err, "Releasing the downloaded layers' lease")
+			klog.FromContext(ctx).Error(err, "Releasing the downloaded layers' lease")
 		}
 	}
-	took := time.Since(start.Time)
+	return res
+}
 
-	if ctx.Err() != nil {
-		d.interrupted(set)
-		return
-	}
+// failed records a pull that failed for good.
+func (d *Daemon) failed(ctx context.Context, spec pullSpec, ref string, took time.Duration, res puller.Result, set func(func(*appsv1beta1.ImageTagStatus))) {
 	now := metav1.Now()
-	if res.Err != nil {
-		pullsTotal.WithLabelValues("failed").Inc()
-		pullDuration.WithLabelValues("failed").Observe(took.Seconds())
-		msg := puller.Bound(res.Err.Error())
-		logger.Info("Pull failed", "attempts", res.Attempts, "message", msg)
-		set(func(st *appsv1beta1.ImageTagStatus) {
-			// A failed task has nothing pulled to show: a progress left
-			// at 99 would read as nearly done.
-			st.Phase, st.CompletionTime, st.Message, st.Progress = appsv1beta1.ImagePhaseFailed, &now, msg, 0
-		})
-		d.event(spec.niRef, tag, corev1.EventTypeWarning, ReasonPullFailed, fmt.Sprintf("Pulling %s failed: %s", ref, msg))
-		return
-	}
+	pullsTotal.WithLabelValues("failed").Inc()
+	pullDuration.WithLabelValues("failed").Observe(took.Seconds())
+	msg := puller.Bound(res.Err.Error())
+	klog.FromContext(ctx).Info("Pull failed", "attempts", res.Attempts, "message", msg)
+	set(func(st *appsv1beta1.ImageTagStatus) {
+		// A failed task has nothing pulled to show: a progress left at 99
+		// would read as nearly done.
+		st.Phase, st.CompletionTime, st.Message, st.Progress = appsv1beta1.ImagePhaseFailed, &now, msg, 0
+	})
+	d.event(spec.niRef, spec.tag, corev1.EventTypeWarning, ReasonPullFailed, fmt.Sprintf("Pulling %s failed: %s", ref, msg))
+}
+
+// succeeded records a pull that succeeded (or found the image there), and
+// pins the image when its owners ask. No Event: a success is news once per
+// job (the controller's Completed Event), not once per node; the status
+// and metrics have it.
+func (d *Daemon) succeeded(ctx context.Context, spec pullSpec, ref string, start time.Time, note string, res puller.Result, set func(func(*appsv1beta1.ImageTagStatus))) {
+	now := metav1.Now()
+	took := time.Since(start)
 	result := "pulled"
 	msg := fmt.Sprintf("pulled in %s", took.Round(time.Millisecond))
 	if res.Present {
@@ -498,21 +532,19 @@ func (d *Daemon) pull(ctx context.Context, spec pullSpec, note string) {
 	} else if res.Attempts > 1 {
 		msg += fmt.Sprintf(" on attempt %d", res.Attempts)
 	}
-	msg += note + d.pin(ctx, name, tag.Tag)
+	msg += note + d.pin(ctx, spec.name, spec.tag.Tag)
 	pullsTotal.WithLabelValues(result).Inc()
 	pullDuration.WithLabelValues(result).Observe(took.Seconds())
 	if d.opts.Progress != nil && !res.Present {
-		if b, ok := d.opts.Progress(ctx, ref, start.Time); ok {
+		if b, ok := d.opts.Progress(ctx, ref, start); ok {
 			imageBytes.Add(float64(b.Total))
 		}
 	}
-	logger.V(2).Info("Pull succeeded", "took", took, "attempts", res.Attempts, "present", res.Present)
+	klog.FromContext(ctx).V(2).Info("Pull succeeded", "took", took, "attempts", res.Attempts, "present", res.Present)
 	set(func(st *appsv1beta1.ImageTagStatus) {
 		st.Phase, st.CompletionTime, st.Progress, st.Message = appsv1beta1.ImagePhaseSucceeded, &now, 100, msg
-		st.ImageID = name + "@" + res.ImageRef
+		st.ImageID = spec.name + "@" + res.ImageRef
 	})
-	// No Event: a success is news once per job (the controller's Completed
-	// Event), not once per node; the status and metrics have it.
 }
 
 // request is the pull of one tag with its policy: its timeout, backoff

@@ -41,6 +41,7 @@ import (
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 	prepullscheme "github.com/prepull/prepull/pkg/generated/clientset/versioned/scheme"
 	"github.com/prepull/prepull/pkg/generated/informers/externalversions"
+	appsinformers "github.com/prepull/prepull/pkg/generated/informers/externalversions/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/metrics"
 	"github.com/prepull/prepull/pkg/registrycap"
 	"github.com/prepull/prepull/pkg/registryhold"
@@ -177,44 +178,10 @@ func firstError(err error, serveErr <-chan error) error {
 }
 
 func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadata.Interface, client versioned.Interface, opts Options, health *metrics.Health) error {
-	// No periodic resync: every change arrives as an event and deadlines
-	// are requeued explicitly, so work never grows with cluster size.
-	kubeFactory := kubeinformers.NewSharedInformerFactory(kube, 0)
-	factory := externalversions.NewSharedInformerFactory(client, 0)
-
-	nodes := kubeFactory.Core().V1().Nodes().Informer()
-	pods := kubeFactory.Core().V1().Pods().Informer()
-	if err := nodes.SetTransform(indexes.StripNode); err != nil {
-		return fmt.Errorf("setting Node transform: %w", err)
-	}
-	if err := pods.SetTransform(indexes.StripPod); err != nil {
-		return fmt.Errorf("setting Pod transform: %w", err)
-	}
-	nodeImages := factory.Apps().V1beta1().NodeImages()
-	jobs := factory.Apps().V1beta1().ImagePullJobs()
-	if err := indexes.Add(nodeImages.Informer()); err != nil {
+	inf, err := newInformers(kube, meta, client, opts)
+	if err != nil {
 		return err
 	}
-	if err := pullsecretctl.AddIndex(jobs.Informer()); err != nil {
-		return err
-	}
-	// Source secrets are watched as metadata only: their data is read when
-	// a referenced one changes, never cached cluster-wide.
-	metaFactory := metadatainformer.NewSharedInformerFactory(meta, 0)
-	sources := metaFactory.ForResource(corev1.SchemeGroupVersion.WithResource("secrets")).Informer()
-	if err := sources.SetTransform(indexes.StripSecretMetadata); err != nil {
-		return fmt.Errorf("setting secret transform: %w", err)
-	}
-	copyFactory := kubeinformers.NewSharedInformerFactoryWithOptions(kube, 0, kubeinformers.WithNamespace(opts.DaemonNamespace),
-		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = secretcopy.CopyLabel + "=true" }))
-	copies := copyFactory.Core().V1().Secrets().Informer()
-	// The registries' holds: one ConfigMap of the daemon namespace.
-	holdFactory := kubeinformers.NewSharedInformerFactoryWithOptions(kube, 0, kubeinformers.WithNamespace(opts.DaemonNamespace),
-		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", registryhold.ConfigMapName).String()
-		}))
-	holdMaps := holdFactory.Core().V1().ConfigMaps()
-
 	scheme := runtime.NewScheme()
 	_ = kubescheme.AddToScheme(scheme)
 	_ = prepullscheme.AddToScheme(scheme)
@@ -223,98 +190,167 @@ func runControllers(ctx context.Context, kube kubernetes.Interface, meta metadat
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "prepull-controller"})
 
-	secretCtl, err := pullsecretctl.New(kube, jobs, sources, copies, pullsecretctl.Options{
+	runners, workloadCtl, err := newControllers(kube, client, inf, recorder, opts)
+	if err != nil {
+		return err
+	}
+	state := &stateCollector{
+		jobs: inf.jobs.Lister(), lists: inf.factory.Apps().V1beta1().ImageListPullJobs().Lister(), nodeImages: inf.nodeImages.Lister(), gated: workloadCtl.GatedPods, now: time.Now,
+	}
+	registerState(state)
+	defer unregisterState(state)
+	for _, f := range inf.factories() {
+		f.Start(ctx.Done())
+		defer f.Shutdown()
+	}
+	go inf.readyWhenSynced(ctx, health)
+	return runAll(ctx, runners)
+}
+
+// informerSet is every informer the controllers share.
+type informerSet struct {
+	kubeFactory                  kubeinformers.SharedInformerFactory
+	factory                      externalversions.SharedInformerFactory
+	metaFactory                  metadatainformer.SharedInformerFactory
+	copyFactory, holdFactory     kubeinformers.SharedInformerFactory
+	nodes, pods, sources, copies cache.SharedIndexInformer
+	nodeImages                   appsinformers.NodeImageInformer
+	jobs                         appsinformers.ImagePullJobInformer
+}
+
+// newInformers builds the informers with their transforms and indexes. No
+// periodic resync: every change arrives as an event and deadlines are
+// requeued explicitly, so work never grows with cluster size.
+func newInformers(kube kubernetes.Interface, meta metadata.Interface, client versioned.Interface, opts Options) (*informerSet, error) {
+	inf := &informerSet{kubeFactory: kubeinformers.NewSharedInformerFactory(kube, 0), factory: externalversions.NewSharedInformerFactory(client, 0)}
+	inf.nodes = inf.kubeFactory.Core().V1().Nodes().Informer()
+	inf.pods = inf.kubeFactory.Core().V1().Pods().Informer()
+	if err := inf.nodes.SetTransform(indexes.StripNode); err != nil {
+		return nil, fmt.Errorf("setting Node transform: %w", err)
+	}
+	if err := inf.pods.SetTransform(indexes.StripPod); err != nil {
+		return nil, fmt.Errorf("setting Pod transform: %w", err)
+	}
+	inf.nodeImages = inf.factory.Apps().V1beta1().NodeImages()
+	inf.jobs = inf.factory.Apps().V1beta1().ImagePullJobs()
+	if err := indexes.Add(inf.nodeImages.Informer()); err != nil {
+		return nil, err
+	}
+	if err := pullsecretctl.AddIndex(inf.jobs.Informer()); err != nil {
+		return nil, err
+	}
+	// Source secrets are watched as metadata only: their data is read when
+	// a referenced one changes, never cached cluster-wide.
+	inf.metaFactory = metadatainformer.NewSharedInformerFactory(meta, 0)
+	inf.sources = inf.metaFactory.ForResource(corev1.SchemeGroupVersion.WithResource("secrets")).Informer()
+	if err := inf.sources.SetTransform(indexes.StripSecretMetadata); err != nil {
+		return nil, fmt.Errorf("setting secret transform: %w", err)
+	}
+	inf.copyFactory = kubeinformers.NewSharedInformerFactoryWithOptions(kube, 0, kubeinformers.WithNamespace(opts.DaemonNamespace),
+		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = secretcopy.CopyLabel + "=true" }))
+	inf.copies = inf.copyFactory.Core().V1().Secrets().Informer()
+	// The registries' holds: one ConfigMap of the daemon namespace.
+	inf.holdFactory = kubeinformers.NewSharedInformerFactoryWithOptions(kube, 0, kubeinformers.WithNamespace(opts.DaemonNamespace),
+		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", registryhold.ConfigMapName).String()
+		}))
+	return inf, nil
+}
+
+func (inf *informerSet) factories() []interface {
+	Start(<-chan struct{})
+	Shutdown()
+} {
+	return []interface {
+		Start(<-chan struct{})
+		Shutdown()
+	}{inf.kubeFactory, inf.factory, inf.metaFactory, inf.copyFactory, inf.holdFactory}
+}
+
+// readyWhenSynced marks the process ready once every informer has synced
+// but the registry holds' ConfigMap: an install whose RBAC predates it
+// runs without holds rather than not at all.
+func (inf *informerSet) readyWhenSynced(ctx context.Context, health *metrics.Health) {
+	_ = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+		for _, ok := range inf.kubeFactory.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				return false, nil
+			}
+		}
+		for _, ok := range inf.factory.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				return false, nil
+			}
+		}
+		if !cache.WaitForCacheSync(ctx.Done(), inf.sources.HasSynced, inf.copies.HasSynced) {
+			return false, nil
+		}
+		health.SetReady(true)
+		return true, nil
+	})
+}
+
+// newControllers wires each controller to the shared informers and
+// returns how to run them.
+func newControllers(kube kubernetes.Interface, client versioned.Interface, inf *informerSet, recorder record.EventRecorder, opts Options) ([]func(context.Context) error, *workload.Controller, error) {
+	secretCtl, err := pullsecretctl.New(kube, inf.jobs, inf.sources, inf.copies, pullsecretctl.Options{
 		DaemonNamespace: opts.DaemonNamespace, CompletedTagTTL: opts.CompletedTagTTL, Recorder: recorder})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	holdCtl, err := registryholdctl.New(kube, opts.DaemonNamespace, nodeImages, holdMaps.Informer(), nil)
+	holdCtl, err := registryholdctl.New(kube, opts.DaemonNamespace, inf.nodeImages, inf.holdFactory.Core().V1().ConfigMaps().Informer(), nil)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	jobCtl, err := imagepulljob.New(client, jobs, nodeImages, pods, recorder, imagepulljob.Options{
+	jobCtl, err := imagepulljob.New(client, inf.jobs, inf.nodeImages, inf.pods, recorder, imagepulljob.Options{
 		DaemonNamespace: opts.DaemonNamespace, RepullInterval: opts.RepullInterval, FailedRepullInterval: opts.FailedRepullInterval, CompletedTagTTL: opts.CompletedTagTTL, WriteConcurrency: opts.NodeImageWriteConcurrency, RegistryLimits: opts.RegistryLimits, SecretExists: secretCtl.SourceExists,
 		HeldRegistry: holdCtl.Held,
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	niCtl, err := nodeimage.New(client, nodes, nodeImages, jobs, recorder, nodeimage.Options{
+	niCtl, err := nodeimage.New(client, inf.nodes, inf.nodeImages, inf.jobs, recorder, nodeimage.Options{
 		ReadyDelay: opts.NodeReadyDelay, UnansweredTimeout: opts.UnansweredTimeout,
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	labelCtl, err := labelsync.New(client, nodes, nodeImages)
+	labelCtl, err := labelsync.New(client, inf.nodes, inf.nodeImages)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	listCtl, err := imagelistpulljob.New(client, factory.Apps().V1beta1().ImageListPullJobs(), jobs, recorder, nil)
+	listCtl, err := imagelistpulljob.New(client, inf.factory.Apps().V1beta1().ImageListPullJobs(), inf.jobs, recorder, nil)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-
-	workloadCtl, err := newWorkloadController(kube, client, kubeFactory, nodes, pods, jobs.Informer(), nodeImages.Informer(), recorder, opts)
+	workloadCtl, err := newWorkloadController(kube, client, inf.kubeFactory, inf.nodes, inf.pods, inf.jobs.Informer(), inf.nodeImages.Informer(), recorder, opts)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
+	return []func(context.Context) error{
+		func(ctx context.Context) error { return jobCtl.Run(ctx, opts.ImagePullJobWorkers) },
+		func(ctx context.Context) error { return niCtl.Run(ctx, opts.NodeImageWorkers) },
+		func(ctx context.Context) error { return labelCtl.Run(ctx, opts.LabelSyncWorkers) },
+		func(ctx context.Context) error { return listCtl.Run(ctx, opts.ImageListPullJobWorkers) },
+		func(ctx context.Context) error { return secretCtl.Run(ctx, opts.PullSecretWorkers) },
+		func(ctx context.Context) error { return holdCtl.Run(ctx) },
+		func(ctx context.Context) error { return workloadCtl.Run(ctx, opts.WorkloadWorkers) },
+	}, workloadCtl, nil
+}
 
-	state := &stateCollector{
-		jobs: jobs.Lister(), lists: factory.Apps().V1beta1().ImageListPullJobs().Lister(), nodeImages: nodeImages.Lister(), gated: workloadCtl.GatedPods, now: time.Now,
-	}
-	registerState(state)
-	defer unregisterState(state)
-
-	for _, f := range []interface {
-		Start(<-chan struct{})
-		Shutdown()
-	}{kubeFactory, factory, metaFactory, copyFactory, holdFactory} {
-		f.Start(ctx.Done())
-		defer f.Shutdown()
-	}
-
-	runners := []func() error{
-		func() error { return jobCtl.Run(ctx, opts.ImagePullJobWorkers) },
-		func() error { return niCtl.Run(ctx, opts.NodeImageWorkers) },
-		func() error { return labelCtl.Run(ctx, opts.LabelSyncWorkers) },
-		func() error { return listCtl.Run(ctx, opts.ImageListPullJobWorkers) },
-		func() error { return secretCtl.Run(ctx, opts.PullSecretWorkers) },
-		func() error { return holdCtl.Run(ctx) },
-	}
-	runners = append(runners, func() error { return workloadCtl.Run(ctx, opts.WorkloadWorkers) })
+// runAll runs each controller until ctx ends and returns the first error.
+func runAll(ctx context.Context, runners []func(context.Context) error) error {
 	errs := make(chan error, len(runners))
 	var wg sync.WaitGroup
 	for _, r := range runners {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := r(); err != nil {
+			if err := r(ctx); err != nil {
 				errs <- err
 			}
 		}()
 	}
-	go func() {
-		// Ready once every informer has synced.
-		_ = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
-			for _, ok := range kubeFactory.WaitForCacheSync(ctx.Done()) {
-				if !ok {
-					return false, nil
-				}
-			}
-			for _, ok := range factory.WaitForCacheSync(ctx.Done()) {
-				if !ok {
-					return false, nil
-				}
-			}
-			// Not the registry holds' ConfigMap: an install whose RBAC
-			// predates it runs without holds rather than not at all.
-			if !cache.WaitForCacheSync(ctx.Done(), sources.HasSynced, copies.HasSynced) {
-				return false, nil
-			}
-			health.SetReady(true)
-			return true, nil
-		})
-	}()
 	wg.Wait()
 	close(errs)
 	for err := range errs {
