@@ -77,9 +77,10 @@ servers: ## Everything the tests run, built (or found cached) side by side: cont
 verify: verify-static ## gofmt, go vet, vendor and generated-code freshness.
 	hack/verify-codegen.sh
 
-verify-static: ## gofmt, go vet and vendor freshness: make verify without code generation (make test checks generated code once, with verify-fresh).
+verify-static: ## gofmt, go vet, vendor freshness and no function over 80 lines: make verify without code generation (make test checks generated code once, with verify-fresh).
 	hack/verify-gofmt.sh
 	$(GO) vet ./...
+	$(GO) run ./hack/funclen cmd pkg hack
 	hack/verify-vendor.sh
 
 verify-fresh: ## Code generation and its freshness check with a new, empty Go module cache (as on a fresh machine).

@@ -130,44 +130,20 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	var rt *cri.Runtime
-	if o.endpoint != "" {
-		rt, err = cri.Connect(ctx, o.endpoint)
-	} else {
-		rt, err = cri.Probe(ctx, cri.DefaultEndpoints)
-	}
+	rt, err := connectRuntime(ctx, o.endpoint)
 	if err != nil {
 		return err
 	}
 	defer rt.Close()
-	klog.InfoS("Connected to the container runtime", "endpoint", rt.Endpoint, "runtime", rt.Name, "version", rt.Version)
-
-	var providers *credprovider.Providers
-	switch {
-	case o.credProviderConfig != "" && o.credProviderBinDir != "":
-		if providers, err = credprovider.Load(o.credProviderConfig, o.credProviderBinDir); err != nil {
-			return err
-		}
-		klog.InfoS("Credential provider plugins loaded", "config", o.credProviderConfig, "binDir", o.credProviderBinDir)
-	case o.credProviderConfig != "" || o.credProviderBinDir != "":
-		return fmt.Errorf("--image-credential-provider-config and --image-credential-provider-bin-dir go together: set both or neither")
+	providers, err := credentialProviders(o)
+	if err != nil {
+		return err
 	}
-
-	var prog daemon.ProgressFunc
-	var holder daemon.Holder
 	if containerdAddr == "" && rt.Name == "containerd" {
 		containerdAddr = rt.Endpoint
 	}
-	if containerdAddr != "" && containerdAddr != "none" {
-		tracker, err := progress.Dial(ctx, containerdAddr)
-		if err != nil {
-			klog.ErrorS(err, "Byte progress unavailable; pulls report 0 then 100", "address", containerdAddr)
-		} else {
-			defer tracker.Close()
-			prog = tracker.Progress
-			holder = daemon.HolderFunc(func(ctx context.Context, image string) (daemon.Hold, error) { return tracker.Hold(ctx, image) })
-		}
-	}
+	prog, holder, closeTracker := progressTracker(ctx, containerdAddr)
+	defer closeTracker()
 	pins, noPin := pinner(ctx, rt, containerdAddr)
 	if pins != nil {
 		defer pins.Close()
@@ -211,6 +187,56 @@ func run(ctx context.Context, o options) error {
 		}
 	}()
 	return d.Run(ctx)
+}
+
+// connectRuntime connects to the CRI endpoint given, or the first of the
+// usual ones that answers.
+func connectRuntime(ctx context.Context, endpoint string) (*cri.Runtime, error) {
+	var rt *cri.Runtime
+	var err error
+	if endpoint != "" {
+		rt, err = cri.Connect(ctx, endpoint)
+	} else {
+		rt, err = cri.Probe(ctx, cri.DefaultEndpoints)
+	}
+	if err != nil {
+		return nil, err
+	}
+	klog.InfoS("Connected to the container runtime", "endpoint", rt.Endpoint, "runtime", rt.Name, "version", rt.Version)
+	return rt, nil
+}
+
+// credentialProviders loads the kubelet's credential provider plugins, if
+// both flags name them.
+func credentialProviders(o options) (*credprovider.Providers, error) {
+	switch {
+	case o.credProviderConfig != "" && o.credProviderBinDir != "":
+		providers, err := credprovider.Load(o.credProviderConfig, o.credProviderBinDir)
+		if err != nil {
+			return nil, err
+		}
+		klog.InfoS("Credential provider plugins loaded", "config", o.credProviderConfig, "binDir", o.credProviderBinDir)
+		return providers, nil
+	case o.credProviderConfig != "" || o.credProviderBinDir != "":
+		return nil, fmt.Errorf("--image-credential-provider-config and --image-credential-provider-bin-dir go together: set both or neither")
+	}
+	return nil, nil
+}
+
+// progressTracker follows pulls' bytes in containerd's content store, or
+// is off (pulls then report 0, then 100) when containerd's API socket is
+// "none" or does not answer.
+func progressTracker(ctx context.Context, containerdAddr string) (daemon.ProgressFunc, daemon.Holder, func()) {
+	if containerdAddr == "" || containerdAddr == "none" {
+		return nil, nil, func() {}
+	}
+	tracker, err := progress.Dial(ctx, containerdAddr)
+	if err != nil {
+		klog.ErrorS(err, "Byte progress unavailable; pulls report 0 then 100", "address", containerdAddr)
+		return nil, nil, func() {}
+	}
+	holder := daemon.HolderFunc(func(ctx context.Context, image string) (daemon.Hold, error) { return tracker.Hold(ctx, image) })
+	return tracker.Progress, holder, func() { _ = tracker.Close() }
 }
 
 // pinner connects to containerd's image store to pin images, or says why

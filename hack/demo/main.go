@@ -44,22 +44,50 @@ func stateDir() string {
 	return filepath.Join(cache, "prepull", "demo")
 }
 
+// claimPIDFile records this demo's PID, unless another demo runs.
+func claimPIDFile(pidFile string) (release func(), err error) {
+	if data, err := os.ReadFile(pidFile); err == nil {
+		if pid, _ := strconv.Atoi(strings.TrimSpace(string(data))); pid > 0 && syscall.Kill(pid, 0) == nil {
+			return nil, fmt.Errorf("a demo is already running (pid %d): stop it with `make demo-stop`", pid)
+		}
+	}
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return nil, err
+	}
+	return func() { _ = os.Remove(pidFile) }, nil
+}
+
+// applyExample creates the README's Always example job, its image swapped
+// for the demo registry's.
+func applyExample(ctx context.Context, cp *framework.ControlPlane, image string, step func(string)) (*appsv1beta1.ImagePullJob, error) {
+	example := filepath.Join(framework.RepoRoot(), "artifacts", "examples", "imagepulljob-always.yaml")
+	manifest, err := os.ReadFile(example)
+	if err != nil {
+		return nil, err
+	}
+	var job appsv1beta1.ImagePullJob
+	if err := yaml.UnmarshalStrict([]byte(strings.Replace(string(manifest), "image: nginx:1.9.1", "image: "+image, 1)), &job); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", example, err)
+	}
+	client := versioned.NewForConfigOrDie(cp.Config)
+	if _, err := client.AppsV1beta1().ImagePullJobs("default").Create(ctx, &job, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	step(fmt.Sprintf("applied %s (image %s)", filepath.Base(example), image))
+	return &job, nil
+}
+
 func run() error {
 	start := time.Now()
 	state := stateDir()
 	if err := os.MkdirAll(state, 0o755); err != nil {
 		return err
 	}
-	pidFile := filepath.Join(state, "demo.pid")
-	if data, err := os.ReadFile(pidFile); err == nil {
-		if pid, _ := strconv.Atoi(strings.TrimSpace(string(data))); pid > 0 && syscall.Kill(pid, 0) == nil {
-			return fmt.Errorf("a demo is already running (pid %d): stop it with `make demo-stop`", pid)
-		}
-	}
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+	release, err := claimPIDFile(filepath.Join(state, "demo.pid"))
+	if err != nil {
 		return err
 	}
-	defer os.Remove(pidFile)
+	defer release()
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
@@ -101,21 +129,10 @@ func run() error {
 		return err
 	}
 
-	example := filepath.Join(framework.RepoRoot(), "artifacts", "examples", "imagepulljob-always.yaml")
-	manifest, err := os.ReadFile(example)
+	job, err := applyExample(ctx, cp, cluster.Registry.Host+"/public/nginx:1.9.1", step)
 	if err != nil {
 		return err
 	}
-	image := cluster.Registry.Host + "/public/nginx:1.9.1"
-	var job appsv1beta1.ImagePullJob
-	if err := yaml.UnmarshalStrict([]byte(strings.Replace(string(manifest), "image: nginx:1.9.1", "image: "+image, 1)), &job); err != nil {
-		return fmt.Errorf("reading %s: %w", example, err)
-	}
-	client := versioned.NewForConfigOrDie(cp.Config)
-	if _, err := client.AppsV1beta1().ImagePullJobs("default").Create(ctx, &job, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	step(fmt.Sprintf("applied %s (image %s)", filepath.Base(example), image))
 
 	// The progress display is the kubectl plugin's live view.
 	step("following it with: kubectl prepull status " + job.Name)

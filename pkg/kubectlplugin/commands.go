@@ -144,24 +144,29 @@ func parse(fs *pflag.FlagSet, args []string) error {
 	return nil
 }
 
+// warmFlags are warm's flags.
+type warmFlags struct {
+	nodes, secrets                     []string
+	selector, podSelector, parallelism string
+	name                               string
+	wait                               bool
+}
+
 // warm creates an ImagePullJob (one image) or an ImageListPullJob.
 func warm(ctx context.Context, args []string, std IO) error {
 	var g globals
-	var nodesFlag []string
-	var selector, podSelector, parallelism, name string
-	var secrets []string
-	var wait bool
+	var f warmFlags
 	fs := flags("warm", "warm IMAGE... [flags]", `  kubectl prepull warm nginx:1.25 --wait
   kubectl prepull warm registry.example.com/ml/model:v3 --selector gpu=true --parallelism 25% --secret regcred --wait
   kubectl prepull warm redis:7 busybox:1.36 --nodes node-1,node-2
 `, std, &g)
-	fs.StringSliceVar(&nodesFlag, "nodes", nil, "Pull on these nodes only (comma-separated names).")
-	fs.StringVarP(&selector, "selector", "l", "", "Pull on the nodes with these labels, e.g. zone=a,gpu!=false.")
-	fs.StringVar(&podSelector, "pod-selector", "", "Pull on the nodes that run pods of the namespace with these labels.")
-	fs.StringVar(&parallelism, "parallelism", "", "Nodes pulling at once: a number or a percentage such as 25% (default 1).")
-	fs.StringSliceVar(&secrets, "secret", nil, "Pull secret in the namespace (repeatable).")
-	fs.StringVar(&name, "name", "", "Job name (default: generated, warm-...).")
-	fs.BoolVar(&wait, "wait", false, "Follow the job until it finishes; exit 0 only if every node succeeded.")
+	fs.StringSliceVar(&f.nodes, "nodes", nil, "Pull on these nodes only (comma-separated names).")
+	fs.StringVarP(&f.selector, "selector", "l", "", "Pull on the nodes with these labels, e.g. zone=a,gpu!=false.")
+	fs.StringVar(&f.podSelector, "pod-selector", "", "Pull on the nodes that run pods of the namespace with these labels.")
+	fs.StringVar(&f.parallelism, "parallelism", "", "Nodes pulling at once: a number or a percentage such as 25% (default 1).")
+	fs.StringSliceVar(&f.secrets, "secret", nil, "Pull secret in the namespace (repeatable).")
+	fs.StringVar(&f.name, "name", "", "Job name (default: generated, warm-...).")
+	fs.BoolVar(&f.wait, "wait", false, "Follow the job until it finishes; exit 0 only if every node succeeded.")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -174,43 +179,16 @@ func warm(ctx context.Context, args []string, std IO) error {
 			return usageError{err}
 		}
 	}
-	set := 0
-	for _, s := range []bool{len(nodesFlag) > 0, selector != "", podSelector != ""} {
-		if s {
-			set++
-		}
+	tmpl, err := f.template()
+	if err != nil {
+		return err
 	}
-	if set > 1 {
-		return usageError{errors.New("use one of --nodes, --selector and --pod-selector")}
-	}
-	var tmpl appsv1beta1.ImagePullJobTemplate
-	switch {
-	case len(nodesFlag) > 0:
-		tmpl.Selector = &appsv1beta1.ImagePullJobNodeSelector{Names: nodesFlag}
-	case selector != "":
-		ls, err := metav1.ParseToLabelSelector(selector)
-		if err != nil {
-			return usageError{fmt.Errorf("--selector %q: %w", selector, err)}
-		}
-		tmpl.Selector = &appsv1beta1.ImagePullJobNodeSelector{LabelSelector: *ls}
-	case podSelector != "":
-		ls, err := metav1.ParseToLabelSelector(podSelector)
-		if err != nil {
-			return usageError{fmt.Errorf("--pod-selector %q: %w", podSelector, err)}
-		}
-		tmpl.PodSelector = &appsv1beta1.ImagePullJobPodSelector{LabelSelector: *ls}
-	}
-	if parallelism != "" {
-		p := intstr.Parse(parallelism)
-		tmpl.Parallelism = &p
-	}
-	tmpl.PullSecrets = secrets
 	c, err := g.connect()
 	if err != nil {
 		return err
 	}
-	meta := metav1.ObjectMeta{Name: name, Namespace: c.namespace}
-	if name == "" {
+	meta := metav1.ObjectMeta{Name: f.name, Namespace: c.namespace}
+	if f.name == "" {
 		meta.GenerateName = "warm-"
 	}
 	if len(images) > 1 {
@@ -221,7 +199,7 @@ func warm(ctx context.Context, args []string, std IO) error {
 			return fmt.Errorf("creating the ImageListPullJob: %w", err)
 		}
 		fmt.Fprintf(std.Out, "imagelistpulljob.apps.kruise.io/%s created (%d images)\n", list.Name, len(images))
-		if wait {
+		if f.wait {
 			return waitList(ctx, c, list.Name, std)
 		}
 		return nil
@@ -233,10 +211,47 @@ func warm(ctx context.Context, args []string, std IO) error {
 		return fmt.Errorf("creating the ImagePullJob: %w", err)
 	}
 	fmt.Fprintf(std.Out, "imagepulljob.apps.kruise.io/%s created\n", job.Name)
-	if wait {
+	if f.wait {
 		return follow(ctx, c, job.Namespace, job.Name, std)
 	}
 	return nil
+}
+
+// template is the job template the flags ask for; at most one of the
+// three ways of choosing nodes.
+func (f warmFlags) template() (appsv1beta1.ImagePullJobTemplate, error) {
+	var tmpl appsv1beta1.ImagePullJobTemplate
+	set := 0
+	for _, s := range []bool{len(f.nodes) > 0, f.selector != "", f.podSelector != ""} {
+		if s {
+			set++
+		}
+	}
+	if set > 1 {
+		return tmpl, usageError{errors.New("use one of --nodes, --selector and --pod-selector")}
+	}
+	switch {
+	case len(f.nodes) > 0:
+		tmpl.Selector = &appsv1beta1.ImagePullJobNodeSelector{Names: f.nodes}
+	case f.selector != "":
+		ls, err := metav1.ParseToLabelSelector(f.selector)
+		if err != nil {
+			return tmpl, usageError{fmt.Errorf("--selector %q: %w", f.selector, err)}
+		}
+		tmpl.Selector = &appsv1beta1.ImagePullJobNodeSelector{LabelSelector: *ls}
+	case f.podSelector != "":
+		ls, err := metav1.ParseToLabelSelector(f.podSelector)
+		if err != nil {
+			return tmpl, usageError{fmt.Errorf("--pod-selector %q: %w", f.podSelector, err)}
+		}
+		tmpl.PodSelector = &appsv1beta1.ImagePullJobPodSelector{LabelSelector: *ls}
+	}
+	if f.parallelism != "" {
+		p := intstr.Parse(f.parallelism)
+		tmpl.Parallelism = &p
+	}
+	tmpl.PullSecrets = f.secrets
+	return tmpl, nil
 }
 
 // waitList follows each child of a list job in turn.

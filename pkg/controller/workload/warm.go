@@ -107,13 +107,29 @@ func DecideWarm(in WarmInput) WarmPlan {
 			len(all), in.Policy.MaxImages, strings.Join(images, ", "))})
 	}
 	targets := Targets(&w.Template.Spec, in.Nodes, s.NodeSelector, warmingIgnores(in.Policy.StartupTaint)...)
+	created := p.reconcileJobs(in, images, targets)
+	if len(targets) == 0 {
+		p.Events = append(p.Events, Event{corev1.EventTypeWarning, ReasonNoNodes, fmt.Sprintf(
+			"No node can run this %s's pods (its nodeSelector, required node affinity, tolerations and the %s annotation): nothing to warm", w.Kind, AnnotationNodeSelector)})
+	}
+	if len(created) > 0 {
+		p.Events = append(p.Events, Event{corev1.EventTypeNormal, ReasonWarming, fmt.Sprintf("Warming %d image(s) on %d node(s): %s", len(created), len(targets), strings.Join(created, ", "))})
+	}
+	return p
+}
+
+// reconcileJobs plans each image's job against the jobs there are: create
+// the missing ones, replace those whose fixed fields are stale, retarget
+// those whose nodes moved, delete those of images gone. It returns the
+// images whose jobs it creates.
+func (p *WarmPlan) reconcileJobs(in WarmInput, images, targets []string) (created []string) {
+	w, s := in.Workload, in.Settings
 	secrets := pullSecrets(w.Template, in.ServiceAccountSecrets)
 	byName := map[string]*prepullv1beta1.ImagePullJob{}
 	for _, j := range in.Jobs {
 		byName[j.Name] = j
 	}
 	want := map[string]bool{}
-	var created []string
 	for _, image := range images {
 		name := JobName(w.Kind, w.Obj.GetName(), w.Obj.GetUID(), image)
 		want[name] = true
@@ -141,14 +157,7 @@ func DecideWarm(in WarmInput) WarmPlan {
 			p.Delete = append(p.Delete, j)
 		}
 	}
-	if len(targets) == 0 {
-		p.Events = append(p.Events, Event{corev1.EventTypeWarning, ReasonNoNodes, fmt.Sprintf(
-			"No node can run this %s's pods (its nodeSelector, required node affinity, tolerations and the %s annotation): nothing to warm", w.Kind, AnnotationNodeSelector)})
-	}
-	if len(created) > 0 {
-		p.Events = append(p.Events, Event{corev1.EventTypeNormal, ReasonWarming, fmt.Sprintf("Warming %d image(s) on %d node(s): %s", len(created), len(targets), strings.Join(created, ", "))})
-	}
-	return p
+	return created
 }
 
 // WarmedImages are the template's images that get warm jobs: all of them,
