@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
@@ -27,6 +28,11 @@ const (
 	// so a key that failed under contention is not left for minutes.
 	baseDelay = 50 * time.Millisecond
 	maxDelay  = time.Minute
+	// Retries of all keys together, as a token bucket: a storm of failures
+	// (the apiserver refusing every write) is retried at this rate, not
+	// at each key's own backoff, the way Kubernetes' controllers do.
+	retryQPS   = 50
+	retryBurst = 300
 	// maxPanics is how often a key whose sync panics is retried before it
 	// is dropped; the next change of its object queues it again.
 	maxPanics = 5
@@ -68,7 +74,10 @@ func New(name string, sync SyncFunc) *Queue {
 	for _, r := range []string{"success", "conflict", "error", "panic"} {
 		metrics.Syncs.WithLabelValues(name, r)
 	}
-	limiter := workqueue.NewTypedItemExponentialFailureRateLimiter[string](baseDelay, maxDelay)
+	limiter := workqueue.NewTypedMaxOfRateLimiter(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[string](baseDelay, maxDelay),
+		&workqueue.TypedBucketRateLimiter[string]{Limiter: rate.NewLimiter(rate.Limit(retryQPS), retryBurst)},
+	)
 	return &Queue{
 		name:    name,
 		sync:    sync,

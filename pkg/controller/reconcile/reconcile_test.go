@@ -134,3 +134,24 @@ func TestStopBeforeSyncIsNoError(t *testing.T) {
 		t.Errorf("RunWhenSynced after cancel = %v, want nil", err)
 	}
 }
+
+// Retries of all keys together go through a token bucket: the first
+// retryBurst failures wait only their own backoff, and a storm beyond it
+// waits its turn at retryQPS.
+func TestRetryStormIsBucketed(t *testing.T) {
+	q := New("bucketcase", func(context.Context, string) (time.Duration, error) { return 0, nil })
+	for i := range retryBurst {
+		if d := q.limiterFor(fmt.Sprintf("key-%d", i)); d != baseDelay {
+			t.Fatalf("failure %d of a distinct key within the burst waits %v, want its own backoff %v", i, d, baseDelay)
+		}
+	}
+	extra := 100
+	var last time.Duration
+	for i := range extra {
+		last = q.limiterFor(fmt.Sprintf("storm-%d", i))
+	}
+	// 100 retries past the burst at 50 a second: the last waits about 2 s.
+	if want := time.Duration(extra-5) * time.Second / retryQPS; last < want {
+		t.Fatalf("the %dth retry past the burst waits %v, want at least %v (the bucket's pace)", extra, last, want)
+	}
+}
