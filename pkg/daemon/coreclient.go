@@ -87,11 +87,15 @@ func (c *NodeImageClient) Get(ctx context.Context, name string) (*appsv1beta1.No
 	return out, err
 }
 
-// PatchStatus applies a patch to a NodeImage's status subresource and
-// returns the NodeImage as written.
-func (c *NodeImageClient) PatchStatus(ctx context.Context, name string, patch *nodetags.Patch) (*appsv1beta1.NodeImage, error) {
+// Patch applies a patch to a NodeImage (or its subresource, e.g.
+// "status") and returns the NodeImage as written.
+func (c *NodeImageClient) Patch(ctx context.Context, name string, patch *nodetags.Patch, subresource string) (*appsv1beta1.NodeImage, error) {
 	out := &appsv1beta1.NodeImage{}
-	err := c.rest.Patch(patch.Type).Resource("nodeimages").Name(name).SubResource("status").Body(patch.Data).Do(ctx).Into(out)
+	req := c.rest.Patch(patch.Type).Resource("nodeimages").Name(name)
+	if subresource != "" {
+		req = req.SubResource(subresource)
+	}
+	err := req.Body(patch.Data).Do(ctx).Into(out)
 	return out, err
 }
 

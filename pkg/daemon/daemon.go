@@ -35,8 +35,8 @@ import (
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/imageref"
 	"github.com/prepull/prepull/pkg/metrics"
+	"github.com/prepull/prepull/pkg/nodeimagewrite"
 	"github.com/prepull/prepull/pkg/nodetags"
-	"github.com/prepull/prepull/pkg/ownwrites"
 	"github.com/prepull/prepull/pkg/puller"
 	"github.com/prepull/prepull/pkg/pullwatch"
 	"github.com/prepull/prepull/pkg/registryhold"
@@ -143,9 +143,9 @@ type Daemon struct {
 	// stopping is closed when the daemon shuts down, so tasks cut short
 	// by the shutdown record that rather than a failure.
 	stopping chan struct{}
-	// written is the NodeImage as our last status write returned it;
-	// only the reporter's goroutine (writeStatus) uses it.
-	written *appsv1beta1.NodeImage
+	// writer writes the NodeImage's status (only the reporter's
+	// goroutine, through writeStatus).
+	writer *nodeimagewrite.Writer
 	// retentionChanged wakes the keeper when the tags or their owners'
 	// retention annotations changed; lastRetention is what it last saw.
 	retentionChanged chan struct{}
@@ -184,6 +184,9 @@ func New(client *NodeImageClient, core *CoreClient, opts Options) (*Daemon, erro
 	d.queuedMessage = fmt.Sprintf("waiting for a pull slot: at most %d pulls run at once on this node (prepull-daemon --max-concurrent-pulls)", max(1, opts.MaxConcurrent))
 	d.pool = newPool(opts.MaxConcurrent, opts.LargePulls, func(q, r int) { queueLength.Set(float64(q)); inFlight.Set(float64(r)) })
 	d.reporter = newReporter(opts.StatusInterval, d.writeStatus)
+	d.writer = &nodeimagewrite.Writer{Client: client, Observe: func(err error) {
+		metrics.NodeImageWrites.WithLabelValues("daemon", metrics.WriteResult(err)).Inc()
+	}}
 	if err := d.watch(client, core); err != nil {
 		return nil, err
 	}
@@ -785,57 +788,33 @@ func (d *Daemon) writeStatus(ctx context.Context, statuses map[string]appsv1beta
 	if err != nil {
 		return err
 	}
-	// Writes follow each other faster than the watch brings our own last
-	// one back; patching from the older copy would fail its test.
-	if d.written != nil && ownwrites.Newer(ni, d.written) {
-		ni = d.written
-	}
-	var refused map[string]string
-	for attempt := 0; ; attempt++ {
+	// Entries the apiserver refuses are answered Failed with its reason and
+	// the rest written; the same body is never sent again.
+	refused := map[string]string{}
+	build := func(ni *appsv1beta1.NodeImage, pre nodetags.Precondition) (*nodetags.Patch, error) {
 		kept := keepSpecTags(ni.Spec.Images, statuses)
 		sanitize(kept)
 		if len(refused) > 0 {
 			kept = replaceRefused(kept, refused)
 		}
 		counts := nodetags.Count(ni.Spec.Images, kept)
-		// Only the entries and counters written are preconditions, so
-		// the controller's tag writes do not conflict with this; after
-		// a stale fresh read, the whole object is (see nodetags.Whole).
-		pre := nodetags.Entries
-		if attempt >= 2 {
-			pre = nodetags.Whole
-		}
-		patch, err := nodetags.StatusPatch(ni, kept, counts, firstSync(ni, counts), pre)
-		if err != nil || patch == nil {
-			return err
-		}
-		written, err := d.client.PatchStatus(ctx, ni.Name, patch)
-		err = nodetags.AsConflict(err, ni.Name)
-		metrics.NodeImageWrites.WithLabelValues("daemon", metrics.WriteResult(err)).Inc()
-		if err == nil {
-			statusWrites.Inc()
-			d.written = written
-			return nil
-		}
-		// Entries the apiserver refuses are answered Failed with its reason
-		// and the rest written; the same body is never sent again.
-		if bad := refusedImages(err); len(bad) > 0 && attempt < 5 {
-			if refused == nil {
-				refused = map[string]string{}
-			}
-			for image, cause := range bad {
-				refused[image] = cause
-			}
-			klog.FromContext(ctx).Error(err, "The apiserver refused status entries; reporting those tasks failed", "images", refusedList(bad))
-			continue
-		}
-		if !apierrors.IsConflict(err) || attempt >= 5 {
-			return fmt.Errorf("patching NodeImage %s status: %w", ni.Name, err)
-		}
-		if ni, err = d.client.Get(ctx, d.opts.NodeName); err != nil {
-			return err
-		}
+		return nodetags.StatusPatch(ni, kept, counts, firstSync(ni, counts), pre)
 	}
+	absorb := func(err error) bool {
+		bad := refusedImages(err)
+		for image, cause := range bad {
+			refused[image] = cause
+		}
+		if len(bad) > 0 {
+			klog.FromContext(ctx).Error(err, "The apiserver refused status entries; reporting those tasks failed", "images", refusedList(bad))
+		}
+		return len(bad) > 0
+	}
+	written, err := d.writer.Write(ctx, ni, "status", build, absorb)
+	if err == nil && written != nil {
+		statusWrites.Inc()
+	}
+	return err
 }
 
 func keepSpecTags(spec map[string]appsv1beta1.ImageSpec, statuses map[string]appsv1beta1.ImageStatus) map[string]appsv1beta1.ImageStatus {

@@ -294,7 +294,7 @@ func (inf *informerSet) readyWhenSynced(ctx context.Context, health *metrics.Hea
 // returns how to run them.
 func newControllers(kube kubernetes.Interface, client versioned.Interface, inf *informerSet, recorder record.EventRecorder, opts Options) ([]func(context.Context) error, *workload.Controller, error) {
 	secretCtl, err := pullsecretctl.New(kube, inf.jobs, inf.sources, inf.copies, pullsecretctl.Options{
-		DaemonNamespace: opts.DaemonNamespace, CompletedTagTTL: opts.CompletedTagTTL, Recorder: recorder})
+		DaemonNamespace: opts.DaemonNamespace, Recorder: recorder})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -25,21 +25,25 @@ func JobKeys(job *appsv1beta1.ImagePullJob) []string {
 	return keys
 }
 
-// Lifetime is what decides how long a job keeps its secret copies: a
-// completed Always job keeps its tags for CompletedTagTTL (the ImagePullJob
-// controller's --completed-tag-ttl), and a tag may pull with the copy all
-// that time (a re-pull after GC, a node that joins).
+// MinLifetime is how long a copy lives at least from its job's creation:
+// a job that completes at once (its image was already everywhere) would
+// otherwise lose its copy within a second, and a client that looks for the
+// copy right after creating the job (as Kruise's e2e suite does) would miss
+// it.
+const MinLifetime = 5 * time.Second
+
+// Lifetime is what decides how long a job keeps its secret copies.
 type Lifetime struct {
-	Now             time.Time
-	CompletedTagTTL time.Duration
+	Now time.Time
+	// Min is the least lifetime from the job's creation; 0 is MinLifetime.
+	Min time.Duration
 }
 
-// NeedsSecrets says whether a job still needs copies of its secrets: from
-// its creation for as long as it may own a tag, so until it is deleted or,
-// for an Always job, until CompletedTagTTL after it completed. A copy that
-// outlives the job's completion is what Kruise's users check for right
-// after creating a job that completes at once (the image was present).
-// When the answer will change with time alone, until says when.
+// NeedsSecrets says whether a job still needs copies of its secrets, as
+// Kruise decides: from its creation until it completes (an Always job; a
+// completed job pulls no more) or is deleted (a Never job), and at least
+// Lifetime.Min from its creation. When the answer will change with time
+// alone, until says when.
 func NeedsSecrets(job *appsv1beta1.ImagePullJob, l Lifetime) (needs bool, until time.Time) {
 	if job.DeletionTimestamp != nil {
 		return false, time.Time{}
@@ -47,9 +51,11 @@ func NeedsSecrets(job *appsv1beta1.ImagePullJob, l Lifetime) (needs bool, until 
 	if job.Spec.CompletionPolicy.Type == appsv1beta1.Never || job.Status.CompletionTime == nil {
 		return true, time.Time{}
 	}
-	release := job.Status.CompletionTime.Add(l.CompletedTagTTL)
-	if l.Now.Before(release) {
-		return true, release
+	if l.Min <= 0 {
+		l.Min = MinLifetime
+	}
+	if least := job.CreationTimestamp.Add(l.Min); l.Now.Before(least) {
+		return true, least
 	}
 	return false, time.Time{}
 }

@@ -28,12 +28,13 @@ func TestCopyName(t *testing.T) {
 
 func TestDesiredCopy(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	life := Lifetime{Now: now, CompletedTagTTL: 10 * time.Minute}
+	life := Lifetime{Now: now}
 	src := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "creds"}, Type: corev1.SecretTypeDockerConfigJson,
 		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{}}`)}}
-	// completed: how long ago the job completed; < 0 means it did not.
-	job := func(name string, policy appsv1beta1.CompletionPolicyType, completed time.Duration, deleting bool) *appsv1beta1.ImagePullJob {
-		j := &appsv1beta1.ImagePullJob{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: name}}
+	// age: how long ago the job was created; completed: how long ago it
+	// completed (< 0: it did not).
+	job := func(name string, policy appsv1beta1.CompletionPolicyType, age, completed time.Duration, deleting bool) *appsv1beta1.ImagePullJob {
+		j := &appsv1beta1.ImagePullJob{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: name, CreationTimestamp: metav1.NewTime(now.Add(-age))}}
 		j.Spec.CompletionPolicy.Type = policy
 		if completed >= 0 {
 			j.Status.CompletionTime = &metav1.Time{Time: now.Add(-completed)}
@@ -50,11 +51,12 @@ func TestDesiredCopy(t *testing.T) {
 		refs    string // "" means no copy
 		recheck time.Time
 	}{
-		{"two running jobs, sorted", src, []*appsv1beta1.ImagePullJob{job("b", appsv1beta1.Always, -1, false), job("a", appsv1beta1.Never, -1, false)}, "team/a,team/b", time.Time{}},
-		{"an Always job that just completed keeps its copy while it may own tags", src, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Always, time.Second, false)}, "team/a", now.Add(10*time.Minute - time.Second)},
-		{"an Always job completed past the tag TTL needs none", src, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Always, 10*time.Minute, false)}, "", time.Time{}},
-		{"a job being deleted needs none", src, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Never, -1, true)}, "", time.Time{}},
-		{"a missing source", nil, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Never, -1, false)}, "", time.Time{}},
+		{"two running jobs, sorted", src, []*appsv1beta1.ImagePullJob{job("b", appsv1beta1.Always, time.Minute, -1, false), job("a", appsv1beta1.Never, time.Minute, -1, false)}, "team/a,team/b", time.Time{}},
+		{"an Always job that completed at once keeps its copy for its first seconds", src, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Always, 2*time.Second, time.Second, false)}, "team/a", now.Add(3 * time.Second)},
+		{"a completed Always job needs none (as in Kruise)", src, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Always, time.Minute, time.Second, false)}, "", time.Time{}},
+		{"a completed Never job keeps it", src, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Never, time.Minute, time.Second, false)}, "team/a", time.Time{}},
+		{"a job being deleted needs none", src, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Never, time.Minute, -1, true)}, "", time.Time{}},
+		{"a missing source", nil, []*appsv1beta1.ImagePullJob{job("a", appsv1beta1.Never, time.Minute, -1, false)}, "", time.Time{}},
 	}
 	for _, c := range cases {
 		d := DesiredCopy(c.src, c.jobs, "prepull-system", life)
@@ -92,7 +94,7 @@ func TestDesiredCopy(t *testing.T) {
 // Copies carry only the docker-config keys, and say so for any other
 // secret.
 func TestDesiredCopyOnlyDockerConfig(t *testing.T) {
-	life := Lifetime{Now: time.Now(), CompletedTagTTL: time.Minute}
+	life := Lifetime{Now: time.Now()}
 	jobs := []*appsv1beta1.ImagePullJob{{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "warm"}}}
 	source := func(typ corev1.SecretType, keys ...string) *corev1.Secret {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "reg"}, Type: typ, Data: map[string][]byte{}}

@@ -34,6 +34,7 @@ import (
 	"github.com/prepull/prepull/pkg/imageref"
 	"github.com/prepull/prepull/pkg/mergepatch"
 	"github.com/prepull/prepull/pkg/metrics"
+	"github.com/prepull/prepull/pkg/nodeimagewrite"
 	"github.com/prepull/prepull/pkg/nodetags"
 	"github.com/prepull/prepull/pkg/ownwrites"
 	"github.com/prepull/prepull/pkg/registrycap"
@@ -103,20 +104,33 @@ type Controller struct {
 	opts       Options
 	queue      *reconcile.Queue
 	synced     []cache.InformerSynced
-	// written holds, per NodeImage, what our last write returned, until the
-	// informer has caught up with it; writtenJobs the same per job key
-	// (status writes follow each other faster than the watch brings them).
-	written     ownwrites.Cache[*appsv1beta1.NodeImage]
+	// writtenJobs holds, per job key, what our last status write returned,
+	// until the informer has caught up with it (status writes follow each
+	// other faster than the watch brings them).
 	writtenJobs ownwrites.Cache[*appsv1beta1.ImagePullJob]
 	writerOnce  sync.Once
 	writer      *groupWriter
+	nodeWriter  *nodeimagewrite.Writer
 	// registries holds the jobs waiting for a capped registry's slots.
 	registries registrycap.Queue
 }
 
 func (c *Controller) groupWriter() *groupWriter {
-	c.writerOnce.Do(func() { c.writer = newGroupWriter(c.editNodeImage, c.writeFailed) })
+	c.writerOnce.Do(c.initWriters)
 	return c.writer
+}
+
+// nodeImageWriter writes each NodeImage for the group writer.
+func (c *Controller) nodeImageWriter() *nodeimagewrite.Writer {
+	c.writerOnce.Do(c.initWriters)
+	return c.nodeWriter
+}
+
+func (c *Controller) initWriters() {
+	c.nodeWriter = &nodeimagewrite.Writer{Client: nodeimagewrite.Clientset(c.client), Observe: func(err error) {
+		metrics.NodeImageWrites.WithLabelValues("imagepulljob", metrics.WriteResult(err)).Inc()
+	}}
+	c.writer = newGroupWriter(c.editNodeImage, c.writeFailed)
 }
 
 // writeFailed syncs a job again, after a backoff, when a NodeImage write
@@ -127,9 +141,10 @@ func (c *Controller) writeFailed(key string, err error) {
 	c.queue.AddRateLimited(key)
 }
 
-// freshestOf is freshest for an object already read.
+// freshestOf is the newest copy we know of a NodeImage already read: ours,
+// when the informer has not caught up with our own last write.
 func (c *Controller) freshestOf(ni *appsv1beta1.NodeImage) *appsv1beta1.NodeImage {
-	return c.written.Freshest(ni.Name, ni)
+	return c.nodeImageWriter().Freshest(ni)
 }
 
 // New wires the controller to its informers. The NodeImage informer must
@@ -178,7 +193,7 @@ func New(client versioned.Interface, jobs appsinformers.ImagePullJobInformer, no
 		UpdateFunc: func(old, cur any) { c.nodeImageChanged(old.(*appsv1beta1.NodeImage), cur.(*appsv1beta1.NodeImage)) },
 		DeleteFunc: func(obj any) {
 			if ni, ok := reconcile.Unwrap(obj).(*appsv1beta1.NodeImage); ok {
-				c.written.Forget(ni.Name)
+				c.nodeImageWriter().Forget(ni.Name)
 				c.nodeImageChanged(ni, nil)
 			}
 		},
@@ -584,20 +599,19 @@ func (c *Controller) secretsOf(owner corev1.ObjectReference) ([]appsv1beta1.Refe
 	return TagTemplate(jobs[0], c.opts.DaemonNamespace).PullSecrets, true
 }
 
-// editNodeImage applies change to a copy of the cached NodeImage's images
-// and patches what changed, with the cached resourceVersion as
-// precondition. On a conflict (another writer was first, or the cache has
-// not caught up with our own last write) it retries this one NodeImage from
-// a fresh read, a few times, instead of failing the whole job sync.
+// editNodeImage applies change to a copy of the freshest NodeImage's
+// images and patches what changed (nodeimagewrite: a conflict is retried
+// on this one NodeImage from a fresh read, instead of failing the whole
+// job sync).
 func (c *Controller) editNodeImage(ctx context.Context, name string, change imagesChange) error {
-	ni, err := c.freshest(name)
+	ni, err := c.nodeImages.Get(name)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	for attempt := 1; ; attempt++ {
+	_, err = c.nodeImageWriter().Write(ctx, ni, "", func(ni *appsv1beta1.NodeImage, pre nodetags.Precondition) (*nodetags.Patch, error) {
 		e := &nodeEdit{Images: nodetags.CopyImages(ni.Spec.Images), Annotations: maps.Clone(ni.Annotations)}
 		changed := change(e)
 		// The owners' retention policies follow the tags just written, and
@@ -605,57 +619,15 @@ func (c *Controller) editNodeImage(ctx context.Context, name string, change imag
 		// even when its tags did not change.
 		annotations := retention.Annotations(e.Annotations, e.Images, c.retentionOf, c.opts.Now())
 		if !changed && maps.Equal(annotations, ni.Annotations) {
-			return nil
+			return nil, nil
 		}
-		images := e.Images
-		// Entry preconditions let tag writes of other jobs and the
-		// daemon's status writes pass; after a stale fresh read, the
-		// whole object is the precondition (see nodetags.Whole).
-		pre := nodetags.Entries
-		if attempt >= maxWriteAttempts {
-			pre = nodetags.Whole
-		}
-		patch, err := nodetags.SpecPatch(ni, images, annotations, pre)
-		if err != nil || patch == nil {
-			return err
-		}
-		updated, err := c.client.AppsV1beta1().NodeImages().Patch(ctx, name, patch.Type, patch.Data, metav1.PatchOptions{})
-		err = nodetags.AsConflict(err, name)
-		metrics.NodeImageWrites.WithLabelValues("imagepulljob", metrics.WriteResult(err)).Inc()
-		switch {
-		case err == nil:
-			c.written.Remember(name, updated)
-			return nil
-		case apierrors.IsNotFound(err):
-			return nil
-		case apierrors.IsConflict(err) && attempt < maxWriteAttempts:
-			klog.FromContext(ctx).V(4).Info("NodeImage changed under us, retrying from a fresh read", "nodeImage", name, "attempt", attempt)
-			if ni, err = c.client.AppsV1beta1().NodeImages().Get(ctx, name, metav1.GetOptions{}); err != nil {
-				if apierrors.IsNotFound(err) {
-					return nil
-				}
-				return fmt.Errorf("reading NodeImage %s after a conflict: %w", name, err)
-			}
-		default:
-			return fmt.Errorf("writing tag to NodeImage %s: %w", name, err)
-		}
-	}
-}
-
-// freshest is the newest NodeImage we know: the informer's copy, or the
-// one our own last write returned when the informer has not caught up
-// with it yet (writing from the older copy would only conflict with
-// ourselves).
-func (c *Controller) freshest(name string) (*appsv1beta1.NodeImage, error) {
-	ni, err := c.nodeImages.Get(name)
+		return nodetags.SpecPatch(ni, e.Images, annotations, pre)
+	}, nil)
 	if err != nil {
-		return ni, err
+		return fmt.Errorf("writing tags: %w", err)
 	}
-	return c.written.Freshest(name, ni), nil
+	return nil
 }
-
-// maxWriteAttempts bounds the fresh-read retries of one NodeImage write.
-const maxWriteAttempts = 3
 
 // writeStatus patches what changed of the status and returns the job as
 // written (or as given when nothing changed).

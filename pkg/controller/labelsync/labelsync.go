@@ -15,12 +15,15 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/controller/reconcile"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 	appsinformers "github.com/prepull/prepull/pkg/generated/informers/externalversions/apps/v1beta1"
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/mergepatch"
 	"github.com/prepull/prepull/pkg/metrics"
+	"github.com/prepull/prepull/pkg/nodeimagewrite"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 // Controller is the label-sync controller.
@@ -30,11 +33,15 @@ type Controller struct {
 	nodeImages appslisters.NodeImageLister
 	queue      *reconcile.Queue
 	synced     []cache.InformerSynced
+	writer     *nodeimagewrite.Writer
 }
 
 // New wires the controller to its informers.
 func New(client versioned.Interface, nodes cache.SharedIndexInformer, nodeImages appsinformers.NodeImageInformer) (*Controller, error) {
 	c := &Controller{
+		writer: &nodeimagewrite.Writer{Client: nodeimagewrite.Clientset(client), Observe: func(err error) {
+			metrics.NodeImageWrites.WithLabelValues("labelsync", metrics.WriteResult(err)).Inc()
+		}},
 		client:     client,
 		nodes:      corelisters.NewNodeLister(nodes.GetIndexer()),
 		nodeImages: nodeImages.Lister(),
@@ -85,22 +92,21 @@ func (c *Controller) sync(ctx context.Context, name string) (time.Duration, erro
 	if err != nil {
 		return 0, err
 	}
-	if maps.Equal(node.Labels, ni.Labels) {
-		return 0, nil
-	}
-	changes, err := mergepatch.Diff(map[string]any{"labels": ni.Labels}, map[string]any{"labels": node.Labels})
-	if err != nil {
-		return 0, err
-	}
-	patch, err := mergepatch.WithResourceVersion(ni.ResourceVersion, map[string]any{"metadata": changes})
-	if err != nil {
-		return 0, err
-	}
-	_, err = c.client.AppsV1beta1().NodeImages().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
-	metrics.NodeImageWrites.WithLabelValues("labelsync", metrics.WriteResult(err)).Inc()
-	if apierrors.IsNotFound(err) {
-		return 0, nil
-	}
+	_, err = c.writer.Write(ctx, ni, "", func(ni *appsv1beta1.NodeImage, _ nodetags.Precondition) (*nodetags.Patch, error) {
+		if maps.Equal(node.Labels, ni.Labels) {
+			return nil, nil
+		}
+		changes, err := mergepatch.Diff(map[string]any{"labels": ni.Labels}, map[string]any{"labels": node.Labels})
+		if err != nil {
+			return nil, err
+		}
+		// Labels are one field: the resourceVersion is the precondition.
+		data, err := mergepatch.WithResourceVersion(ni.ResourceVersion, map[string]any{"metadata": changes})
+		if err != nil {
+			return nil, err
+		}
+		return &nodetags.Patch{Type: types.MergePatchType, Data: data}, nil
+	}, nil)
 	if err != nil {
 		return 0, fmt.Errorf("syncing labels of NodeImage %s: %w", name, err)
 	}

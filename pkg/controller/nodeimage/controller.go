@@ -23,6 +23,7 @@ import (
 	appsinformers "github.com/prepull/prepull/pkg/generated/informers/externalversions/apps/v1beta1"
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/metrics"
+	"github.com/prepull/prepull/pkg/nodeimagewrite"
 	"github.com/prepull/prepull/pkg/nodetags"
 )
 
@@ -51,6 +52,7 @@ type Controller struct {
 	opts       Options
 	queue      *reconcile.Queue
 	synced     []cache.InformerSynced
+	writer     *nodeimagewrite.Writer
 }
 
 // New wires the controller to its informers.
@@ -63,6 +65,9 @@ func New(client versioned.Interface, nodes cache.SharedIndexInformer, nodeImages
 		opts.UnansweredTimeout = 10 * time.Minute
 	}
 	c := &Controller{
+		writer: &nodeimagewrite.Writer{Client: nodeimagewrite.Clientset(client), Observe: func(err error) {
+			metrics.NodeImageWrites.WithLabelValues("nodeimage", metrics.WriteResult(err)).Inc()
+		}},
 		client:     client,
 		nodes:      corelisters.NewNodeLister(nodes.GetIndexer()),
 		nodeImages: nodeImages.Lister(),
@@ -174,35 +179,36 @@ func (c *Controller) create(ctx context.Context, node *corev1.Node) (time.Durati
 	return 0, nil
 }
 
+// housekeep drops tags whose owners are gone and fails tasks no daemon
+// answered. Each write decides again on the copy it writes to (the
+// writer re-reads after a conflict); the status is decided on the spec
+// as just written.
 func (c *Controller) housekeep(ctx context.Context, ni *appsv1beta1.NodeImage) (time.Duration, error) {
-	r := Housekeep(Input{NodeImage: ni, OwnerExists: c.ownerExists, Now: c.opts.Now(), UnansweredTimeout: c.opts.UnansweredTimeout})
-	// A stale entry comes back as a conflict and the sync is retried
-	// from the (by then newer) cache.
-	patch, err := nodetags.SpecPatch(ni, r.Images, nil, nodetags.Entries)
+	var r Result
+	decide := func(ni *appsv1beta1.NodeImage) Result {
+		return Housekeep(Input{NodeImage: ni, OwnerExists: c.ownerExists, Now: c.opts.Now(), UnansweredTimeout: c.opts.UnansweredTimeout})
+	}
+	written, err := c.writer.Write(ctx, ni, "", func(ni *appsv1beta1.NodeImage, pre nodetags.Precondition) (*nodetags.Patch, error) {
+		r = decide(ni)
+		return nodetags.SpecPatch(ni, r.Images, nil, pre)
+	}, nil)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("housekeeping NodeImage spec: %w", err)
 	}
-	if patch != nil {
-		updated, err := c.client.AppsV1beta1().NodeImages().Patch(ctx, ni.Name, patch.Type, patch.Data, metav1.PatchOptions{})
-		err = nodetags.AsConflict(err, ni.Name)
-		metrics.NodeImageWrites.WithLabelValues("nodeimage", metrics.WriteResult(err)).Inc()
-		if err != nil {
-			return 0, fmt.Errorf("housekeeping NodeImage spec: %w", err)
-		}
-		// The status patch needs the new resourceVersion.
-		ni = updated
+	if written != nil {
+		// The status is decided on the spec as written, and its patch
+		// needs the new resourceVersion.
+		ni = written
+		r = decide(ni)
 	}
-	if !r.StatusChanged {
-		return r.RequeueAfter, nil
-	}
-	patch, err = nodetags.StatusPatch(ni, r.Statuses, r.Counts, nil, nodetags.Entries)
-	if err != nil {
-		return 0, err
-	}
-	if patch != nil {
-		_, err := c.client.AppsV1beta1().NodeImages().Patch(ctx, ni.Name, patch.Type, patch.Data, metav1.PatchOptions{}, "status")
-		err = nodetags.AsConflict(err, ni.Name)
-		metrics.NodeImageWrites.WithLabelValues("nodeimage", metrics.WriteResult(err)).Inc()
+	if r.StatusChanged {
+		_, err = c.writer.Write(ctx, ni, "status", func(ni *appsv1beta1.NodeImage, pre nodetags.Precondition) (*nodetags.Patch, error) {
+			r = decide(ni)
+			if !r.StatusChanged {
+				return nil, nil
+			}
+			return nodetags.StatusPatch(ni, r.Statuses, r.Counts, nil, pre)
+		}, nil)
 		if err != nil {
 			return 0, fmt.Errorf("housekeeping NodeImage status: %w", err)
 		}

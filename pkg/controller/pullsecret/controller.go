@@ -42,10 +42,6 @@ func AddIndex(jobs cache.SharedIndexInformer) error {
 type Options struct {
 	// DaemonNamespace is where the copies live.
 	DaemonNamespace string
-	// CompletedTagTTL is how long a completed Always job keeps its tags,
-	// and so its copies (the ImagePullJob controller's option of the
-	// same name).
-	CompletedTagTTL time.Duration
 	// Recorder records the Warnings about secrets copied in part or not
 	// at all on the jobs that reference them; nil records none.
 	Recorder record.EventRecorder
@@ -96,7 +92,8 @@ func New(kube kubernetes.Interface, jobs appsinformers.ImagePullJobInformer, sou
 		UpdateFunc: func(old, cur any) {
 			o, n := old.(*appsv1beta1.ImagePullJob), cur.(*appsv1beta1.ImagePullJob)
 			// A job's need for its copies changes only as it completes or
-			// is deleted (and then by time, which sync requeues for).
+			// is deleted (and by time in its first seconds, which sync
+			// requeues for).
 			if (o.Status.CompletionTime == nil) != (n.Status.CompletionTime == nil) || (o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) {
 				jobChanged(cur)
 			}
@@ -170,7 +167,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 			return 0, fmt.Errorf("reading pull secret %s: %w", key, err)
 		}
 	}
-	want := secretcopy.DesiredCopy(source, jobs, c.namespace, secretcopy.Lifetime{Now: c.opts.Now(), CompletedTagTTL: c.opts.CompletedTagTTL})
+	want := secretcopy.DesiredCopy(source, jobs, c.namespace, secretcopy.Lifetime{Now: c.opts.Now()})
 	desired := want.Copy
 	var requeue time.Duration
 	if !want.RecheckAt.IsZero() {

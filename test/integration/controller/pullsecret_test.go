@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -16,7 +17,6 @@ import (
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/controller/imagepulljob"
-	"github.com/prepull/prepull/pkg/manager"
 	"github.com/prepull/prepull/pkg/secretcopy"
 )
 
@@ -177,15 +177,16 @@ func TestPullSecretMismatchAndMissing(t *testing.T) {
 	e.waitJob(missing.Name, 30*time.Second, "to pull anyway", func(j *appsv1beta1.ImagePullJob) bool { return j.Status.Succeeded == 1 })
 }
 
-// A job that completes at once (the image was already there) keeps its
-// secret's copy for as long as it keeps its tags (--completed-tag-ttl), as
-// Kruise's users expect to find it right after creating the job, and the
-// copy carries only the secret's docker config, with a Warning that says so.
-func TestPullSecretCopyLivesWithTheTags(t *testing.T) {
+// A job that completes at once (its image already everywhere) still shows
+// its secret's copy for its first seconds (secretcopy.MinLifetime), so a
+// client that looks right after creating the job finds it; then the copy
+// goes, as Kruise's does once the job completed, while the job and its tag
+// stay. The copy carries only the secret's docker config, with a Warning
+// that says so.
+func TestPullSecretCopyOfAJobThatCompletesAtOnce(t *testing.T) {
 	e := newEnv(t)
 	e.ensureDaemonNamespace()
-	const tagTTL = 4 * time.Second
-	e.startController(func(o *manager.Options) { o.CompletedTagTTL = tagTTL })
+	e.startController(nil)
 	a := e.addNode("a", nil)
 	e.waitNodeImages(30*time.Second, a)
 	mixed := &corev1.Secret{
@@ -204,12 +205,12 @@ func TestPullSecretCopyLivesWithTheTags(t *testing.T) {
 		j.Spec.Selector = &appsv1beta1.ImagePullJobNodeSelector{Names: []string{a}}
 		j.Spec.PullSecrets = []string{"mixed"}
 	}))
-	done := e.waitJob(job.Name, 30*time.Second, "to complete", completed)
-	// Right after completion the copy is there, with the docker config only.
-	cp, err := e.secretCopy("mixed")
-	if err != nil {
-		t.Fatalf("copy of a job completed %v ago: %v", time.Since(done.Status.CompletionTime.Time).Round(time.Millisecond), err)
-	}
+	var cp *corev1.Secret
+	e.eventually(secretcopy.MinLifetime, "the copy within the job's first seconds", func() (bool, string) {
+		var err error
+		cp, err = e.secretCopy("mixed")
+		return err == nil, fmt.Sprint(err)
+	})
 	if len(cp.Data) != 1 || string(cp.Data[corev1.DockerConfigJsonKey]) != string(mixed.Data[corev1.DockerConfigJsonKey]) {
 		t.Fatalf("copy carries keys %v, want only %s", slices.Sorted(maps.Keys(cp.Data)), corev1.DockerConfigJsonKey)
 	}
@@ -217,12 +218,12 @@ func TestPullSecretCopyLivesWithTheTags(t *testing.T) {
 		t.Fatalf("copy labels %v, want %s=true (the daemon reads only labelled secrets)", cp.Labels, secretcopy.CopyLabel)
 	}
 	e.expectEvent(job.Name, "PullSecretNotDockerConfig")
-	// The tags go after the TTL, and the copy with them.
-	e.eventually(30*time.Second, "the job's tag to be released", func() (bool, string) {
-		return e.tagOwners(a, "registry.example.com/team/app", "v1") == nil, ""
-	})
+	done := e.waitJob(job.Name, 30*time.Second, "to complete", completed)
 	e.waitCopyGone("mixed", 15*time.Second)
-	if gone := time.Since(done.Status.CompletionTime.Time); gone < tagTTL {
-		t.Fatalf("copy gone %v after completion, before the tag TTL of %v", gone, tagTTL)
+	if gone := time.Since(done.CreationTimestamp.Time); gone < secretcopy.MinLifetime {
+		t.Fatalf("copy gone %v after the job's creation, before its first %v", gone, secretcopy.MinLifetime)
+	}
+	if e.tagOwners(a, "registry.example.com/team/app", "v1") == nil {
+		t.Fatal("the completed job's tag went with the copy; it stays for --completed-tag-ttl")
 	}
 }
