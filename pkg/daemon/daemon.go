@@ -386,7 +386,7 @@ func (d *Daemon) sync(ctx context.Context) {
 			for _, tag := range img.Tags {
 				key := taskKey{name, tag.Tag}
 				wanted[key] = true
-				if st, ok := d.reporter.get(name, tag.Tag); ok && st.Version == tag.Version && finished(st.Phase) {
+				if st, ok := d.reporter.get(name, tag.Tag); ok && st.Version == tag.Version && nodetags.Finished(st.Phase) {
 					continue
 				}
 				if d.pool.has(key, tag.Version) {
@@ -409,10 +409,6 @@ func (d *Daemon) sync(ctx context.Context) {
 			d.reporter.drop(k.image, k.tag)
 		}
 	}
-}
-
-func finished(p appsv1beta1.ImagePullPhase) bool {
-	return p == appsv1beta1.ImagePhaseSucceeded || p == appsv1beta1.ImagePhaseFailed
 }
 
 // pullSpec is one version of a tag to pull, and what its owners ask of it.
@@ -792,7 +788,7 @@ func (d *Daemon) writeStatus(ctx context.Context, statuses map[string]appsv1beta
 	// the rest written; the same body is never sent again.
 	refused := map[string]string{}
 	build := func(ni *appsv1beta1.NodeImage, pre nodetags.Precondition) (*nodetags.Patch, error) {
-		kept := keepSpecTags(ni.Spec.Images, statuses)
+		kept, _ := nodetags.KeepSpecStatuses(ni.Spec.Images, statuses)
 		sanitize(kept)
 		if len(refused) > 0 {
 			kept = replaceRefused(kept, refused)
@@ -815,22 +811,6 @@ func (d *Daemon) writeStatus(ctx context.Context, statuses map[string]appsv1beta
 		statusWrites.Inc()
 	}
 	return err
-}
-
-func keepSpecTags(spec map[string]appsv1beta1.ImageSpec, statuses map[string]appsv1beta1.ImageStatus) map[string]appsv1beta1.ImageStatus {
-	out := map[string]appsv1beta1.ImageStatus{}
-	for image, s := range statuses {
-		var tags []appsv1beta1.ImageTagStatus
-		for _, t := range s.Tags {
-			if nodetags.FindTag(spec, image, t.Tag) >= 0 {
-				tags = append(tags, t)
-			}
-		}
-		if len(tags) > 0 {
-			out[image] = appsv1beta1.ImageStatus{Tags: tags}
-		}
-	}
-	return out
 }
 
 // firstSync records, once, when every task of a new node first finished.

@@ -10,6 +10,7 @@ import (
 	"k8s.io/klog/v2"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 // reporter holds the node's task statuses and writes them to the API,
@@ -87,7 +88,7 @@ func (r *reporter) update(image, tag string, change func(*appsv1beta1.ImageTagSt
 	if r.dirtySince.IsZero() {
 		r.dirtySince = time.Now()
 	}
-	if st.Phase != before && (finished(st.Phase) || st.Phase == appsv1beta1.ImagePhaseWaiting) {
+	if st.Phase != before && (nodetags.Finished(st.Phase) || st.Phase == appsv1beta1.ImagePhaseWaiting) {
 		r.urgent = true
 	}
 	r.mu.Unlock()

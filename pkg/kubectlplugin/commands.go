@@ -444,7 +444,7 @@ func nodes(ctx context.Context, args []string, std IO) error {
 					continue
 				}
 				e := entry{Node: ni.Name, Image: imageref.Join(name, t.Tag), Phase: string(appsv1beta1.ImagePhaseWaiting)}
-				if st := nodetags.FindStatus(&ni.Status, name, t.Tag); st != nil && st.Version == t.Version {
+				if st := nodetags.CurrentStatus(&ni.Status, name, &t); st != nil {
 					e.Phase, e.Message = string(st.Phase), st.Message
 				}
 				counts[e.Phase]++

@@ -50,7 +50,7 @@ func JobRows(job *appsv1beta1.ImagePullJob, nodeImages []*appsv1beta1.NodeImage,
 		}
 		tag := ni.Spec.Images[ref.Name].Tags[i]
 		row := NodeRow{Node: ni.Name, Phase: string(appsv1beta1.ImagePhaseWaiting)}
-		if st := nodetags.FindStatus(&ni.Status, ref.Name, ref.Tag); st != nil && st.Version == tag.Version {
+		if st := nodetags.CurrentStatus(&ni.Status, ref.Name, &tag); st != nil {
 			row.Phase, row.Progress, row.Message = string(st.Phase), st.Progress, st.Message
 			if st.StartTime != nil {
 				end := now

@@ -8,7 +8,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/leaderelection"
 
-	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/controller/imagelistpulljob"
 	appslisters "github.com/prepull/prepull/pkg/generated/listers/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/metrics"
@@ -141,8 +140,7 @@ func (c *stateCollector) oldestUnfinished() float64 {
 				if t.CreatedAt == nil {
 					continue
 				}
-				st := nodetags.FindStatus(&ni.Status, name, t.Tag)
-				if st != nil && st.Version == t.Version && (st.Phase == appsv1beta1.ImagePhaseSucceeded || st.Phase == appsv1beta1.ImagePhaseFailed) {
+				if st := nodetags.CurrentStatus(&ni.Status, name, &t); st != nil && nodetags.Finished(st.Phase) {
 					continue
 				}
 				oldest = max(oldest, now.Sub(t.CreatedAt.Time))

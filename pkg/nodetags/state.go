@@ -90,3 +90,24 @@ func Count(spec map[string]appsv1beta1.ImageSpec, statuses map[string]appsv1beta
 func Of(s *appsv1beta1.NodeImageStatus) Counts {
 	return Counts{Desired: s.Desired, Waiting: s.Waiting, Pulling: s.Pulling, Succeeded: s.Succeeded, Failed: s.Failed}
 }
+
+// KeepSpecStatuses is statuses without the entries of tags no longer in
+// spec (a removed tag's answer means nothing), and whether it dropped any.
+func KeepSpecStatuses(spec map[string]appsv1beta1.ImageSpec, statuses map[string]appsv1beta1.ImageStatus) (map[string]appsv1beta1.ImageStatus, bool) {
+	out := make(map[string]appsv1beta1.ImageStatus, len(statuses))
+	dropped := false
+	for image, s := range statuses {
+		var tags []appsv1beta1.ImageTagStatus
+		for _, t := range s.Tags {
+			if FindTag(spec, image, t.Tag) >= 0 {
+				tags = append(tags, t)
+			} else {
+				dropped = true
+			}
+		}
+		if len(tags) > 0 {
+			out[image] = appsv1beta1.ImageStatus{Tags: tags}
+		}
+	}
+	return out, dropped
+}

@@ -48,6 +48,21 @@ func FindStatus(status *appsv1beta1.NodeImageStatus, name, tag string) *appsv1be
 	return nil
 }
 
+// CurrentStatus is the status entry of spec tag t of image name when it
+// answers t's current version, or nil: an entry of an older version says
+// nothing about the pull asked for now.
+func CurrentStatus(status *appsv1beta1.NodeImageStatus, name string, t *appsv1beta1.ImageTagSpec) *appsv1beta1.ImageTagStatus {
+	if st := FindStatus(status, name, t.Tag); st != nil && st.Version == t.Version {
+		return st
+	}
+	return nil
+}
+
+// Finished says a task's phase is final: Succeeded or Failed.
+func Finished(p appsv1beta1.ImagePullPhase) bool {
+	return p == appsv1beta1.ImagePhaseSucceeded || p == appsv1beta1.ImagePhaseFailed
+}
+
 // OwnedBy reports whether uid is among the tag's owners.
 func OwnedBy(t *appsv1beta1.ImageTagSpec, uid types.UID) bool {
 	return slices.ContainsFunc(t.OwnerReferences, func(r corev1.ObjectReference) bool { return r.UID == uid })

@@ -16,6 +16,7 @@ import (
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/imageref"
+	"github.com/prepull/prepull/pkg/nodetags"
 )
 
 // Limits are the caps: Default for every registry host, PerHost overrides
@@ -92,17 +93,8 @@ func InFlight(nis []*appsv1beta1.NodeImage, host string) int {
 }
 
 func finished(ni *appsv1beta1.NodeImage, name string, t *appsv1beta1.ImageTagSpec) bool {
-	st, ok := ni.Status.ImageStatuses[name]
-	if !ok {
-		return false
-	}
-	for i := range st.Tags {
-		s := &st.Tags[i]
-		if s.Tag == t.Tag {
-			return s.Version == t.Version && (s.Phase == appsv1beta1.ImagePhaseSucceeded || s.Phase == appsv1beta1.ImagePhaseFailed)
-		}
-	}
-	return false
+	st := nodetags.CurrentStatus(&ni.Status, name, t)
+	return st != nil && nodetags.Finished(st.Phase)
 }
 
 // Slots is how many new node pulls a job may start on a capped registry:

@@ -63,7 +63,7 @@ func Housekeep(in Input) Result {
 			}
 			st := findStatus(r.Statuses, name, tag.Tag)
 			answered := st != nil && st.Version == tag.Version
-			finished := answered && (st.Phase == appsv1beta1.ImagePhaseSucceeded || st.Phase == appsv1beta1.ImagePhaseFailed)
+			finished := answered && nodetags.Finished(st.Phase)
 			policy := tag.PullPolicy
 			if policy == nil {
 				policy = &appsv1beta1.ImageTagPullPolicy{}
@@ -100,22 +100,9 @@ func Housekeep(in Input) Result {
 		}
 	}
 	// Statuses of tags no longer in spec are dropped.
-	for name, img := range r.Statuses {
-		var keep []appsv1beta1.ImageTagStatus
-		for _, t := range img.Tags {
-			if nodetags.FindTag(r.Images, name, t.Tag) >= 0 {
-				keep = append(keep, t)
-			}
-		}
-		if len(keep) != len(img.Tags) {
-			r.StatusChanged = true
-		}
-		if len(keep) == 0 {
-			delete(r.Statuses, name)
-		} else {
-			r.Statuses[name] = appsv1beta1.ImageStatus{Tags: keep}
-		}
-	}
+	var dropped bool
+	r.Statuses, dropped = nodetags.KeepSpecStatuses(r.Images, r.Statuses)
+	r.StatusChanged = r.StatusChanged || dropped
 	r.Counts = nodetags.Count(r.Images, r.Statuses)
 	return r
 }
