@@ -508,7 +508,7 @@ func (d *Daemon) failed(ctx context.Context, spec pullSpec, ref string, took tim
 	pullsTotal.WithLabelValues("failed").Inc()
 	pullDuration.WithLabelValues("failed").Observe(took.Seconds())
 	msg := puller.Bound(res.Err.Error())
-	klog.FromContext(ctx).Info("Pull failed", "attempts", res.Attempts, "message", msg)
+	klog.FromContext(ctx).Info("Pull failed", "attempts", res.Attempts, "reason", puller.Classify(res.Err), "message", msg)
 	set(func(st *appsv1beta1.ImageTagStatus) {
 		// A failed task has nothing pulled to show: a progress left at 99
 		// would read as nearly done.

@@ -115,7 +115,7 @@ func Bound(msg string) string {
 // its socket gone): not the image's fault, so it does not count against
 // the tag's backoffLimit.
 func RuntimeUnavailable(err error) bool {
-	return status.Code(err) == codes.Unavailable
+	return Classify(err) == ReasonRuntimeUnavailable
 }
 
 // Result is the outcome of a pull.
@@ -207,7 +207,7 @@ func (p *Puller) Pull(ctx context.Context, req Request) Result {
 			// The registry's hold is waited out before the next attempt.
 			throttled++
 			if throttled >= MaxThrottled {
-				return Result{Attempts: attempt, Err: fmt.Errorf("pulling %s: the registry answered 429 Too Many Requests %d times in a row: %w", req.Image, throttled, last)}
+				return Result{Attempts: attempt, Err: newError(ReasonThrottled, last, fmt.Sprintf("pulling %s: the registry answered 429 Too Many Requests %d times in a row: %v", req.Image, throttled, last))}
 			}
 			continue
 		}
@@ -220,7 +220,7 @@ func (p *Puller) Pull(ctx context.Context, req Request) Result {
 			unavailable = 0
 			failed++
 			if failed >= attempts {
-				return Result{Attempts: attempt, Err: fmt.Errorf("pulling %s failed after %d attempt(s): %w", req.Image, failed, last)}
+				return Result{Attempts: attempt, Err: newError(Classify(last), last, fmt.Sprintf("pulling %s failed after %d attempt(s): %v", req.Image, failed, last))}
 			}
 			delay = p.Backoff.Delay(failed)
 		}
@@ -362,11 +362,7 @@ func describe(err error) string {
 }
 
 func authFailure(err error) bool {
-	if s, ok := status.FromError(err); ok && (s.Code() == codes.Unauthenticated || s.Code() == codes.PermissionDenied) {
-		return true
-	}
-	msg := strings.ToLower(err.Error())
-	return strings.Contains(msg, "401") || strings.Contains(msg, "403") || strings.Contains(msg, "unauthorized") || strings.Contains(msg, "denied")
+	return Classify(err) == ReasonUnauthorized
 }
 
 func sandboxConfig(req Request) *runtimeapi.PodSandboxConfig {
