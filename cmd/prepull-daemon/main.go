@@ -4,7 +4,7 @@ package main
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/klog/v2"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/cliflags"
 	"github.com/prepull/prepull/pkg/credprovider"
 	"github.com/prepull/prepull/pkg/cri"
 	"github.com/prepull/prepull/pkg/daemon"
@@ -50,40 +52,20 @@ type options struct {
 
 func main() {
 	var o options
-	fs := flag.NewFlagSet("prepull-daemon", flag.ExitOnError)
-	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path to a kubeconfig file. Empty: use the in-cluster service account (or $KUBECONFIG when set).")
-	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "Name of this node, whose NodeImage the daemon serves (default $NODE_NAME).")
-	fs.StringVar(&o.endpoint, "runtime-endpoint", "", "CRI socket, e.g. unix:///run/containerd/containerd.sock. Empty: try "+strings.Join(cri.DefaultEndpoints, ", ")+" and use the first that answers CRI v1.")
-	fs.StringVar(&o.containerdAddr, "containerd-address", "", "containerd's own API socket, for byte progress of pulls. Empty: the runtime endpoint when the runtime is containerd; \"none\" disables progress (it then jumps 0 -> 100).")
-	fs.IntVar(&o.maxPulls, "max-concurrent-pulls", 3, "Pulls run at once on this node; the rest wait, oldest first. A pull waiting out a retry backoff does not count.")
-	fs.IntVar(&o.maxPulls, "max-concurrency", 3, "The same as --max-concurrent-pulls, spelt as Kruise's daemon spells it.")
-	fs.IntVar(&o.largePulls, "max-large-pulls", 1, "Pulls of large images (--large-image-bytes) that may run beside the --max-concurrent-pulls slots: a pull found to be large moves to one of these slots when one is free, so small images queued behind a 20 GB pull keep flowing. 0: large pulls keep their slot.")
-	fs.Int64Var(&o.largeImageBytes, "large-image-bytes", 1<<30, "Compressed layer bytes from which a pull counts as large (read from containerd once the manifest is in).")
-	fs.DurationVar(&o.stallTimeout, "pull-stall-timeout", 2*time.Minute, "A pull attempt whose layer bytes have not moved for this long is abandoned and retried (the retry resumes from the bytes already there), whatever its timeout. With the default pullPolicy.timeoutSeconds (600) an attempt whose bytes keep moving runs past it; any other timeoutSeconds bounds each attempt. Needs byte progress (containerd); 0 never abandons.")
-	fs.StringVar(&o.daemonNS, "daemon-namespace", "prepull-system", "The only namespace whose secrets the daemon reads (prepull-controller copies jobs' pull secrets there).")
-	fs.DurationVar(&o.statusInterval, "status-interval", time.Second, "Least time between two NodeImage status writes; changes in between are coalesced into one write. A change after a quiet spell (a pull finished) goes out at once; a busy node writes once per interval, each write carrying every pull that finished since the last.")
-	fs.DurationVar(&o.progressInterval, "progress-interval", time.Second, "How often a running pull's byte progress is read.")
-	fs.Float64Var(&o.qps, "kube-api-qps", 10, "Sustained queries per second to the apiserver.")
-	fs.IntVar(&o.burst, "kube-api-burst", 20, "Burst of queries to the apiserver.")
-	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":9090", "Address of the Prometheus /metrics endpoint; empty disables it.")
-	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":9091", "Address of /healthz and /readyz; empty disables them.")
-	fs.StringVar(&o.credProviderConfig, "image-credential-provider-config", "", "The kubelet's CredentialProviderConfig file (kubelet.config.k8s.io/v1), to pull from cloud registries (ECR, Artifact Registry, ACR) without pull secrets as the kubelet does. Same format and flag name as the kubelet's; needs --image-credential-provider-bin-dir.")
-	fs.StringVar(&o.credProviderBinDir, "image-credential-provider-bin-dir", "", "Directory holding the credential provider plugins named in --image-credential-provider-config (the kubelet's flag of the same name).")
-	fs.Float64Var(&o.maxImageFSUsage, "max-image-fs-usage", 0.75, "Used fraction of the image filesystem above which pulls wait (status Waiting, naming the usage and this limit) until space is freed. Keep it below the kubelet's imageGCHighThresholdPercent (85% by default), or warmed images are collected as they land. 0 disables the budget.")
-	fs.Float64Var(&o.maxPinnedFraction, "max-pinned-fraction", 0.5, "Largest fraction of the image filesystem that images pinned against the kubelet's image GC (prepull.io/pin) may take together; beyond it images are pulled but not pinned, and the tag's message says so. The kubelet's GC must always have unpinned images to free.")
-	fs.StringVar(&o.imageFSPath, "image-fs-path", "", "A path on the image filesystem, read with statfs for the disk budget. Empty: the mountpoint the runtime reports in CRI ImageFsInfo (mount it into the pod read-only at the same path).")
-	fs.DurationVar(&o.verifyInterval, "verify-interval", 5*time.Minute, "How often the images of succeeded tags that their jobs keep warm (completionPolicy Never, workload warming) are checked still on the node, one CRI call each; an image the kubelet's GC or crictl rmi removed is pulled again.")
-	fs.DurationVar(&o.liveWindow, "liveness-window", 30*time.Minute, "/healthz fails (and the kubelet restarts the daemon) when pulls wait, every pull slot is held, and no pull has started, finished or downloaded a byte for this long: a container runtime that stopped answering. 0 turns the check off.")
-	fs.BoolVar(&o.checkWriteGuard, "check-write-guard", true, "At start, try a dry-run write of another node's NodeImage status with the daemon's credentials: the node write guard (artifacts/deploy/node-write-guard.yaml) must refuse it. If it is accepted the daemon logs an error and /readyz fails, as any node could then rewrite every node's status. Turn off only where the daemon runs without its pod-bound service-account token (tests, a kubeconfig).")
-	fs.DurationVar(&o.throttleWait, "registry-throttle-wait", 30*time.Second, "How long pulls from a registry that answered 429 Too Many Requests hold back, on every node, when the registry names no Retry-After (a Retry-After is taken as given, from 1s to 10m).")
-	logFormat := logging.AddFlags(fs)
-	showVersion := fs.Bool("version", false, "Print the version and exit.")
-	klog.InitFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: prepull-daemon [flags]\n\nPulls the images listed in this node's NodeImage through the node's CRI runtime,\nat most --max-concurrent-pulls at a time, and reports progress in its status. Flags:\n\n")
-		fs.PrintDefaults()
+	var sec cliflags.Sections
+	bindFlags(&sec, &o)
+	logFormat := logging.AddFlags(sec.Section("Logging"))
+	cliflags.AddKlog(sec.Section("Logging"))
+	showVersion := sec.Section("General").Bool("version", false, "Print the version and exit.")
+	fs := sec.FlagSet("prepull-daemon", "Pulls the images listed in this node's NodeImage through the node's CRI runtime,\n"+
+		"at most --max-concurrent-pulls at a time, and reports progress in its status.", os.Stderr)
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "%v (see --help)\n", err)
+		os.Exit(2)
 	}
-	_ = fs.Parse(os.Args[1:])
 	if *showVersion {
 		fmt.Printf("prepull-daemon %s (revision %s, %s)\n", version.Version, version.Revision, goruntime.Version())
 		return
@@ -111,6 +93,42 @@ func main() {
 		klog.Flush()
 		os.Exit(1)
 	}
+}
+
+// bindFlags defines the daemon's flags, by section.
+func bindFlags(sec *cliflags.Sections, o *options) {
+	fs := sec.Section("Cluster")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path to a kubeconfig file. Empty: use the in-cluster service account (or $KUBECONFIG when set).")
+	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "Name of this node, whose NodeImage the daemon serves (default $NODE_NAME).")
+	fs.StringVar(&o.daemonNS, "daemon-namespace", "prepull-system", "The only namespace whose secrets the daemon reads (prepull-controller copies jobs' pull secrets there).")
+	fs.Float64Var(&o.qps, "kube-api-qps", 10, "Sustained queries per second to the apiserver.")
+	fs.IntVar(&o.burst, "kube-api-burst", 20, "Burst of queries to the apiserver.")
+	fs.BoolVar(&o.checkWriteGuard, "check-write-guard", true, "At start, try a dry-run write of another node's NodeImage status with the daemon's credentials: the node write guard (artifacts/deploy/node-write-guard.yaml) must refuse it. If it is accepted the daemon logs an error and /readyz fails, as any node could then rewrite every node's status. Turn off only where the daemon runs without its pod-bound service-account token (tests, a kubeconfig).")
+	fs = sec.Section("Runtime")
+	fs.StringVar(&o.endpoint, "runtime-endpoint", "", "CRI socket, e.g. unix:///run/containerd/containerd.sock. Empty: try "+strings.Join(cri.DefaultEndpoints, ", ")+" and use the first that answers CRI v1.")
+	fs.StringVar(&o.containerdAddr, "containerd-address", "", "containerd's own API socket, for byte progress of pulls. Empty: the runtime endpoint when the runtime is containerd; \"none\" disables progress (it then jumps 0 -> 100).")
+	fs = sec.Section("Pulls")
+	fs.IntVar(&o.maxPulls, "max-concurrent-pulls", 3, "Pulls run at once on this node; the rest wait, oldest first. A pull waiting out a retry backoff does not count.")
+	fs.IntVar(&o.maxPulls, "max-concurrency", 3, "The same as --max-concurrent-pulls, spelt as Kruise's daemon spells it.")
+	fs.IntVar(&o.largePulls, "max-large-pulls", 1, "Pulls of large images (--large-image-bytes) that may run beside the --max-concurrent-pulls slots: a pull found to be large moves to one of these slots when one is free, so small images queued behind a 20 GB pull keep flowing. 0: large pulls keep their slot.")
+	fs.Int64Var(&o.largeImageBytes, "large-image-bytes", 1<<30, "Compressed layer bytes from which a pull counts as large (read from containerd once the manifest is in).")
+	fs.DurationVar(&o.stallTimeout, "pull-stall-timeout", 2*time.Minute, "A pull attempt whose layer bytes have not moved for this long is abandoned and retried (the retry resumes from the bytes already there), whatever its timeout. With the default pullPolicy.timeoutSeconds (600) an attempt whose bytes keep moving runs past it; any other timeoutSeconds bounds each attempt. Needs byte progress (containerd); 0 never abandons.")
+	fs.DurationVar(&o.throttleWait, "registry-throttle-wait", 30*time.Second, "How long pulls from a registry that answered 429 Too Many Requests hold back, on every node, when the registry names no Retry-After (a Retry-After is taken as given, from 1s to 10m).")
+	fs = sec.Section("Credentials")
+	fs.StringVar(&o.credProviderConfig, "image-credential-provider-config", "", "The kubelet's CredentialProviderConfig file (kubelet.config.k8s.io/v1), to pull from cloud registries (ECR, Artifact Registry, ACR) without pull secrets as the kubelet does. Same format and flag name as the kubelet's; needs --image-credential-provider-bin-dir.")
+	fs.StringVar(&o.credProviderBinDir, "image-credential-provider-bin-dir", "", "Directory holding the credential provider plugins named in --image-credential-provider-config (the kubelet's flag of the same name).")
+	fs = sec.Section("Status")
+	fs.DurationVar(&o.statusInterval, "status-interval", time.Second, "Least time between two NodeImage status writes; changes in between are coalesced into one write. A change after a quiet spell (a pull finished) goes out at once; a busy node writes once per interval, each write carrying every pull that finished since the last.")
+	fs.DurationVar(&o.progressInterval, "progress-interval", time.Second, "How often a running pull's byte progress is read.")
+	fs = sec.Section("Disk budget and warm images")
+	fs.Float64Var(&o.maxImageFSUsage, "max-image-fs-usage", 0.75, "Used fraction of the image filesystem above which pulls wait (status Waiting, naming the usage and this limit) until space is freed. Keep it below the kubelet's imageGCHighThresholdPercent (85% by default), or warmed images are collected as they land. 0 disables the budget.")
+	fs.Float64Var(&o.maxPinnedFraction, "max-pinned-fraction", 0.5, "Largest fraction of the image filesystem that images pinned against the kubelet's image GC (prepull.io/pin) may take together; beyond it images are pulled but not pinned, and the tag's message says so. The kubelet's GC must always have unpinned images to free.")
+	fs.StringVar(&o.imageFSPath, "image-fs-path", "", "A path on the image filesystem, read with statfs for the disk budget. Empty: the mountpoint the runtime reports in CRI ImageFsInfo (mount it into the pod read-only at the same path).")
+	fs.DurationVar(&o.verifyInterval, "verify-interval", 5*time.Minute, "How often the images of succeeded tags that their jobs keep warm (completionPolicy Never, workload warming) are checked still on the node, one CRI call each; an image the kubelet's GC or crictl rmi removed is pulled again.")
+	fs = sec.Section("Serving")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":9090", "Address of the Prometheus /metrics endpoint; empty disables it.")
+	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":9091", "Address of /healthz and /readyz; empty disables them.")
+	fs.DurationVar(&o.liveWindow, "liveness-window", 30*time.Minute, "/healthz fails (and the kubelet restarts the daemon) when pulls wait, every pull slot is held, and no pull has started, finished or downloaded a byte for this long: a container runtime that stopped answering. 0 turns the check off.")
 }
 
 func run(ctx context.Context, o options) error {

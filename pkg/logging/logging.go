@@ -7,8 +7,8 @@ package logging
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
+	"github.com/spf13/pflag"
 	"io"
 	"os"
 	"path/filepath"
@@ -22,7 +22,7 @@ import (
 )
 
 // AddFlags registers --logging-format on fs and returns its value.
-func AddFlags(fs *flag.FlagSet) *string {
+func AddFlags(fs *pflag.FlagSet) *string {
 	return fs.String("logging-format", "text", "Log format: text (klog) or json (one JSON object per line, as Kubernetes components write with --logging-format=json).")
 }
 
