@@ -30,8 +30,9 @@ build: ## Build every package (and binaries under cmd/ into bin/, stamped with V
 
 test: verify-static verify-fresh test-unit fuzz servers test-integration alert-rules e2e cluster-e2e chaos bench-quick ## The full check CI runs: verify, a fresh-cache check, unit, integration and end-to-end tests.
 
-test-unit: ## Unit tests (no servers).
+test-unit: ## Unit tests (no servers), and each micro-benchmark of pkg/ once (so none rots).
 	$(GO) test -count=1 ./pkg/... $(if $(wildcard cmd),./cmd/...)
+	@echo "each micro-benchmark of pkg/ once"; log=$$(mktemp); $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./pkg/... >$$log 2>&1 || { cat $$log; rm -f $$log; exit 1; }; rm -f $$log
 
 test-integration: controlplane containerd ## Tests against a real etcd, kube-apiserver and containerd.
 	$(GO) test -count=1 -timeout 30m ./test/integration/...
@@ -40,9 +41,9 @@ e2e: controlplane containerd ## End to end: controller and three daemons on real
 	$(GO) test -count=1 -timeout 20m ./test/e2e/...
 
 SOAK ?=
-chaos: controlplane containerd ## The fault suite: apiserver, containerd, daemon and leader failures, full disks, nodes leaving and joining, bursts, bad NodeImages, load. SOAK=1 adds the long soaks.
+chaos: controlplane containerd ## The fault suite: apiserver, containerd, daemon and leader failures, full disks, nodes leaving and joining, bursts, bad NodeImages, load, and a 60 s soak of rotating faults (SOAK=1: 10 minutes).
 	@hack/build-controlplane.sh node >/dev/null
-	$(GO) test -count=1 -timeout 45m ./test/chaos/... $(if $(SOAK),-args -chaos.soak)
+	$(GO) test -count=1 -timeout 45m ./test/chaos/... $(if $(SOAK),-args -chaos.soak-duration=10m)
 
 REGISTRY ?=
 images: ## Container images for both binaries (linux/amd64+arm64, no Docker needed): to bin/images (OCI layout), or pushed with REGISTRY=host/path.
