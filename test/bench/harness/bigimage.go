@@ -23,6 +23,7 @@ import (
 	"github.com/prepull/prepull/pkg/cri"
 	"github.com/prepull/prepull/pkg/diskbudget"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
+	"github.com/prepull/prepull/pkg/secretcopy"
 	"github.com/prepull/prepull/test/framework"
 )
 
@@ -154,7 +155,8 @@ func bigImageObjects(ctx context.Context, kube kubernetes.Interface, client vers
 	auth := base64.StdEncoding.EncodeToString([]byte(reg.Username + ":" + reg.Password))
 	cfg, _ := json.Marshal(map[string]any{"auths": map[string]any{reg.Host: map[string]string{"auth": auth}}})
 	if _, err := kube.CoreV1().Secrets(daemonNamespace).Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "registry"}, Type: corev1.SecretTypeDockerConfigJson,
+		// The daemon reads only secrets labelled as the controller's copies.
+		ObjectMeta: metav1.ObjectMeta{Name: "registry", Labels: map[string]string{secretcopy.CopyLabel: "true"}}, Type: corev1.SecretTypeDockerConfigJson,
 		Data: map[string][]byte{corev1.DockerConfigJsonKey: cfg},
 	}, metav1.CreateOptions{}); err != nil {
 		return err
