@@ -30,15 +30,14 @@ build: ## Build every package (and binaries under cmd/ into bin/, stamped with V
 
 test: verify-static verify-fresh test-unit fuzz servers test-integration alert-rules e2e cluster-e2e chaos bench-quick ## The full check CI runs: verify, a fresh-cache check, unit, integration and end-to-end tests.
 
-test-unit: ## Unit tests (no servers), and each micro-benchmark of pkg/ once (so none rots).
-	$(GO) test -count=1 ./pkg/... $(if $(wildcard cmd),./cmd/...)
-	@echo "each micro-benchmark of pkg/ once"; log=$$(mktemp); $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./pkg/... >$$log 2>&1 || { cat $$log; rm -f $$log; exit 1; }; rm -f $$log
+test-unit: ## Unit tests (no servers) with the race detector, and each micro-benchmark of pkg/ once (so none rots).
+	set -o pipefail; CGO_ENABLED=1 $(GO) test -race -count=1 -bench . -benchtime 1x ./pkg/... $(if $(wildcard cmd),./cmd/...) 2>&1 | { grep -v '^Benchmark\|^goos\|^goarch\|^pkg:\|^cpu:\|^PASS$$' || true; }
 
 test-integration: controlplane containerd ## Tests against a real etcd, kube-apiserver and containerd.
 	$(GO) test -count=1 -timeout 30m ./test/integration/...
 
-e2e: controlplane containerd ## End to end: controller and three daemons on real containerd, a real registry and apiserver.
-	$(GO) test -count=1 -timeout 20m ./test/e2e/...
+e2e: controlplane containerd ## End to end: controller and three daemons (built with the race detector) on real containerd, a real registry and apiserver.
+	PREPULL_RACE_BINARIES=1 $(GO) test -count=1 -timeout 20m ./test/e2e/...
 
 SOAK ?=
 chaos: controlplane containerd ## The fault suite: apiserver, containerd, daemon and leader failures, full disks, nodes leaving and joining, bursts, bad NodeImages, load, and a 60 s soak of rotating faults (SOAK=1: 10 minutes).

@@ -38,7 +38,8 @@ func printLogs() {
 }
 
 func TestMain(m *testing.M) {
-	os.Exit(framework.RunTestsWith(m, func(ctx context.Context, cp *framework.ControlPlane) (func(), error) {
+	raced := false
+	code := framework.RunTestsWith(m, func(ctx context.Context, cp *framework.ControlPlane) (func(), error) {
 		var err error
 		cluster, err = framework.StartCluster(ctx, cp, framework.ClusterOptions{
 			Nodes: map[string]map[string]string{
@@ -68,6 +69,17 @@ func TestMain(m *testing.M) {
 		reg, digests = cluster.Registry, cluster.Digests
 		nodes = append([]string(nil), cluster.Nodes...)
 		sort.Strings(nodes)
-		return cluster.Stop, nil
-	}))
+		return func() {
+			// make e2e builds the binaries with the race detector.
+			for _, r := range cluster.Races() {
+				fmt.Fprintf(os.Stderr, "FAIL: a data race in %s\n", r)
+				raced = true
+			}
+			cluster.Stop()
+		}, nil
+	})
+	if raced && code == 0 {
+		code = 1
+	}
+	os.Exit(code)
 }

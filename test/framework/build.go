@@ -10,8 +10,21 @@ import (
 
 // BuildBinary builds one of the repository's commands (e.g.
 // "./cmd/prepull-daemon") into dir and returns its path.
+//
+// With PREPULL_RACE_BINARIES=1 (make e2e does so) it builds them with the
+// race detector; Cluster.Races finds its reports in the processes' logs.
 func BuildBinary(dir, pkg string) (string, error) {
-	return goBuild(filepath.Join(dir, filepath.Base(pkg)), pkg)
+	out := filepath.Join(dir, filepath.Base(pkg))
+	if os.Getenv("PREPULL_RACE_BINARIES") != "1" {
+		return goBuild(out, pkg)
+	}
+	cmd := exec.Command("go", "build", "-race", "-trimpath", "-o", out, pkg)
+	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=vendor", "CGO_ENABLED=1")
+	if output, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building %s with -race: %w\n%s", pkg, err, output)
+	}
+	return out, nil
 }
 
 // BuildStatic builds a command of this repository as a static linux binary

@@ -436,6 +436,19 @@ func (c *Cluster) Crashed() []string {
 	return out
 }
 
+// Races names every process whose log holds a race detector report
+// (binaries built with PREPULL_RACE_BINARIES=1), with the report.
+func (c *Cluster) Races() []string {
+	var out []string
+	for _, p := range c.procs {
+		data, _ := os.ReadFile(p.Log)
+		if i := strings.Index(string(data), "WARNING: DATA RACE"); i >= 0 {
+			out = append(out, fmt.Sprintf("%s:\n%s", p.Name, data[i:min(len(data), i+4000)]))
+		}
+	}
+	return out
+}
+
 // Logs returns the tail of every process log.
 func (c *Cluster) Logs() string {
 	var out string
