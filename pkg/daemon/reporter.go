@@ -11,6 +11,7 @@ import (
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/nodetags"
+	"github.com/prepull/prepull/pkg/puller"
 )
 
 // reporter holds the node's task statuses and writes them to the API,
@@ -149,13 +150,17 @@ func (r *reporter) snapshot() map[string]appsv1beta1.ImageStatus {
 	return out
 }
 
+// writeRetry paces status writes after a failed one: 100 ms, doubling to
+// 10 s (the changes keep folding meanwhile).
+var writeRetry = puller.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Cap: 10 * time.Second}
+
 // run writes until ctx ends, then makes one last write with a short
 // deadline of its own so the final state is recorded.
 func (r *reporter) run(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	// last and prev are the times of the last two writes.
 	var last, prev time.Time
-	retry := time.Duration(0)
+	retry, failures := time.Duration(0), 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -208,11 +213,12 @@ func (r *reporter) run(ctx context.Context) {
 				r.dirtySince = since
 			}
 			r.mu.Unlock()
-			retry = min(max(2*retry, 100*time.Millisecond), 10*time.Second)
+			failures++
+			retry = writeRetry.Delay(failures)
 			r.notify()
 			continue
 		}
-		retry = 0
+		retry, failures = 0, 0
 	}
 }
 

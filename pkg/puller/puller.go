@@ -10,10 +10,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -129,31 +130,27 @@ type Result struct {
 	Err error
 }
 
-// Backoff is the wait before retry n (1-based): Initial doubled each retry,
-// capped at Max, plus up to Jitter of itself at random.
-type Backoff struct {
-	Initial, Max time.Duration
-	Jitter       float64
-	// Rand returns a value in [0,1); nil uses math/rand.
-	Rand func() float64
-}
+// Backoff is the wait between a tag's pull attempts: Kubernetes' own
+// wait.Backoff (Duration, doubling by Factor up to Cap, plus up to Jitter
+// of it), read as the delay before retry n rather than stepped.
+type Backoff wait.Backoff
 
-// Delay is the wait before retry n.
+// Delay is the wait before retry n (1 is the first retry).
 func (b Backoff) Delay(n int) time.Duration {
-	d := b.Initial
-	for i := 1; i < n && d < b.Max; i++ {
-		d *= 2
+	wb := wait.Backoff(b)
+	wb.Steps = max(n, 1) + 1 // never runs out before retry n
+	if wb.Factor == 0 {
+		wb.Factor = 2
 	}
-	d = min(d, b.Max)
-	r := b.Rand
-	if r == nil {
-		r = rand.Float64
+	var d time.Duration
+	for range max(n, 1) {
+		d = wb.Step()
 	}
-	return d + time.Duration(float64(d)*b.Jitter*r())
+	return d
 }
 
 // DefaultBackoff waits 1s, 2s, 4s, ... up to a minute, plus up to 20%.
-var DefaultBackoff = Backoff{Initial: time.Second, Max: time.Minute, Jitter: 0.2}
+var DefaultBackoff = Backoff{Duration: time.Second, Factor: 2, Cap: time.Minute, Jitter: 0.2}
 
 // Puller pulls images through a runtime.
 type Puller struct {

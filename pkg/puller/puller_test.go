@@ -19,16 +19,21 @@ import (
 )
 
 func TestBackoffDelay(t *testing.T) {
-	b := Backoff{Initial: time.Second, Max: 10 * time.Second, Jitter: 0.5, Rand: func() float64 { return 0 }}
+	b := Backoff{Duration: time.Second, Factor: 2, Cap: 10 * time.Second}
 	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second}
 	for i, w := range want {
 		if got := b.Delay(i + 1); got != w {
 			t.Errorf("Delay(%d) = %v, want %v", i+1, got, w)
 		}
 	}
-	b.Rand = func() float64 { return 0.999 }
-	if got := b.Delay(1); got <= time.Second || got >= 1500*time.Millisecond {
-		t.Errorf("Delay(1) with jitter = %v, want in (1s, 1.5s)", got)
+	b.Jitter = 0.5
+	for range 20 {
+		if got := b.Delay(1); got < time.Second || got > 1500*time.Millisecond {
+			t.Fatalf("Delay(1) with jitter 0.5 = %v, want within [1s, 1.5s]", got)
+		}
+	}
+	if got := DefaultBackoff.Delay(30); got < time.Minute || got > 72*time.Second {
+		t.Errorf("the default's 30th retry waits %v, want a minute plus up to 20%%", got)
 	}
 }
 
@@ -40,7 +45,7 @@ func connect(t *testing.T, fake *critest.Runtime) *Puller {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rt.Close() })
-	return &Puller{Images: rt.Images, Backoff: Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond}}
+	return &Puller{Images: rt.Images, Backoff: Backoff{Duration: 5 * time.Millisecond, Factor: 2, Cap: 20 * time.Millisecond}}
 }
 
 func TestPullTriesEachMatchingCredential(t *testing.T) {
