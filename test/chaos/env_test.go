@@ -164,7 +164,7 @@ func (e *env) waitJob(name string, timeout time.Duration, what string, cond func
 	return framework.WaitJob(e.t, e.client, e.ns, name, timeout, what, cond, e.explain)
 }
 
-func completed(j *appsv1beta1.ImagePullJob) bool { return j.Status.CompletionTime != nil }
+var completed = framework.Completed
 
 // counts is a job's final status counters.
 type counts struct{ desired, succeeded, failed, active int32 }

@@ -17,7 +17,6 @@ import (
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 	"github.com/prepull/prepull/pkg/imageref"
 	"github.com/prepull/prepull/pkg/nodetags"
-	"github.com/prepull/prepull/pkg/secretcopy"
 	"github.com/prepull/prepull/test/framework"
 )
 
@@ -91,7 +90,7 @@ func (e *env) waitJob(name string, timeout time.Duration, what string, cond func
 	return framework.WaitJob(e.t, e.client, e.ns, name, timeout, what, cond, e.explain)
 }
 
-func completed(j *appsv1beta1.ImagePullJob) bool { return j.Status.CompletionTime != nil }
+var completed = framework.Completed
 
 func (e *env) jobGone(name string) bool {
 	_, err := e.client.AppsV1beta1().ImagePullJobs(e.ns).Get(context.Background(), name, metav1.GetOptions{})
@@ -117,7 +116,7 @@ func (e *env) tagOwned(node, name, tag string, uid string) bool {
 }
 
 func (e *env) secretCopy(source string) (*corev1.Secret, error) {
-	return e.kube.CoreV1().Secrets(daemonNS).Get(context.Background(), secretcopy.CopyName(e.ns, source), metav1.GetOptions{})
+	return framework.SecretCopy(context.Background(), e.kube, e.ns, source)
 }
 
 // explain lists the messages of a job's failed nodes, for a failure report.

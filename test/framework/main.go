@@ -9,10 +9,13 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
+	"github.com/prepull/prepull/pkg/secretcopy"
 )
 
 var shared *ControlPlane
@@ -110,4 +113,13 @@ func WaitJob(t testing.TB, client versioned.Interface, ns, name string, timeout 
 		return cond(j), seen
 	})
 	return got
+}
+
+// Completed says a job has completed (its status has a completion time).
+func Completed(j *appsv1beta1.ImagePullJob) bool { return j.Status.CompletionTime != nil }
+
+// SecretCopy reads the daemon namespace's copy of the pull secret
+// namespace/source, as prepull-controller names it.
+func SecretCopy(ctx context.Context, kube kubernetes.Interface, namespace, source string) (*corev1.Secret, error) {
+	return kube.CoreV1().Secrets(DaemonNamespace).Get(ctx, secretcopy.CopyName(namespace, source), metav1.GetOptions{})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prepull/prepull/pkg/controller/imagepulljob"
 	"github.com/prepull/prepull/pkg/manager"
 	"github.com/prepull/prepull/pkg/nodetags"
+	"github.com/prepull/prepull/test/framework"
 )
 
 func newJob(name, image string, mod func(*appsv1beta1.ImagePullJob)) *appsv1beta1.ImagePullJob {
@@ -28,7 +29,7 @@ func newJob(name, image string, mod func(*appsv1beta1.ImagePullJob)) *appsv1beta
 	return j
 }
 
-func completed(j *appsv1beta1.ImagePullJob) bool { return j.Status.CompletionTime != nil }
+var completed = framework.Completed
 
 // tagOwners lists the owners of image:tag on a NodeImage ("" when absent).
 func (e *env) tagOwners(node, image, tag string) []types.UID {

@@ -18,6 +18,7 @@ import (
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
 	"github.com/prepull/prepull/pkg/controller/imagepulljob"
 	"github.com/prepull/prepull/pkg/secretcopy"
+	"github.com/prepull/prepull/test/framework"
 )
 
 const daemonNS = "prepull-system"
@@ -44,7 +45,7 @@ func (e *env) createDockerSecret(name, auth string) {
 
 // secretCopy reads the copy of a source secret in the daemon namespace.
 func (e *env) secretCopy(source string) (*corev1.Secret, error) {
-	return e.kube.CoreV1().Secrets(daemonNS).Get(context.Background(), secretcopy.CopyName(e.ns, source), metav1.GetOptions{})
+	return framework.SecretCopy(context.Background(), e.kube, e.ns, source)
 }
 
 func (e *env) waitCopyGone(source string, timeout time.Duration) {
