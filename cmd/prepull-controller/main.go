@@ -5,14 +5,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"runtime"
 	"syscall"
 
-	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -34,13 +32,7 @@ func main() {
 	showVersion := sec.Section("General").Bool("version", false, "Print the version and exit.")
 	fs := sec.FlagSet("prepull-controller", "Runs the NodeImage, label-sync, ImagePullJob, ImageListPullJob, pull-secret sync, registry-hold and workload\n"+
 		"controllers of prepull, which serve OpenKruise's apps.kruise.io image-pulling API.", os.Stderr)
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintf(os.Stderr, "%v (see --help)\n", err)
-		os.Exit(2)
-	}
+	cliflags.MustParse(fs, os.Args[1:])
 	if *showVersion {
 		fmt.Printf("prepull-controller %s (revision %s, %s)\n", version.Version, version.Revision, runtime.Version())
 		return

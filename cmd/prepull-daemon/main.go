@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -59,13 +57,7 @@ func main() {
 	showVersion := sec.Section("General").Bool("version", false, "Print the version and exit.")
 	fs := sec.FlagSet("prepull-daemon", "Pulls the images listed in this node's NodeImage through the node's CRI runtime,\n"+
 		"at most --max-concurrent-pulls at a time, and reports progress in its status.", os.Stderr)
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintf(os.Stderr, "%v (see --help)\n", err)
-		os.Exit(2)
-	}
+	cliflags.MustParse(fs, os.Args[1:])
 	if *showVersion {
 		fmt.Printf("prepull-daemon %s (revision %s, %s)\n", version.Version, version.Revision, goruntime.Version())
 		return

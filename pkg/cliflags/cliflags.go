@@ -5,9 +5,11 @@
 package cliflags
 
 import (
+	"errors"
 	goflag "flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -45,6 +47,20 @@ func (s *Sections) FlagSet(program, header string, out io.Writer) *pflag.FlagSet
 	}
 	all.Usage = func() { s.PrintUsage(out, program, header) }
 	return all
+}
+
+// MustParse parses args into fs and exits as a command line does: 0 after
+// --help, 2 (naming the bad flag) on an error.
+func MustParse(fs *pflag.FlagSet, args []string) {
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return
+	case errors.Is(err, pflag.ErrHelp):
+		os.Exit(0)
+	}
+	fmt.Fprintf(os.Stderr, "%v (see --help)\n", err)
+	os.Exit(2)
 }
 
 // PrintUsage writes the usage: header, then each section's flags.

@@ -25,6 +25,17 @@ type TagTemplate struct {
 	SandboxConfig   *appsv1beta1.SandboxConfig
 }
 
+// ownedTag is the image of name:tag and the tag's index there, or -1 when
+// the tag is missing or has no owners (written by hand).
+func ownedTag(images map[string]appsv1beta1.ImageSpec, name, tag string) (appsv1beta1.ImageSpec, int) {
+	img := images[name]
+	i := FindTag(images, name, tag)
+	if i < 0 || len(img.Tags[i].OwnerReferences) == 0 {
+		return img, -1
+	}
+	return img, i
+}
+
 // FindTag returns the index of tag in spec.images[name].tags, or -1.
 func FindTag(images map[string]appsv1beta1.ImageSpec, name, tag string) int {
 	img, ok := images[name]
@@ -185,12 +196,8 @@ func longest[T int32 | int64](cur, next *T, none bool) (*T, bool) {
 // with an unknown owner keeps its policy, which AddOwner only ever
 // lengthened; a tag without owners (written by hand) is left alone.
 func SyncPolicy(images map[string]appsv1beta1.ImageSpec, name, tag string, policyOf func(corev1.ObjectReference) (TagTemplate, bool)) bool {
-	img, ok := images[name]
-	if !ok {
-		return false
-	}
-	i := slices.IndexFunc(img.Tags, func(t appsv1beta1.ImageTagSpec) bool { return t.Tag == tag })
-	if i < 0 || len(img.Tags[i].OwnerReferences) == 0 {
+	img, i := ownedTag(images, name, tag)
+	if i < 0 {
 		return false
 	}
 	ts := make([]TagTemplate, 0, len(img.Tags[i].OwnerReferences))
@@ -227,12 +234,8 @@ func RemoveOwner(images map[string]appsv1beta1.ImageSpec, name, tag string, uid 
 // KeepOwners keeps the owners of name:tag for which keep holds, with the
 // removal rules of RemoveOwner.
 func KeepOwners(images map[string]appsv1beta1.ImageSpec, name, tag string, keep func(corev1.ObjectReference) bool) bool {
-	img, ok := images[name]
-	if !ok {
-		return false
-	}
-	i := slices.IndexFunc(img.Tags, func(t appsv1beta1.ImageTagSpec) bool { return t.Tag == tag })
-	if i < 0 || len(img.Tags[i].OwnerReferences) == 0 {
+	img, i := ownedTag(images, name, tag)
+	if i < 0 {
 		return false
 	}
 	owners := slices.DeleteFunc(slices.Clone(img.Tags[i].OwnerReferences), func(r corev1.ObjectReference) bool { return !keep(r) })
