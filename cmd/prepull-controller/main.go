@@ -27,9 +27,7 @@ func main() {
 	var sec cliflags.Sections
 	kubeconfig := sec.Section("Cluster").String("kubeconfig", "", "Path to a kubeconfig file. Empty: use the in-cluster service account (or $KUBECONFIG when set).")
 	bindFlags(&sec, &opts)
-	logFormat := logging.AddFlags(sec.Section("Logging"))
-	cliflags.AddKlog(sec.Section("Logging"))
-	showVersion := sec.Section("General").Bool("version", false, "Print the version and exit.")
+	logFormat, showVersion := sec.AddCommon()
 	fs := sec.FlagSet("prepull-controller", "Runs the NodeImage, label-sync, ImagePullJob, ImageListPullJob, pull-secret sync, registry-hold and workload\n"+
 		"controllers of prepull, which serve OpenKruise's apps.kruise.io image-pulling API.", os.Stderr)
 	cliflags.MustParse(fs, os.Args[1:])

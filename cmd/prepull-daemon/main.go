@@ -52,9 +52,7 @@ func main() {
 	var o options
 	var sec cliflags.Sections
 	bindFlags(&sec, &o)
-	logFormat := logging.AddFlags(sec.Section("Logging"))
-	cliflags.AddKlog(sec.Section("Logging"))
-	showVersion := sec.Section("General").Bool("version", false, "Print the version and exit.")
+	logFormat, showVersion := sec.AddCommon()
 	fs := sec.FlagSet("prepull-daemon", "Pulls the images listed in this node's NodeImage through the node's CRI runtime,\n"+
 		"at most --max-concurrent-pulls at a time, and reports progress in its status.", os.Stderr)
 	cliflags.MustParse(fs, os.Args[1:])

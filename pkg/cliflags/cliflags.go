@@ -14,6 +14,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
+
+	"github.com/prepull/prepull/pkg/logging"
 )
 
 // Sections are a binary's flags in named groups, printed in the order the
@@ -47,6 +49,14 @@ func (s *Sections) FlagSet(program, header string, out io.Writer) *pflag.FlagSet
 	}
 	all.Usage = func() { s.PrintUsage(out, program, header) }
 	return all
+}
+
+// AddCommon adds the flags every prepull binary has, in its Logging and
+// General sections: --logging-format, klog's, and --version.
+func (s *Sections) AddCommon() (logFormat *string, showVersion *bool) {
+	logFormat = logging.AddFlags(s.Section("Logging"))
+	AddKlog(s.Section("Logging"))
+	return logFormat, s.Section("General").Bool("version", false, "Print the version and exit.")
 }
 
 // MustParse parses args into fs and exits as a command line does: 0 after
