@@ -15,16 +15,15 @@ import (
 )
 
 // reporter holds the node's task statuses and writes them to the API,
-// coalescing: a change that only says how a pull goes (started, progress,
-// a retry) waits minInterval from when it happened and from the last
-// write; a change a person waits for (a pull finished) goes out as soon
-// as minInterval has passed since the last write, which on a quiet node
-// is at once (and so is the one right after a quiet node's write; see
-// wait). A pull that finishes within minInterval thus costs one
-// write, as finished; a node whose pulls end one after another (dozens of
-// images, a few slots) writes once per interval, not once per pull, which
-// matters because each write costs the apiserver in proportion to the
-// NodeImage's entries; and the latest state always reaches the API.
+// coalescing. Each write costs the apiserver in proportion to the
+// NodeImage's entries, so a node writes when it has something to say and
+// says it all at once: when it has nothing left in hand (every task
+// finished) it writes at once; while tasks are still queued or pulling,
+// its changes (tags queued, pulls started, pulls finished, progress) wait
+// minInterval from the first unwritten change and an interval that grows
+// with its entries from the last write. A node handed ten tags together
+// thus reports them in one write once the last one is pulled (or one per
+// interval while it pulls), and the latest state always reaches the API.
 type reporter struct {
 	minInterval time.Duration
 	write       func(ctx context.Context, statuses map[string]appsv1beta1.ImageStatus) error
@@ -89,7 +88,11 @@ func (r *reporter) update(image, tag string, change func(*appsv1beta1.ImageTagSt
 	if r.dirtySince.IsZero() {
 		r.dirtySince = time.Now()
 	}
-	if st.Phase != before && (nodetags.Finished(st.Phase) || st.Phase == appsv1beta1.ImagePhaseWaiting) {
+	// A finish is news; so is a reported state going back to waiting (a
+	// retry's backoff, a lost image, a newer version). A tag just queued
+	// is not: its first word can wait for its result, so a node handed ten
+	// tags at once reports them in one write rather than two.
+	if st.Phase != before && (nodetags.Finished(st.Phase) || (st.Phase == appsv1beta1.ImagePhaseWaiting && before != "")) {
 		r.urgent = true
 	}
 	r.mu.Unlock()
@@ -158,8 +161,8 @@ var writeRetry = puller.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Cap
 // deadline of its own so the final state is recorded.
 func (r *reporter) run(ctx context.Context) {
 	logger := klog.FromContext(ctx)
-	// last and prev are the times of the last two writes.
-	var last, prev time.Time
+	// last is the time of the last write.
+	var last time.Time
 	retry, failures := time.Duration(0), 0
 	for {
 		select {
@@ -175,7 +178,7 @@ func (r *reporter) run(ctx context.Context) {
 		// Wait as long as the pending changes allow; a change that arrives
 		// meanwhile (a finish) may shorten the wait.
 		for {
-			wait := r.wait(last, prev, retry)
+			wait := r.wait(last, retry)
 			if wait <= 0 {
 				break
 			}
@@ -202,7 +205,7 @@ func (r *reporter) run(ctx context.Context) {
 			// Woken for changes an earlier write already carried.
 			continue
 		}
-		prev, last = last, time.Now()
+		last = time.Now()
 		if err := r.write(ctx, r.snapshot()); err != nil {
 			if ctx.Err() == nil {
 				logger.Error(err, "Writing NodeImage status failed, will retry")
@@ -222,19 +225,17 @@ func (r *reporter) run(ctx context.Context) {
 	}
 }
 
-// wait is how long the pending changes may wait before their write.
-//
-// A finished task may follow the last write after urgentGap when the
-// write before it was an interval or more earlier: a quiet node that just
-// wrote (its first status at start, a pull starting) still reports a pull
-// that ends right after at once, and only a node writing again and again
-// is held to one write per interval.
-func (r *reporter) wait(last, prev time.Time, retry time.Duration) time.Duration {
+// wait is how long the pending changes may wait before their write (see
+// reporter).
+func (r *reporter) wait(last time.Time, retry time.Duration) time.Duration {
 	r.mu.Lock()
 	urgent, since := r.urgent, r.dirtySince
-	entries := 0
+	entries, busy := 0, false
 	for _, tags := range r.statuses {
 		entries += len(tags)
+		for _, st := range tags {
+			busy = busy || !nodetags.Finished(st.Phase)
+		}
 	}
 	r.mu.Unlock()
 	if since.IsZero() {
@@ -242,11 +243,10 @@ func (r *reporter) wait(last, prev time.Time, retry time.Duration) time.Duration
 		return retry
 	}
 	interval := max(r.minInterval, time.Duration(entries)*spacingPerEntry)
-	if urgent {
-		if time.Since(prev) >= interval+time.Since(last) {
-			return max(retry, urgentGap-time.Since(last))
-		}
-		return max(retry, max(urgentGap, interval)-time.Since(last))
+	if urgent && !busy {
+		// The node has nothing left in hand: what it reports now is its
+		// last word for a while, so it goes at once.
+		return max(retry, urgentGap-time.Since(last))
 	}
 	return max(retry, r.minInterval-time.Since(since), interval-time.Since(last))
 }

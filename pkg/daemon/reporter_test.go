@@ -134,35 +134,66 @@ func TestReporterWritesFinishesAtOnce(t *testing.T) {
 	}
 }
 
-// A finished pull goes out at once on a quiet node; on a busy one it waits
-// until the least interval since the last write has passed, and that
-// interval grows with the tasks the node holds (each write costs the
+// A node with nothing left in hand writes at once; a busy one waits
+// minInterval from its first unwritten change and, since the last write,
+// an interval that grows with the tasks it holds (each write costs the
 // apiserver in proportion to them).
 func TestReporterSpacesWritesByEntries(t *testing.T) {
 	r := newReporter(time.Second, nil)
-	hold := func(n int) {
+	hold := func(n, unfinished int, dirtySince time.Time) {
 		r.statuses = map[string]map[string]appsv1beta1.ImageTagStatus{}
 		for i := range n {
-			r.statuses[fmt.Sprintf("img-%d", i)] = map[string]appsv1beta1.ImageTagStatus{"v1": {Tag: "v1"}}
+			phase := appsv1beta1.ImagePhaseSucceeded
+			if i < unfinished {
+				phase = appsv1beta1.ImagePhasePulling
+			}
+			r.statuses[fmt.Sprintf("img-%d", i)] = map[string]appsv1beta1.ImageTagStatus{"v1": {Tag: "v1", Phase: phase}}
 		}
-		r.urgent, r.dirtySince = true, time.Now()
+		r.urgent, r.dirtySince = true, dirtySince
 	}
 	now := time.Now()
 	for _, c := range []struct {
-		name       string
-		entries    int
-		last, prev time.Time
-		min, max   time.Duration
+		name                string
+		entries, unfinished int
+		last, since         time.Time
+		min, max            time.Duration
 	}{
-		{"never written: at once", 10, time.Time{}, time.Time{}, -time.Hour, 0},
-		{"first write after a quiet spell just went: urgentGap", 10, now, now.Add(-time.Minute), 0, urgentGap},
-		{"writing again and again: the least interval", 10, now, now.Add(-500 * time.Millisecond), 990 * time.Millisecond, time.Second},
-		{"200 tasks: 5 s", 200, now, now.Add(-time.Second), 4990 * time.Millisecond, 5 * time.Second},
-		{"200 tasks, last write long ago: at once", 200, now.Add(-10 * time.Second), now.Add(-20 * time.Second), -time.Hour, 0},
+		{"never written, all finished: at once", 10, 0, time.Time{}, now, -time.Hour, 0},
+		{"all finished, a write just went: urgentGap", 10, 0, now, now, 0, urgentGap},
+		{"busy, last write long ago: the least interval from the first change", 10, 3, now.Add(-time.Minute), now, 990 * time.Millisecond, time.Second},
+		{"busy, changes waiting long: the least interval from the last write", 10, 3, now.Add(-500 * time.Millisecond), now.Add(-time.Minute), 490 * time.Millisecond, 500 * time.Millisecond},
+		{"busy with 200 tasks: 5 s from the last write", 200, 1, now, now.Add(-time.Minute), 4990 * time.Millisecond, 5 * time.Second},
+		{"busy with 200 tasks, last write long ago: at once", 200, 1, now.Add(-10 * time.Second), now.Add(-20 * time.Second), -time.Hour, 0},
 	} {
-		hold(c.entries)
-		if got := r.wait(c.last, c.prev, 0); got < c.min || got > c.max {
+		hold(c.entries, c.unfinished, c.since)
+		if got := r.wait(c.last, 0); got < c.min || got > c.max {
 			t.Errorf("%s: wait %s, want within [%s, %s]", c.name, got, c.min, c.max)
+		}
+	}
+}
+
+// A tag just queued is not news; a reported state going back to waiting
+// (a retry's backoff, a lost image) and a finish are.
+func TestReporterUrgency(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		before, after appsv1beta1.ImagePullPhase
+		urgent        bool
+	}{
+		{"queued", "", appsv1beta1.ImagePhaseWaiting, false},
+		{"started", appsv1beta1.ImagePhaseWaiting, appsv1beta1.ImagePhasePulling, false},
+		{"backing off", appsv1beta1.ImagePhasePulling, appsv1beta1.ImagePhaseWaiting, true},
+		{"lost after success", appsv1beta1.ImagePhaseSucceeded, appsv1beta1.ImagePhaseWaiting, true},
+		{"succeeded", appsv1beta1.ImagePhasePulling, appsv1beta1.ImagePhaseSucceeded, true},
+		{"failed", appsv1beta1.ImagePhasePulling, appsv1beta1.ImagePhaseFailed, true},
+	} {
+		r := newReporter(time.Second, nil)
+		if c.before != "" {
+			r.statuses["img"] = map[string]appsv1beta1.ImageTagStatus{"v1": {Tag: "v1", Phase: c.before}}
+		}
+		r.update("img", "v1", func(st *appsv1beta1.ImageTagStatus) { st.Phase = c.after })
+		if r.urgent != c.urgent || r.dirtySince.IsZero() {
+			t.Errorf("%s: urgent %v (dirty since %v), want %v", c.name, r.urgent, r.dirtySince, c.urgent)
 		}
 	}
 }
