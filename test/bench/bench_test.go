@@ -85,9 +85,9 @@ func checkGuards(t *testing.T, r *harness.Report) {
 		t.Fatal("no S2 result: the quick benchmark runs a small S2")
 	}
 	for _, s := range r.S2 {
-		if int(s.Succeeded) != s.Jobs*s.Nodes || s.Floor <= 0 || len(s.Complete) != s.Jobs || len(s.FirstNode) != s.Jobs {
-			t.Errorf("S2 run %d: %d of %d node pulls, floor %s, %d completions and %d first nodes of %d jobs: all must be measured",
-				s.Run, s.Succeeded, s.Jobs*s.Nodes, s.Floor, len(s.Complete), len(s.FirstNode), s.Jobs)
+		if int(s.Succeeded) != s.Jobs*s.Nodes || s.Floor <= 0 || s.FloorAPIServerCPU <= 0 || len(s.Complete) != s.Jobs || len(s.FirstNode) != s.Jobs || len(s.FirstTag) != s.Jobs {
+			t.Errorf("S2 run %d: %d of %d node pulls, floor %s (apiserver CPU %.1f s), %d completions, %d first nodes and %d first tags of %d jobs: all must be measured",
+				s.Run, s.Succeeded, s.Jobs*s.Nodes, s.Floor, s.FloorAPIServerCPU, len(s.Complete), len(s.FirstNode), len(s.FirstTag), s.Jobs)
 		}
 		if got := s.WritesPerNodeJob(); got > maxS2WritesPerNodeJob {
 			t.Errorf("S2 run %d: %.2f writes per node and job, guard %.1f (the tag writer folds jobs' writes per node)", s.Run, got, maxS2WritesPerNodeJob)

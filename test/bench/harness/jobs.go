@@ -16,9 +16,11 @@ type jobsDone struct {
 	// timedOut says the timeout passed first; succeeded then counts the
 	// node pulls the jobs' statuses reported by then.
 	timedOut bool
-	// firstNode and complete are, per job, the time from the first create
-	// to its first node reported done and to its completion.
-	firstNode, complete []time.Duration
+	// firstTag, firstNode and complete are, per job, the time from the
+	// first create to its status first counting active nodes (its first
+	// tags handed to the writer), to its first node reported done, and to
+	// its completion.
+	firstTag, firstNode, complete []time.Duration
 }
 
 // runJobs creates jobs (16 at a time) and waits, by a watch, until every
@@ -46,8 +48,12 @@ func (e *env) runJobs(ctx context.Context, jobs []*appsv1beta1.ImagePullJob, tim
 		})
 	}()
 	finished := map[string]int32{}
-	started := map[string]bool{}
+	started, tagged := map[string]bool{}, map[string]bool{}
 	note := func(j *appsv1beta1.ImagePullJob) {
+		if !tagged[j.Name] && j.Status.Active+j.Status.Succeeded+j.Status.Failed > 0 {
+			tagged[j.Name] = true
+			out.firstTag = append(out.firstTag, time.Since(start))
+		}
 		if !started[j.Name] && j.Status.Succeeded+j.Status.Failed > 0 {
 			started[j.Name] = true
 			out.firstNode = append(out.firstNode, time.Since(start))

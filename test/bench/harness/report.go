@@ -344,17 +344,20 @@ func (r *Report) s2Markdown(w func(format string, args ...any)) {
 	w("The floor, measured right after each run on NodeImages of its own, is the least any controller and daemons could do (test/bench/floor RunMany):")
 	w("the jobs' parallelism allows %d phases in which every node is busy; in each, every node gets its share of the jobs' tags in one spec write,", max(1, (s0.Nodes+s0.Parallelism-1)/s0.Parallelism))
 	w("pulls them %d at a time, and reports them in one status write, as JSON patches like prepull's, %d spec writes in flight.", hollowSlots, r.WriteConcurrency)
+	w("Before it starts, each of the floor's NodeImages gets as many finished tags as the run's NodeImages held on average when the run started")
+	w("(earlier scenarios' completed tags; column \"entries before\"), so its writes cost what the run's do.")
 	w("")
-	w("| run | create → complete | floor | ratio to floor | writes per node and job | first node done per job: median (max) | completion per job: median (max) | syncs per status write | CPU: controller / hollow nodes / apiserver / etcd |")
-	w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	w("| run | create → complete | floor | ratio to floor | writes per node and job | first tags per job: median (max) | first node done per job: median (max) | completion per job: median (max) | syncs per status write | entries before | apiserver CPU: run / floor | CPU: controller / hollow nodes / etcd |")
+	w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	var worstTime time.Duration
 	var worstRatio, worstWrites, worstSyncs float64
 	for _, s := range r.S2 {
+		tm, _, thi := spreadDurations(s.FirstTag)
 		fm, _, fhi := spreadDurations(s.FirstNode)
 		cm, _, chi := spreadDurations(s.Complete)
 		syncs := s.TotalSyncs() / s.StatusWrites
-		w("| %d | %s | %s | %.2f | %.2f | %s (%s) | %s (%s) | %.2f | %.1f / %.1f / %.1f / %.1f s |", s.Run, secs(s.Elapsed), secs(s.Floor), s.Ratio(),
-			s.WritesPerNodeJob(), secs(fm), secs(fhi), secs(cm), secs(chi), syncs, s.ControllerCPU, s.FleetCPU, s.APIServerCPU, s.EtcdCPU)
+		w("| %d | %s | %s | %.2f | %.2f | %s (%s) | %s (%s) | %s (%s) | %.2f | %.1f | %.1f / %.1f s | %.1f / %.1f / %.1f s |", s.Run, secs(s.Elapsed), secs(s.Floor), s.Ratio(),
+			s.WritesPerNodeJob(), secs(tm), secs(thi), secs(fm), secs(fhi), secs(cm), secs(chi), syncs, s.Preexisting, s.APIServerCPU, s.FloorAPIServerCPU, s.ControllerCPU, s.FleetCPU, s.EtcdCPU)
 		worstTime, worstRatio = max(worstTime, s.Elapsed), max(worstRatio, s.Ratio())
 		worstWrites, worstSyncs = max(worstWrites, s.WritesPerNodeJob()), max(worstSyncs, syncs)
 	}
@@ -368,6 +371,11 @@ func (r *Report) s2Markdown(w func(format string, args ...any)) {
 		parts = append(parts, fmt.Sprintf("%s %.0f", k, last.Syncs[k]))
 	}
 	w("Run %d, syncs by controller: %s.", last.Run, strings.Join(parts, ", "))
+	parts = nil
+	for _, k := range sortedKeys(last.ControllerWrites) {
+		parts = append(parts, fmt.Sprintf("%s %.0f", k, last.ControllerWrites[k]))
+	}
+	w("Run %d, the controller's NodeImage writes by writer/result: %s.", last.Run, strings.Join(parts, ", "))
 	parts = nil
 	for _, k := range last.Writes.Keys() {
 		parts = append(parts, fmt.Sprintf("%s %.0f", k, last.Writes[k]))

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -30,18 +31,26 @@ type S2Result struct {
 	PullDelay                time.Duration
 	Elapsed                  time.Duration
 	// Floor is the many-jobs floor (floor.RunMany) measured right after
-	// the run on NodeImages of its own.
-	Floor     time.Duration
-	Succeeded int32
+	// the run on NodeImages of its own, seeded with Preexisting entries
+	// each (the mean the run's NodeImages held when it started);
+	// FloorAPIServerCPU is the apiserver's CPU seconds over it.
+	Floor             time.Duration
+	Preexisting       float64
+	FloorAPIServerCPU float64
+	Succeeded         int32
 	// Syncs are the controller's sync calls, by controller;
 	// StatusWrites the NodeImage status writes it had to observe.
-	Syncs         map[string]float64
-	StatusWrites  float64
-	ControllerCPU float64
-	Writes        Requests
-	// FirstNode and Complete are, per job, the time from the first create
-	// to its first node done and to its completion (fair progress).
-	FirstNode, Complete []time.Duration
+	Syncs map[string]float64
+	// ControllerWrites are the controller's NodeImage writes by
+	// "writer/result".
+	ControllerWrites map[string]float64
+	StatusWrites     float64
+	ControllerCPU    float64
+	Writes           Requests
+	// FirstTag, FirstNode and Complete are, per job, the time from the
+	// first create to its first tags (status.active above 0), to its
+	// first node done and to its completion (fair progress).
+	FirstTag, FirstNode, Complete []time.Duration
 	// FleetCPU, APIServerCPU and EtcdCPU are CPU seconds over the run.
 	FleetCPU, APIServerCPU, EtcdCPU float64
 }
@@ -95,7 +104,7 @@ func (e *env) s2Runs(ctx context.Context) ([]S2Result, error) {
 		if err != nil {
 			return out, fmt.Errorf("run %d: %w", run+1, err)
 		}
-		if res.Floor, err = e.s2Floor(ctx, run); err != nil {
+		if res.Floor, res.FloorAPIServerCPU, err = e.s2Floor(ctx, run, int(math.Round(res.Preexisting))); err != nil {
 			return out, fmt.Errorf("run %d floor: %w", run+1, err)
 		}
 		e.logf("S2 run %d: %s (floor %s), %.2f writes per node and job", run+1, res.Elapsed.Round(time.Millisecond),
@@ -127,6 +136,7 @@ func (e *env) many(ctx context.Context, m manyShape, run int) (*S2Result, error)
 		return nil, err
 	}
 	var jobs []*appsv1beta1.ImagePullJob
+	var err error
 	for i := range m.jobs {
 		jobs = append(jobs, &appsv1beta1.ImagePullJob{
 			ObjectMeta: metav1.ObjectMeta{Name: m.jobName(run, i), Namespace: jobNamespace},
@@ -136,6 +146,9 @@ func (e *env) many(ctx context.Context, m manyShape, run int) (*S2Result, error)
 				CompletionPolicy: appsv1beta1.CompletionPolicy{Type: appsv1beta1.Always},
 			}},
 		})
+	}
+	if res.Preexisting, err = e.meanEntries(ctx, m.nodes); err != nil {
+		return nil, err
 	}
 	before, err := e.quiet(ctx)
 	if err != nil {
@@ -154,7 +167,7 @@ func (e *env) many(ctx context.Context, m manyShape, run int) (*S2Result, error)
 		return nil, err
 	}
 	res.Elapsed, res.Succeeded, res.TimedOut = done.elapsed, done.succeeded, done.timedOut
-	res.FirstNode, res.Complete = done.firstNode, done.complete
+	res.FirstTag, res.FirstNode, res.Complete = done.firstTag, done.firstNode, done.complete
 	after, err := e.quiet(ctx)
 	if err != nil {
 		return nil, err
@@ -168,10 +181,14 @@ func (e *env) many(ctx context.Context, m manyShape, run int) (*S2Result, error)
 		return nil, err
 	}
 	res.ControllerCPU, res.FleetCPU, res.APIServerCPU, res.EtcdCPU = cpu1[0]-cpu0[0], cpu1[1]-cpu0[1], cpu1[2]-cpu0[2], cpu1[3]-cpu0[3]
-	res.Syncs = map[string]float64{}
+	res.Syncs, res.ControllerWrites = map[string]float64{}, map[string]float64{}
 	for k, v := range syncsAfter {
 		if d := v - syncsBefore[k]; d > 0 {
-			res.Syncs[k] = d
+			if w, ok := strings.CutPrefix(k, nodeImageWritesKey); ok {
+				res.ControllerWrites[w] = d
+			} else {
+				res.Syncs[k] = d
+			}
 		}
 	}
 	res.Writes = after.Sub(before).Writes()
@@ -240,8 +257,10 @@ func (e *env) clearMany(ctx context.Context, m manyShape, run int) error {
 }
 
 // s2Floor measures floor.RunMany for the S2 shape on fresh NodeImages of
-// its own (fake ones, which no job selects), deleted afterwards.
-func (e *env) s2Floor(ctx context.Context, run int) (time.Duration, error) {
+// its own (fake ones, which no job selects) seeded with preexisting
+// entries each, deleted afterwards; it returns the floor's time and the
+// apiserver's CPU seconds over it.
+func (e *env) s2Floor(ctx context.Context, run, preexisting int) (time.Duration, float64, error) {
 	c := e.cfg
 	var names []string
 	for i := range c.S2Nodes {
@@ -254,28 +273,63 @@ func (e *env) s2Floor(ctx context.Context, run int) (time.Duration, error) {
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("creating the S2 floor's NodeImages: %w", err)
+		return 0, 0, fmt.Errorf("creating the S2 floor's NodeImages: %w", err)
+	}
+	if err := floor.Seed(ctx, e.cp.Config, names, preexisting); err != nil {
+		return 0, 0, err
 	}
 	if _, err := e.quiet(ctx); err != nil {
-		return 0, err
+		return 0, 0, err
+	}
+	e.logf("S2 run %d: floor, %d entries seeded per NodeImage", run+1, preexisting)
+	apiserver := e.cp.Pid("kube-apiserver")
+	cpu0, err := cpuOf(apiserver)
+	if err != nil {
+		return 0, 0, err
 	}
 	d := manager.Defaults()
 	elapsed, err := floor.RunMany(ctx, e.cp.Config, floor.ManyOptions{Names: names, Jobs: c.S2Jobs, Parallelism: c.S2Parallelism,
 		Slots: hollowSlots, Pull: c.S2PullDelay, Concurrency: c.WriteConcurrency, QPS: d.QPS, Burst: d.Burst})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
+	}
+	cpu1, err := cpuOf(apiserver)
+	if err != nil {
+		return 0, 0, err
 	}
 	err = parallel(ctx, len(names), 32, func(ctx context.Context, i int) error {
 		return nis.Delete(ctx, names[i], metav1.DeleteOptions{})
 	})
 	if err != nil {
-		return 0, fmt.Errorf("deleting the S2 floor's NodeImages: %w", err)
+		return 0, 0, fmt.Errorf("deleting the S2 floor's NodeImages: %w", err)
 	}
 	_, err = e.quiet(ctx)
-	return elapsed, err
+	return elapsed, cpu1 - cpu0, err
 }
 
-// controllerSyncs reads prepull_controller_syncs_total by controller.
+// meanEntries is the mean number of tags the NodeImages of the
+// nodes-sized tier hold.
+func (e *env) meanEntries(ctx context.Context, nodes int) (float64, error) {
+	list, err := e.client.AppsV1beta1().NodeImages().List(ctx, metav1.ListOptions{ResourceVersion: "0",
+		LabelSelector: tierLabel + strconv.Itoa(nodes) + "=true"})
+	if err != nil {
+		return 0, fmt.Errorf("listing the NodeImages of %d nodes: %w", nodes, err)
+	}
+	if len(list.Items) == 0 {
+		return 0, fmt.Errorf("no NodeImage carries %s%d=true: labels not synced", tierLabel, nodes)
+	}
+	total := 0
+	for _, ni := range list.Items {
+		for _, img := range ni.Spec.Images {
+			total += len(img.Tags)
+		}
+	}
+	return float64(total) / float64(len(list.Items)), nil
+}
+
+// controllerSyncs reads prepull_controller_syncs_total by controller, and
+// prepull_nodeimage_writes_total by writer and result (as
+// "writer/result").
 func (e *env) controllerSyncs() (map[string]float64, error) {
 	samples, err := framework.Scrape(e.ctlMetrics)
 	if err != nil {
@@ -286,6 +340,14 @@ func (e *env) controllerSyncs() (map[string]float64, error) {
 		if rest, ok := strings.CutPrefix(k, "prepull_controller_syncs_total{"); ok {
 			out[parseLabels(strings.TrimSuffix(rest, "}"))["controller"]] += v
 		}
+		if rest, ok := strings.CutPrefix(k, "prepull_nodeimage_writes_total{"); ok {
+			l := parseLabels(strings.TrimSuffix(rest, "}"))
+			out[nodeImageWritesKey+l["writer"]+"/"+l["result"]] += v
+		}
 	}
 	return out, nil
 }
+
+// nodeImageWritesKey prefixes the NodeImage write counts in what
+// controllerSyncs returns.
+const nodeImageWritesKey = "nodeimage writes: "
