@@ -37,13 +37,11 @@ func TestPoolBoundAndOrder(t *testing.T) {
 	pool := newPool(3, 0, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); pool.run(ctx) }()
-
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var done sync.WaitGroup
-	// Submitted newest first: the pool must still start the oldest first.
+	// Submitted newest first, all before the pool runs (else its workers
+	// rightly take the oldest of what has arrived so far): the pool must
+	// still start the oldest first.
 	for i := 9; i >= 0; i-- {
 		image := fmt.Sprintf("r.io/img%d:v1", i)
 		done.Add(1)
@@ -53,6 +51,9 @@ func TestPoolBoundAndOrder(t *testing.T) {
 				p.Pull(ctx, puller.Request{Image: image, Timeout: time.Minute})
 			}})
 	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); pool.run(ctx) }()
 	waitFor(t, func() bool { return len(fake.Order()) == 3 })
 	// Finish one pull at a time: each frees one worker, which must take the
 	// oldest waiting task.
