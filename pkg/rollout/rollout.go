@@ -7,7 +7,6 @@ package rollout
 
 import (
 	"fmt"
-	"hash/fnv"
 	"slices"
 	"strconv"
 	"strings"
@@ -100,47 +99,11 @@ type Candidate struct {
 	HasOtherTag bool
 }
 
-// Spread is a job's own place in the fleet. Its targets, in name order,
-// are cut into blocks of Block nodes (its parallelism); the job starts at
-// the block its Key (its UID) hashes to and goes on in name order from
-// there, wrapping around. Jobs created together then start on different
-// blocks and share every node's pull slots, instead of all queueing on
-// the first nodes by name while the rest of the fleet idles; jobs that
-// start on the same block move through the fleet side by side, so their
-// tags reach each node together, in one write; and each node's NodeImage
-// grows by a few tags per write, not by every job's at once, which the
-// apiserver would pay for in every write after.
-type Spread struct {
-	Key string
-	// Targets are the names of all the job's target nodes, sorted.
-	Targets []string
-	Block   int
-}
-
-// offsets is each target's place in the job's order.
-func (s Spread) offsets() map[string]int {
-	n := len(s.Targets)
-	if s.Key == "" || s.Block <= 0 || s.Block >= n {
-		return nil
-	}
-	h := fnv.New64a()
-	h.Write([]byte(s.Key))
-	blocks := (n + s.Block - 1) / s.Block
-	start := int(h.Sum64()%uint64(blocks)) * s.Block
-	out := make(map[string]int, n)
-	for i, name := range s.Targets {
-		out[name] = (i - start + n) % n
-	}
-	return out
-}
-
 // Order sorts waiting nodes into the order they get the tag: nodes that
 // hold another tag of the image, then nodes the plan's First selects, then
-// the rest; within each group by name, or from the job's own block on
-// when spread. The order is deterministic, so a job resumes where it was
-// after a restart.
-func Order(nodes []Candidate, first labels.Selector, spread Spread) {
-	offset := spread.offsets()
+// the rest; by name within each group. The order is deterministic, so a
+// job resumes where it was after a restart.
+func Order(nodes []Candidate, first labels.Selector) {
 	rank := func(c Candidate) int {
 		r := 2
 		if first != nil && first.Matches(labels.Set(c.Labels)) {
@@ -154,11 +117,6 @@ func Order(nodes []Candidate, first labels.Selector, spread Spread) {
 	slices.SortStableFunc(nodes, func(a, b Candidate) int {
 		if ra, rb := rank(a), rank(b); ra != rb {
 			return ra - rb
-		}
-		if offset != nil {
-			if oa, ob := offset[a.Name], offset[b.Name]; oa != ob {
-				return oa - ob
-			}
 		}
 		return strings.Compare(a.Name, b.Name)
 	})

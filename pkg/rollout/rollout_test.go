@@ -63,11 +63,11 @@ func TestOrder(t *testing.T) {
 		{Name: "f", HasOtherTag: true, Labels: map[string]string{"ready": "true"}},
 	}
 	sel, _ := labels.Parse("ready=true")
-	Order(nodes, sel, Spread{})
+	Order(nodes, sel)
 	if got, want := names(nodes), []string{"c", "f", "b", "d", "a", "e"}; !slices.Equal(got, want) {
 		t.Fatalf("order %v, want %v", got, want)
 	}
-	Order(nodes, nil, Spread{})
+	Order(nodes, nil)
 	if got, want := names(nodes), []string{"c", "f", "a", "b", "d", "e"}; !slices.Equal(got, want) {
 		t.Fatalf("order without a selector %v, want %v", got, want)
 	}
@@ -89,7 +89,7 @@ func zones(n int, zs ...string) []Candidate {
 			out = append(out, Candidate{Name: fmt.Sprintf("%s-%d", z, i), Labels: map[string]string{DefaultTopologyKey: z}})
 		}
 	}
-	Order(out, nil, Spread{})
+	Order(out, nil)
 	return out
 }
 
@@ -157,76 +157,4 @@ func TestWavesWidenGeometrically(t *testing.T) {
 	if want := []int{1, 2, 4, 8, 16, 19}; !slices.Equal(sizes, want) {
 		t.Fatalf("waves %v, want %v", sizes, want)
 	}
-}
-
-// Spread, each job starts on its own block of the fleet and goes on in
-// name order from there; jobs on the same block share an order.
-func TestOrderSpread(t *testing.T) {
-	fleet := func(n int) ([]Candidate, []string) {
-		var out []Candidate
-		var all []string
-		for i := range n {
-			out = append(out, Candidate{Name: fmt.Sprintf("node-%03d", i)})
-			all = append(all, out[i].Name)
-		}
-		return out, all
-	}
-	a, all := fleet(200)
-	b := slices.Clone(a)
-	slices.Reverse(b)
-	Order(a, nil, Spread{Key: "job-a", Targets: all, Block: 50})
-	Order(b, nil, Spread{Key: "job-a", Targets: all, Block: 50})
-	if !slices.Equal(names(a), names(b)) {
-		t.Fatal("the same key ordered the same nodes two ways")
-	}
-	first := a[0].Name
-	if first != "node-000" && first != "node-050" && first != "node-100" && first != "node-150" {
-		t.Fatalf("job starts at %s, want the first node of a block of 50", first)
-	}
-	for i := 1; i < len(a); i++ {
-		if want := fmt.Sprintf("node-%03d", (mustIndex(t, first)+i)%200); a[i].Name != want {
-			t.Fatalf("node %d of the order is %s, want %s (name order from the job's block, wrapping)", i, a[i].Name, want)
-		}
-	}
-	// Ranks come first still, and no spread (parallelism covers every
-	// target) is name order.
-	d, dall := fleet(20)
-	d[13].HasOtherTag = true
-	Order(d, nil, Spread{Key: "job-a", Targets: dall, Block: 5})
-	if d[0].Name != "node-013" {
-		t.Fatalf("first node %s, want node-013 (it holds another tag)", d[0].Name)
-	}
-	e, eall := fleet(20)
-	slices.Reverse(e)
-	Order(e, nil, Spread{Key: "job-a", Targets: eall, Block: 20})
-	if e[0].Name != "node-000" || e[19].Name != "node-019" {
-		t.Fatalf("one block: order %v, want by name", names(e))
-	}
-	// 40 jobs of parallelism 50 over 200 nodes: by name every job starts
-	// on the same 50 nodes (40 tags each, 150 nodes idle); spread, every
-	// block gets some, and jobs sharing a block share its nodes.
-	load := map[string]int{}
-	for j := range 40 {
-		nodes, all := fleet(200)
-		Order(nodes, nil, Spread{Key: fmt.Sprintf("00000000-0000-0000-0000-%012d", j), Targets: all, Block: 50})
-		for _, n := range nodes[:50] {
-			load[n.Name]++
-		}
-	}
-	most := 0
-	for _, n := range load {
-		most = max(most, n)
-	}
-	if len(load) != 200 || most > 20 {
-		t.Fatalf("first tags went to %d nodes, at most %d on one: want all 200 nodes and no node near 40", len(load), most)
-	}
-}
-
-func mustIndex(t *testing.T, name string) int {
-	t.Helper()
-	var i int
-	if _, err := fmt.Sscanf(name, "node-%03d", &i); err != nil {
-		t.Fatal(err)
-	}
-	return i
 }

@@ -383,13 +383,7 @@ func (d *Decision) progress(in Input, t nodeTally, always bool) {
 		st.Message = err.Error()
 		return
 	}
-	var spread rollout.Spread
-	if in.Rollout.Seeds == 0 {
-		// Waves go zone by zone on purpose; other jobs spread over the
-		// fleet (see rollout.Spread).
-		spread = rollout.Spread{Key: string(in.Job.UID), Targets: targetNames(in.Targets), Block: parallelism}
-	}
-	rollout.Order(t.waiting, in.Rollout.First, spread)
+	rollout.Order(t.waiting, in.Rollout.First)
 	newNodes, wave := rollout.Next(in.Rollout, t.waiting, t.written, parallelism-len(t.active))
 	held := in.Registry.HeldUntil.After(in.Now)
 	if held && len(newNodes) > 0 {
@@ -454,14 +448,4 @@ func (d *Decision) settleFailures(job *appsv1beta1.ImagePullJob, t nodeTally) {
 			d.NewFailures = append(d.NewFailures, NodeFailure{Node: n, Message: t.failMessages[n]})
 		}
 	}
-}
-
-// targetNames are the names of the job's targets, sorted.
-func targetNames(targets []*appsv1beta1.NodeImage) []string {
-	out := make([]string, 0, len(targets))
-	for _, ni := range targets {
-		out = append(out, ni.Name)
-	}
-	slices.Sort(out)
-	return out
 }

@@ -131,9 +131,6 @@ func TestSelectTargets(t *testing.T) {
 	}
 }
 
-// Where parallelism is below the targets, new nodes come from the job's
-// own block (rollout.Spread): for uid-job the block starting at n2 of
-// n0..n3 in blocks of 2, and n1 of n0..n2 in blocks of 1.
 func TestDecide(t *testing.T) {
 	ago := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: now.Add(-d)} }
 	cases := []struct {
@@ -151,14 +148,14 @@ func TestDecide(t *testing.T) {
 		complete bool
 		failures []string
 	}{
-		{name: "default parallelism writes one node (the first in the job's own order)", targets: nodes("", "", ""),
-			write: []string{"n1"}, status: appsv1beta1.ImagePullJobStatus{Desired: 3, Active: 1}, message: "job is running, progress 0.0%"},
+		{name: "default parallelism writes one node", targets: nodes("", "", ""),
+			write: []string{"n0"}, status: appsv1beta1.ImagePullJobStatus{Desired: 3, Active: 1}, message: "job is running, progress 0.0%"},
 		{name: "active nodes use up slots", mod: func(j *appsv1beta1.ImagePullJob) { j.Spec.Parallelism = ptr.To(intstr.FromInt32(2)) },
 			targets: nodes("Active", "", "", "Succeeded"),
-			write:   []string{"n0", "n2", "n3"}, status: appsv1beta1.ImagePullJobStatus{Desired: 4, Active: 2, Succeeded: 1}, message: "job is running, progress 25.0%"},
+			write:   []string{"n0", "n1", "n3"}, status: appsv1beta1.ImagePullJobStatus{Desired: 4, Active: 2, Succeeded: 1}, message: "job is running, progress 25.0%"},
 		{name: "percentage of matched nodes", mod: func(j *appsv1beta1.ImagePullJob) { j.Spec.Parallelism = ptr.To(intstr.FromString("50%")) },
 			targets: nodes("", "", "", ""),
-			write:   []string{"n2", "n3"}, status: appsv1beta1.ImagePullJobStatus{Desired: 4, Active: 2}},
+			write:   []string{"n0", "n1"}, status: appsv1beta1.ImagePullJobStatus{Desired: 4, Active: 2}},
 		{name: "Never job with no matching node says so", mod: func(j *appsv1beta1.ImagePullJob) {
 			j.Spec.CompletionPolicy.Type = appsv1beta1.Never
 			j.Spec.Selector = &appsv1beta1.ImagePullJobNodeSelector{Names: []string{"nope"}}
@@ -279,10 +276,6 @@ func TestNeverJobRetriesFailedNodesSooner(t *testing.T) {
 
 // TestDecideRegistryCapWavesAndOrder checks how the new nodes of a sync
 // are chosen: parallelism, the registry's cap, waves and the order.
-// Jobs without waves take nodes in name order from their own block of
-// parallelism nodes (rollout.Spread, keyed by the job's UID, uid-job); a
-// job whose parallelism covers its targets, and waves within each zone,
-// go by name. Write lists nodes sorted.
 func TestDecideRegistryCapWavesAndOrder(t *testing.T) {
 	zone := func(name, phase, z string, extra ...string) *appsv1beta1.NodeImage {
 		l := map[string]string{"topology.kubernetes.io/zone": z}
@@ -314,13 +307,13 @@ func TestDecideRegistryCapWavesAndOrder(t *testing.T) {
 			registry: RegistryCap{Host: "docker.io", Limit: 2, Slots: 0}, wantWrite: []string{"n0"}, wantWait: 2, wantActive: 1,
 			wantInMsg: "2 node(s) wait for registry"},
 		{name: "cap above what parallelism asks: no wait", job: par(1), targets: nodes("", "", ""),
-			registry: RegistryCap{Host: "docker.io", Limit: 10, Slots: 10}, wantWrite: []string{"n1"}, wantActive: 1},
+			registry: RegistryCap{Host: "docker.io", Limit: 10, Slots: 10}, wantWrite: []string{"n0"}, wantActive: 1},
 		{name: "registry held after a 429: no new node, not even without a cap", job: par(5), targets: nodes("Active", "", ""),
 			registry: RegistryCap{Host: "r.example", HeldUntil: now.Add(20 * time.Second), HeldBy: "n9"}, wantWrite: []string{"n0"}, wantWait: 2, wantActive: 1,
 			wantInMsg: "2 node(s) wait for registry r.example: it answered 429 Too Many Requests (to node n9), new pulls from it start after 2026-01-01T12:00:20Z"},
 		{name: "a hold that ended holds nothing", job: par(2), targets: nodes("", ""),
 			registry: RegistryCap{Host: "r.example", HeldUntil: now}, wantWrite: []string{"n0", "n1"}, wantActive: 2},
-		{name: "no cap", job: par(3), targets: nodes("", "", "", ""), wantWrite: []string{"n0", "n1", "n3"}, wantActive: 3},
+		{name: "no cap", job: par(3), targets: nodes("", "", "", ""), wantWrite: []string{"n0", "n1", "n2"}, wantActive: 3},
 		{name: "waves: one seed per zone", job: par(100),
 			targets: []*appsv1beta1.NodeImage{zone("a1", "", "a"), zone("a2", "", "a"), zone("b1", "", "b"), zone("c1", "", "c"), zone("c2", "", "c")},
 			plan:    "true", wantWrite: []string{"a1", "b1", "c1"}, wantActive: 3,
