@@ -117,49 +117,33 @@ func RunMany(ctx context.Context, cfg *rest.Config, o ManyOptions) (time.Duratio
 // seedJobs numbers the seed tags' owners clear of any run's jobs.
 const seedJobs = 1000
 
-// Seed gives each of the NodeImages n finished tags before RunMany
-// times anything, so the floor's objects hold what the run's did when
-// it started (earlier scenarios' completed tags) and each of its writes
+// Seed gives the NodeImage name n finished tags before RunMany times
+// anything, so the floor's objects hold what the run's did when it
+// started (earlier scenarios' completed tags) and each of its writes
 // costs the apiserver what the run's did.
-func Seed(ctx context.Context, cfg *rest.Config, names []string, n int) error {
+func Seed(ctx context.Context, c versioned.Interface, name string, n int) error {
 	if n <= 0 {
 		return nil
-	}
-	c, _, err := clients(cfg, -1, 0)
-	if err != nil {
-		return err
 	}
 	var jobs []int
 	for k := range n {
 		jobs = append(jobs, seedJobs+k)
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, len(names))
-	sem := make(chan struct{}, 16)
-	for _, name := range names {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			ni, err := c.AppsV1beta1().NodeImages().Get(ctx, name, metav1.GetOptions{})
-			if err == nil {
-				ni, err = retryStale(ctx, c, ni, func(ni *appsv1beta1.NodeImage) (*appsv1beta1.NodeImage, error) {
-					return writeTags(ctx, c, ni, jobs)
-				})
-			}
-			if err == nil {
-				_, err = retryStale(ctx, c, ni, func(ni *appsv1beta1.NodeImage) (*appsv1beta1.NodeImage, error) {
-					return writeResults(ctx, c, ni, jobs)
-				})
-			}
-			if err != nil {
-				errs <- fmt.Errorf("seeding NodeImage %s: %w", name, err)
-			}
-		}()
+	ni, err := c.AppsV1beta1().NodeImages().Get(ctx, name, metav1.GetOptions{})
+	if err == nil {
+		ni, err = retryStale(ctx, c, ni, func(ni *appsv1beta1.NodeImage) (*appsv1beta1.NodeImage, error) {
+			return writeTags(ctx, c, ni, jobs)
+		})
 	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	if err == nil {
+		_, err = retryStale(ctx, c, ni, func(ni *appsv1beta1.NodeImage) (*appsv1beta1.NodeImage, error) {
+			return writeResults(ctx, c, ni, jobs)
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("seeding NodeImage %s: %w", name, err)
+	}
+	return nil
 }
 
 func floorImage(j int) string { return fmt.Sprintf("bench.local/floor-many-%03d", j) }

@@ -136,7 +136,6 @@ func (e *env) many(ctx context.Context, m manyShape, run int) (*S2Result, error)
 		return nil, err
 	}
 	var jobs []*appsv1beta1.ImagePullJob
-	var err error
 	for i := range m.jobs {
 		jobs = append(jobs, &appsv1beta1.ImagePullJob{
 			ObjectMeta: metav1.ObjectMeta{Name: m.jobName(run, i), Namespace: jobNamespace},
@@ -147,9 +146,11 @@ func (e *env) many(ctx context.Context, m manyShape, run int) (*S2Result, error)
 			}},
 		})
 	}
-	if res.Preexisting, err = e.meanEntries(ctx, m.nodes); err != nil {
+	preexisting, err := e.meanEntries(ctx, m.nodes)
+	if err != nil {
 		return nil, err
 	}
+	res.Preexisting = preexisting
 	before, err := e.quiet(ctx)
 	if err != nil {
 		return nil, err
@@ -275,7 +276,10 @@ func (e *env) s2Floor(ctx context.Context, run, preexisting int) (time.Duration,
 	if err != nil {
 		return 0, 0, fmt.Errorf("creating the S2 floor's NodeImages: %w", err)
 	}
-	if err := floor.Seed(ctx, e.cp.Config, names, preexisting); err != nil {
+	err = parallel(ctx, len(names), 16, func(ctx context.Context, i int) error {
+		return floor.Seed(ctx, e.client, names[i], preexisting)
+	})
+	if err != nil {
 		return 0, 0, err
 	}
 	if _, err := e.quiet(ctx); err != nil {
