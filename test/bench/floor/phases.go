@@ -158,7 +158,13 @@ func writeTags(ctx context.Context, c versioned.Interface, ni *appsv1beta1.NodeI
 	tmpl := nodetags.TagTemplate{PullPolicy: &appsv1beta1.ImageTagPullPolicy{TimeoutSeconds: &timeout, BackoffLimit: &backoff},
 		ImagePullPolicy: appsv1beta1.PullIfNotPresent}
 	for _, j := range jobs {
-		owner := corev1.ObjectReference{APIVersion: appsv1beta1.SchemeGroupVersion.String(), Kind: "ImagePullJob", Namespace: "floor",
+		// The floor's jobs do not exist, and the NodeImage controller drops
+		// tags whose ImagePullJob owner is gone: as ImagePullJobs, each
+		// phase's tags were pruned before the next, and the floor wrote to
+		// objects of one phase's entries while S2's grew to all its jobs'.
+		// The controller keeps owners of kinds it cannot judge; this one is
+		// as long as "ImagePullJob", so every entry is the same size.
+		owner := corev1.ObjectReference{APIVersion: appsv1beta1.SchemeGroupVersion.String(), Kind: "FloorPullJob", Namespace: "floor",
 			Name: fmt.Sprintf("floor-many-%03d", j), UID: types.UID(fmt.Sprintf("00000000-0000-0000-0000-%012d", j))}
 		nodetags.AddOwner(images, floorImage(j), "v1", owner, tmpl, now)
 	}
@@ -196,8 +202,7 @@ func writeResults(ctx context.Context, c versioned.Interface, ni *appsv1beta1.No
 }
 
 // retryStale runs write, and again from a fresh read when the object
-// changed under it (the NodeImage controller housekeeps these objects
-// too), as prepull's writers do.
+// changed under it, as prepull's writers do.
 func retryStale(ctx context.Context, c versioned.Interface, ni *appsv1beta1.NodeImage, write func(*appsv1beta1.NodeImage) (*appsv1beta1.NodeImage, error)) (*appsv1beta1.NodeImage, error) {
 	for attempt := 1; ; attempt++ {
 		out, err := write(ni)
