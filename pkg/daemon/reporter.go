@@ -17,13 +17,21 @@ import (
 // reporter holds the node's task statuses and writes them to the API,
 // coalescing. Each write costs the apiserver in proportion to the
 // NodeImage's entries, so a node writes when it has something to say and
-// says it all at once: when it has nothing left in hand (every task
-// finished) it writes at once; while tasks are still queued or pulling,
-// its changes (tags queued, pulls started, pulls finished, progress) wait
-// minInterval from the first unwritten change and an interval that grows
-// with its entries from the last write. A node handed ten tags together
-// thus reports them in one write once the last one is pulled (or one per
-// interval while it pulls), and the latest state always reaches the API.
+// says it all at once. Two writes are always an interval apart that
+// grows with the node's entries (and is at least minInterval). When the
+// node has nothing left in hand (every task finished) it writes as soon
+// as that spacing allows; while tasks are still queued or pulling, its
+// changes (tags queued, pulls started, pulls finished, progress) also
+// wait minInterval from the first unwritten change. A node handed ten
+// tags together thus reports them in one write once the last one is
+// pulled (or one per interval while it pulls), and the latest state
+// always reaches the API.
+//
+// The spacing holds for a node that runs out of work too: where many jobs
+// meet on a node, their tags come in small batches as each job frees a
+// slot elsewhere, and a node that wrote each batch's results at once
+// wrote once per batch; held to the spacing, its results reach the jobs
+// in larger groups, which then hand out their next tags together.
 type reporter struct {
 	minInterval time.Duration
 	write       func(ctx context.Context, statuses map[string]appsv1beta1.ImageStatus) error
@@ -245,8 +253,9 @@ func (r *reporter) wait(last time.Time, retry time.Duration) time.Duration {
 	interval := max(r.minInterval, time.Duration(entries)*spacingPerEntry)
 	if urgent && !busy {
 		// The node has nothing left in hand: what it reports now is its
-		// last word for a while, so it goes at once.
-		return max(retry, urgentGap-time.Since(last))
+		// last word for a while, so it goes as soon as the spacing from
+		// the last write allows, without waiting minInterval.
+		return max(retry, urgentGap-time.Since(last), interval-time.Since(last))
 	}
 	return max(retry, r.minInterval-time.Since(since), interval-time.Since(last))
 }

@@ -134,10 +134,10 @@ func TestReporterWritesFinishesAtOnce(t *testing.T) {
 	}
 }
 
-// A node with nothing left in hand writes at once; a busy one waits
-// minInterval from its first unwritten change and, since the last write,
-// an interval that grows with the tasks it holds (each write costs the
-// apiserver in proportion to them).
+// A node with nothing left in hand writes as soon as the spacing from its
+// last write allows; a busy one also waits minInterval from its first
+// unwritten change. The spacing grows with the tasks the node holds (each
+// write costs the apiserver in proportion to them).
 func TestReporterSpacesWritesByEntries(t *testing.T) {
 	r := newReporter(time.Second, nil)
 	hold := func(n, unfinished int, dirtySince time.Time) {
@@ -159,7 +159,9 @@ func TestReporterSpacesWritesByEntries(t *testing.T) {
 		min, max            time.Duration
 	}{
 		{"never written, all finished: at once", 10, 0, time.Time{}, now, -time.Hour, 0},
-		{"all finished, a write just went: urgentGap", 10, 0, now, now, 0, urgentGap},
+		{"all finished, a write just went: the least interval from it", 10, 0, now, now, 990 * time.Millisecond, time.Second},
+		{"all finished, last write 2 s ago: at once", 10, 0, now.Add(-2 * time.Second), now, -time.Hour, 0},
+		{"all finished, 200 tasks, last write 2 s ago: 5 s from it", 200, 0, now.Add(-2 * time.Second), now, 2990 * time.Millisecond, 3 * time.Second},
 		{"busy, last write long ago: the least interval from the first change", 10, 3, now.Add(-time.Minute), now, 990 * time.Millisecond, time.Second},
 		{"busy, changes waiting long: the least interval from the last write", 10, 3, now.Add(-500 * time.Millisecond), now.Add(-time.Minute), 490 * time.Millisecond, 500 * time.Millisecond},
 		{"busy with 200 tasks: 5 s from the last write", 200, 1, now, now.Add(-time.Minute), 4990 * time.Millisecond, 5 * time.Second},
