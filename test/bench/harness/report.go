@@ -365,6 +365,13 @@ func (r *Report) s2Markdown(w func(format string, args ...any)) {
 	w("Targets, on the worst of %d runs: time ≤ 60 s: %s (%s); ≤ 1.5x floor: %s (%.2f); writes per node and job ≤ 1.5: %s (%.2f); syncs per status write ≤ 2: %s (%.2f).",
 		len(r.S2), mark(worstTime <= 60*time.Second), secs(worstTime), mark(worstRatio <= 1.5), worstRatio, mark(worstWrites <= 1.5), worstWrites, mark(worstSyncs <= 2), worstSyncs)
 	w("")
+	for _, s := range r.S2 {
+		u, g := s.Store.PerPatch()
+		fu, fg := s.FloorStore.PerPatch()
+		w("Run %d, the API server's storage work per NodeImage patch (a patch applied to a stale watch-cache copy is applied again): etcd updates %.2f (floor %.2f), fresh reads %.2f (floor %.2f); NodeImage watchers it dropped as unresponsive: %.0f (floor %.0f).",
+			s.Run, u, fu, g, fg, s.Store.DroppedWatchers, s.FloorStore.DroppedWatchers)
+	}
+	w("")
 	last := r.S2[len(r.S2)-1]
 	var parts []string
 	for _, k := range sortedKeys(last.Syncs) {

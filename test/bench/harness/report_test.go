@@ -49,3 +49,31 @@ func TestWithSectionReplacesOrAppends(t *testing.T) {
 		t.Errorf("new section not appended at the end:\n%s", doc)
 	}
 }
+
+// The API server's storage counts are read apart from its request
+// counts and never count as writes.
+func TestStoreCountsFromMetrics(t *testing.T) {
+	for _, c := range []struct {
+		line, key string
+		v         float64
+		ok        bool
+	}{
+		{`etcd_requests_total{group="apps.kruise.io",operation="update",resource="nodeimages"} 5320`, "etcd update nodeimages", 5320, true},
+		{`etcd_requests_total{group="apps.kruise.io",operation="get",resource="nodeimages"} 1407`, "etcd get nodeimages", 1407, true},
+		{`apiserver_terminated_watchers_total{group="apps.kruise.io",resource="nodeimages"} 2`, "dropped watchers nodeimages", 2, true},
+		{`apiserver_request_total{code="200",resource="nodeimages",subresource="",verb="PATCH"} 7`, "", 0, false},
+		{`etcd_requests_total{operation="update",resource="nodeimages"} x`, "", 0, false},
+	} {
+		key, v, ok := storeCount(c.line)
+		if key != c.key || v != c.v || ok != c.ok {
+			t.Errorf("storeCount(%s) = %q, %v, %v; want %q, %v, %v", c.line, key, v, ok, c.key, c.v, c.ok)
+		}
+	}
+	d := Requests{"PATCH nodeimages": 1000, "PATCH nodeimages/status": 1000, "etcd update nodeimages": 3000, "etcd get nodeimages": 500}
+	if len(d.Writes()) != 2 {
+		t.Errorf("writes of %v: %v, want the two PATCH counts only", d, d.Writes())
+	}
+	if u, g := storeWork(d).PerPatch(); u != 1.5 || g != 0.25 {
+		t.Errorf("per patch: updates %v, reads %v; want 1.5 and 0.25", u, g)
+	}
+}

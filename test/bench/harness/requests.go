@@ -29,6 +29,10 @@ func readRequests(ctx context.Context, rc rest.Interface) (Requests, error) {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
+		if key, v, ok := storeCount(line); ok {
+			out[key] += v
+			continue
+		}
 		rest, ok := strings.CutPrefix(line, "apiserver_request_total{")
 		if !ok {
 			continue
@@ -58,6 +62,36 @@ func readRequests(ctx context.Context, rc rest.Interface) (Requests, error) {
 		out[key] += v
 	}
 	return out, sc.Err()
+}
+
+// storeCount reads the API server's own work behind the requests: its
+// etcd requests by operation ("etcd update nodeimages": a patch applied
+// to a watch-cache copy that turned out stale is applied again, each
+// attempt an update; "etcd get nodeimages": a fresh read after a patch
+// failed on such a copy) and the watchers it dropped as unresponsive
+// ("dropped watchers nodeimages"), which stalls its event dispatch.
+func storeCount(line string) (string, float64, bool) {
+	var kind, rest string
+	if r, ok := strings.CutPrefix(line, "etcd_requests_total{"); ok {
+		kind, rest = "etcd", r
+	} else if r, ok := strings.CutPrefix(line, "apiserver_terminated_watchers_total{"); ok {
+		kind, rest = "dropped watchers", r
+	} else {
+		return "", 0, false
+	}
+	end := strings.LastIndex(rest, "} ")
+	if end < 0 {
+		return "", 0, false
+	}
+	v, err := strconv.ParseFloat(rest[end+2:], 64)
+	if err != nil {
+		return "", 0, false
+	}
+	labels := parseLabels(rest[:end])
+	if kind == "etcd" {
+		return "etcd " + labels["operation"] + " " + labels["resource"], v, true
+	}
+	return kind + " " + labels["resource"], v, true
 }
 
 // parseLabels reads `a="x",b="y"` (label values here hold no quotes).

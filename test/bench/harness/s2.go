@@ -53,6 +53,35 @@ type S2Result struct {
 	FirstTag, FirstNode, Complete []time.Duration
 	// FleetCPU, APIServerCPU and EtcdCPU are CPU seconds over the run.
 	FleetCPU, APIServerCPU, EtcdCPU float64
+	// Store and FloorStore are the API server's work behind the
+	// NodeImage patches of the run and of its floor.
+	Store, FloorStore StoreWork
+}
+
+// StoreWork is what NodeImage patches cost the API server's storage: a
+// patch applied to a watch-cache copy that turned out stale is applied
+// again (each attempt one etcd update), and one that failed on such a
+// copy reads the object afresh (an etcd get). Updates per patch is 1 and
+// reads 0 when every patch met a current copy.
+type StoreWork struct {
+	Patches, Updates, Reads float64
+	// DroppedWatchers counts NodeImage watchers the API server closed as
+	// unresponsive; it stalls its event dispatch, and so its watch
+	// cache, meanwhile.
+	DroppedWatchers float64
+}
+
+func storeWork(d Requests) StoreWork {
+	return StoreWork{Patches: d["PATCH nodeimages"] + d["PATCH nodeimages/status"], Updates: d["etcd update nodeimages"],
+		Reads: d["etcd get nodeimages"], DroppedWatchers: d["dropped watchers nodeimages"]}
+}
+
+// PerPatch is the etcd updates and reads per patch.
+func (w StoreWork) PerPatch() (updates, reads float64) {
+	if w.Patches == 0 {
+		return 0, 0
+	}
+	return w.Updates / w.Patches, w.Reads / w.Patches
 }
 
 // TotalSyncs sums Syncs.
@@ -104,7 +133,7 @@ func (e *env) s2Runs(ctx context.Context) ([]S2Result, error) {
 		if err != nil {
 			return out, fmt.Errorf("run %d: %w", run+1, err)
 		}
-		if res.Floor, res.FloorAPIServerCPU, err = e.s2Floor(ctx, run, int(math.Round(res.Preexisting))); err != nil {
+		if res.Floor, res.FloorAPIServerCPU, res.FloorStore, err = e.s2Floor(ctx, run, int(math.Round(res.Preexisting))); err != nil {
 			return out, fmt.Errorf("run %d floor: %w", run+1, err)
 		}
 		e.logf("S2 run %d: %s (floor %s), %.2f writes per node and job", run+1, res.Elapsed.Round(time.Millisecond),
@@ -200,6 +229,7 @@ func (e *env) many(ctx context.Context, m manyShape, run int) (*S2Result, error)
 			}
 		}
 	}
+	res.Store = storeWork(after.Sub(before))
 	res.Writes = after.Sub(before).Writes()
 	res.Writes["POST imagepulljobs"] -= float64(len(jobs)) // the harness's own creates
 	if res.Writes["POST imagepulljobs"] <= 0 {
@@ -269,7 +299,7 @@ func (e *env) clearMany(ctx context.Context, m manyShape, run int) error {
 // its own (fake ones, which no job selects) seeded with preexisting
 // entries each, deleted afterwards; it returns the floor's time and the
 // apiserver's CPU seconds over it.
-func (e *env) s2Floor(ctx context.Context, run, preexisting int) (time.Duration, float64, error) {
+func (e *env) s2Floor(ctx context.Context, run, preexisting int) (time.Duration, float64, StoreWork, error) {
 	c := e.cfg
 	var names []string
 	for i := range c.S2Nodes {
@@ -282,41 +312,49 @@ func (e *env) s2Floor(ctx context.Context, run, preexisting int) (time.Duration,
 		return err
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("creating the S2 floor's NodeImages: %w", err)
+		return 0, 0, StoreWork{}, fmt.Errorf("creating the S2 floor's NodeImages: %w", err)
 	}
 	err = parallel(ctx, len(names), 16, func(ctx context.Context, i int) error {
 		return floor.Seed(ctx, e.client, names[i], preexisting)
 	})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, StoreWork{}, err
 	}
 	if _, err := e.quiet(ctx); err != nil {
-		return 0, 0, err
+		return 0, 0, StoreWork{}, err
 	}
 	e.logf("S2 run %d: floor, %d entries seeded per NodeImage", run+1, preexisting)
 	apiserver := e.cp.Pid("kube-apiserver")
+	before, err := readRequests(ctx, e.kube.Discovery().RESTClient())
+	if err != nil {
+		return 0, 0, StoreWork{}, err
+	}
 	cpu0, err := cpuOf(apiserver)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, StoreWork{}, err
 	}
 	d := manager.Defaults()
 	elapsed, err := floor.RunMany(ctx, e.cp.Config, floor.ManyOptions{Names: names, Jobs: c.S2Jobs, Parallelism: c.S2Parallelism,
 		Slots: hollowSlots, Pull: c.S2PullDelay, Concurrency: c.WriteConcurrency, QPS: d.QPS, Burst: d.Burst})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, StoreWork{}, err
 	}
 	cpu1, err := cpuOf(apiserver)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, StoreWork{}, err
+	}
+	after, err := readRequests(ctx, e.kube.Discovery().RESTClient())
+	if err != nil {
+		return 0, 0, StoreWork{}, err
 	}
 	err = parallel(ctx, len(names), 32, func(ctx context.Context, i int) error {
 		return nis.Delete(ctx, names[i], metav1.DeleteOptions{})
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("deleting the S2 floor's NodeImages: %w", err)
+		return 0, 0, StoreWork{}, fmt.Errorf("deleting the S2 floor's NodeImages: %w", err)
 	}
 	_, err = e.quiet(ctx)
-	return elapsed, cpu1 - cpu0, err
+	return elapsed, cpu1 - cpu0, storeWork(after.Sub(before)), err
 }
 
 // meanEntries is the mean number of tags the NodeImages of the
