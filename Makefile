@@ -100,7 +100,7 @@ fuzz: ## Each fuzz target for FUZZTIME (default 10s), from its committed seeds; 
 	done
 
 BENCH_FLAGS ?=
-bench: controlplane bench-micro ## The benchmarks (S1-S5 against their floors with hollow nodes on a real control plane, NodeImage write cost, big image; about 55 minutes): prints the tables and the change against BENCHMARKS.md, and writes it. BENCH_FLAGS=-help lists its knobs.
+bench: controlplane containerd bench-micro ## The benchmarks (S1-S5 against their floors with hollow nodes on a real control plane, NodeImage write cost, big image; about 55 minutes): prints the tables and the change against BENCHMARKS.md, and writes it. BENCH_FLAGS=-help lists its knobs.
 	$(GO) run ./test/bench/cmd/bench $(BENCH_FLAGS)
 
 bench-quick: controlplane ## The benchmark's quick mode (S1 up to 1,000 nodes, a small S2): a smoke test of the harness that fails only on a real regression (writes per node and job, ratios far past their targets).
