@@ -133,9 +133,11 @@ func (e *env) s2Runs(ctx context.Context) ([]S2Result, error) {
 		if err != nil {
 			return out, fmt.Errorf("run %d: %w", run+1, err)
 		}
-		if res.Floor, res.FloorAPIServerCPU, res.FloorStore, err = e.s2Floor(ctx, run, int(math.Round(res.Preexisting))); err != nil {
+		f, err := e.s2Floor(ctx, run, int(math.Round(res.Preexisting)))
+		if err != nil {
 			return out, fmt.Errorf("run %d floor: %w", run+1, err)
 		}
+		res.Floor, res.FloorAPIServerCPU, res.FloorStore = f.elapsed, f.apiserverCPU, f.store
 		e.logf("S2 run %d: %s (floor %s), %.2f writes per node and job", run+1, res.Elapsed.Round(time.Millisecond),
 			res.Floor.Round(time.Millisecond), res.WritesPerNodeJob())
 		out = append(out, *res)
@@ -229,8 +231,9 @@ func (e *env) many(ctx context.Context, m manyShape, run int) (*S2Result, error)
 			}
 		}
 	}
-	res.Store = storeWork(after.Sub(before))
-	res.Writes = after.Sub(before).Writes()
+	during := after.Sub(before)
+	res.Store = storeWork(during)
+	res.Writes = during.Writes()
 	res.Writes["POST imagepulljobs"] -= float64(len(jobs)) // the harness's own creates
 	if res.Writes["POST imagepulljobs"] <= 0 {
 		delete(res.Writes, "POST imagepulljobs")
@@ -297,9 +300,8 @@ func (e *env) clearMany(ctx context.Context, m manyShape, run int) error {
 
 // s2Floor measures floor.RunMany for the S2 shape on fresh NodeImages of
 // its own (fake ones, which no job selects) seeded with preexisting
-// entries each, deleted afterwards; it returns the floor's time and the
-// apiserver's CPU seconds over it.
-func (e *env) s2Floor(ctx context.Context, run, preexisting int) (time.Duration, float64, StoreWork, error) {
+// entries each, deleted afterwards.
+func (e *env) s2Floor(ctx context.Context, run, preexisting int) (floorMeasure, error) {
 	c := e.cfg
 	var names []string
 	for i := range c.S2Nodes {
@@ -312,49 +314,57 @@ func (e *env) s2Floor(ctx context.Context, run, preexisting int) (time.Duration,
 		return err
 	})
 	if err != nil {
-		return 0, 0, StoreWork{}, fmt.Errorf("creating the S2 floor's NodeImages: %w", err)
+		return floorMeasure{}, fmt.Errorf("creating the S2 floor's NodeImages: %w", err)
 	}
 	err = parallel(ctx, len(names), 16, func(ctx context.Context, i int) error {
 		return floor.Seed(ctx, e.client, names[i], preexisting)
 	})
 	if err != nil {
-		return 0, 0, StoreWork{}, err
+		return floorMeasure{}, err
 	}
 	if _, err := e.quiet(ctx); err != nil {
-		return 0, 0, StoreWork{}, err
+		return floorMeasure{}, err
 	}
 	e.logf("S2 run %d: floor, %d entries seeded per NodeImage", run+1, preexisting)
 	apiserver := e.cp.Pid("kube-apiserver")
 	before, err := readRequests(ctx, e.kube.Discovery().RESTClient())
 	if err != nil {
-		return 0, 0, StoreWork{}, err
+		return floorMeasure{}, err
 	}
 	cpu0, err := cpuOf(apiserver)
 	if err != nil {
-		return 0, 0, StoreWork{}, err
+		return floorMeasure{}, err
 	}
 	d := manager.Defaults()
 	elapsed, err := floor.RunMany(ctx, e.cp.Config, floor.ManyOptions{Names: names, Jobs: c.S2Jobs, Parallelism: c.S2Parallelism,
 		Slots: hollowSlots, Pull: c.S2PullDelay, Concurrency: c.WriteConcurrency, QPS: d.QPS, Burst: d.Burst})
 	if err != nil {
-		return 0, 0, StoreWork{}, err
+		return floorMeasure{}, err
 	}
 	cpu1, err := cpuOf(apiserver)
 	if err != nil {
-		return 0, 0, StoreWork{}, err
+		return floorMeasure{}, err
 	}
 	after, err := readRequests(ctx, e.kube.Discovery().RESTClient())
 	if err != nil {
-		return 0, 0, StoreWork{}, err
+		return floorMeasure{}, err
 	}
 	err = parallel(ctx, len(names), 32, func(ctx context.Context, i int) error {
 		return nis.Delete(ctx, names[i], metav1.DeleteOptions{})
 	})
 	if err != nil {
-		return 0, 0, StoreWork{}, fmt.Errorf("deleting the S2 floor's NodeImages: %w", err)
+		return floorMeasure{}, fmt.Errorf("deleting the S2 floor's NodeImages: %w", err)
 	}
 	_, err = e.quiet(ctx)
-	return elapsed, cpu1 - cpu0, storeWork(after.Sub(before)), err
+	return floorMeasure{elapsed: elapsed, apiserverCPU: cpu1 - cpu0, store: storeWork(after.Sub(before))}, err
+}
+
+// floorMeasure is one floor's time, the apiserver's CPU seconds over it
+// and its storage work.
+type floorMeasure struct {
+	elapsed      time.Duration
+	apiserverCPU float64
+	store        StoreWork
 }
 
 // meanEntries is the mean number of tags the NodeImages of the
