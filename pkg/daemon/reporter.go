@@ -17,14 +17,15 @@ import (
 // reporter holds the node's task statuses and writes them to the API,
 // coalescing. Each write costs the apiserver in proportion to the
 // NodeImage's entries, so a node writes when it has something to say and
-// says it all at once. Two writes are always an interval apart that
-// grows with the node's entries (and is at least minInterval). When the
-// node has nothing left in hand (every task finished) it writes as soon
-// as that spacing allows; while tasks are still queued or pulling, its
-// changes (tags queued, pulls started, pulls finished, progress) also
-// wait minInterval from the first unwritten change. A node handed ten
-// tags together thus reports them in one write once the last one is
-// pulled (or one per interval while it pulls), and the latest state
+// says it all at once. Two writes are an interval apart that grows with
+// the node's entries (and is at least minInterval). When the node has
+// nothing left in hand (every task finished) it writes as soon as that
+// spacing from its last write of results allows (a progress write just
+// before does not hold its results back); while tasks are still queued or
+// pulling, its changes (tags queued, pulls started, pulls finished,
+// progress) also wait minInterval from the first unwritten change. A node
+// handed ten tags together thus reports them in one write once the last
+// one is pulled (or one per interval while it pulls), and the latest state
 // always reaches the API.
 //
 // The spacing holds for a node that runs out of work too: where many jobs
@@ -169,8 +170,9 @@ var writeRetry = puller.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Cap
 // deadline of its own so the final state is recorded.
 func (r *reporter) run(ctx context.Context) {
 	logger := klog.FromContext(ctx)
-	// last is the time of the last write.
-	var last time.Time
+	// last is the time of the last write, lastResult of the last one that
+	// carried a finish (or another urgent change).
+	var last, lastResult time.Time
 	retry, failures := time.Duration(0), 0
 	for {
 		select {
@@ -186,7 +188,7 @@ func (r *reporter) run(ctx context.Context) {
 		// Wait as long as the pending changes allow; a change that arrives
 		// meanwhile (a finish) may shorten the wait.
 		for {
-			wait := r.wait(last, retry)
+			wait := r.wait(last, lastResult, retry)
 			if wait <= 0 {
 				break
 			}
@@ -214,6 +216,9 @@ func (r *reporter) run(ctx context.Context) {
 			continue
 		}
 		last = time.Now()
+		if urgent {
+			lastResult = last
+		}
 		if err := r.write(ctx, r.snapshot()); err != nil {
 			if ctx.Err() == nil {
 				logger.Error(err, "Writing NodeImage status failed, will retry")
@@ -235,7 +240,7 @@ func (r *reporter) run(ctx context.Context) {
 
 // wait is how long the pending changes may wait before their write (see
 // reporter).
-func (r *reporter) wait(last time.Time, retry time.Duration) time.Duration {
+func (r *reporter) wait(last, lastResult time.Time, retry time.Duration) time.Duration {
 	r.mu.Lock()
 	urgent, since := r.urgent, r.dirtySince
 	entries, busy := 0, false
@@ -254,8 +259,10 @@ func (r *reporter) wait(last time.Time, retry time.Duration) time.Duration {
 	if urgent && !busy {
 		// The node has nothing left in hand: what it reports now is its
 		// last word for a while, so it goes as soon as the spacing from
-		// the last write allows, without waiting minInterval.
-		return max(retry, urgentGap-time.Since(last), interval-time.Since(last))
+		// the last write of results allows, without waiting minInterval.
+		// A progress write just before (a long pull's Pulling) does not
+		// hold the result back.
+		return max(retry, urgentGap-time.Since(last), interval-time.Since(lastResult))
 	}
 	return max(retry, r.minInterval-time.Since(since), interval-time.Since(last))
 }

@@ -135,7 +135,7 @@ func TestReporterWritesFinishesAtOnce(t *testing.T) {
 }
 
 // A node with nothing left in hand writes as soon as the spacing from its
-// last write allows; a busy one also waits minInterval from its first
+// last write of results allows (a progress write does not hold it back); a busy one also waits minInterval from its first
 // unwritten change. The spacing grows with the tasks the node holds (each
 // write costs the apiserver in proportion to them).
 func TestReporterSpacesWritesByEntries(t *testing.T) {
@@ -155,20 +155,23 @@ func TestReporterSpacesWritesByEntries(t *testing.T) {
 	for _, c := range []struct {
 		name                string
 		entries, unfinished int
-		last, since         time.Time
+		// last is the last write, result the last that carried results.
+		last, result, since time.Time
 		min, max            time.Duration
 	}{
-		{"never written, all finished: at once", 10, 0, time.Time{}, now, -time.Hour, 0},
-		{"all finished, a write just went: the least interval from it", 10, 0, now, now, 990 * time.Millisecond, time.Second},
-		{"all finished, last write 2 s ago: at once", 10, 0, now.Add(-2 * time.Second), now, -time.Hour, 0},
-		{"all finished, 200 tasks, last write 2 s ago: 5 s from it", 200, 0, now.Add(-2 * time.Second), now, 2990 * time.Millisecond, 3 * time.Second},
-		{"busy, last write long ago: the least interval from the first change", 10, 3, now.Add(-time.Minute), now, 990 * time.Millisecond, time.Second},
-		{"busy, changes waiting long: the least interval from the last write", 10, 3, now.Add(-500 * time.Millisecond), now.Add(-time.Minute), 490 * time.Millisecond, 500 * time.Millisecond},
-		{"busy with 200 tasks: 5 s from the last write", 200, 1, now, now.Add(-time.Minute), 4990 * time.Millisecond, 5 * time.Second},
-		{"busy with 200 tasks, last write long ago: at once", 200, 1, now.Add(-10 * time.Second), now.Add(-20 * time.Second), -time.Hour, 0},
+		{"never written, all finished: at once", 10, 0, time.Time{}, time.Time{}, now, -time.Hour, 0},
+		{"all finished, a write of results just went: the least interval from it", 10, 0, now, now, now, 990 * time.Millisecond, time.Second},
+		{"all finished, last write 2 s ago: at once", 10, 0, now.Add(-2 * time.Second), now.Add(-2 * time.Second), now, -time.Hour, 0},
+		{"all finished, only a progress write just went: at once, past the urgent gap", 10, 0, now.Add(-time.Second), now.Add(-time.Minute), now, -time.Hour, 0},
+		{"all finished, a progress write 5 ms ago: the urgent gap", 10, 0, now.Add(-5 * time.Millisecond), now.Add(-time.Minute), now, 10 * time.Millisecond, urgentGap},
+		{"all finished, 200 tasks, last write 2 s ago: 5 s from it", 200, 0, now.Add(-2 * time.Second), now.Add(-2 * time.Second), now, 2990 * time.Millisecond, 3 * time.Second},
+		{"busy, last write long ago: the least interval from the first change", 10, 3, now.Add(-time.Minute), now.Add(-time.Minute), now, 990 * time.Millisecond, time.Second},
+		{"busy, changes waiting long: the least interval from the last write", 10, 3, now.Add(-500 * time.Millisecond), now.Add(-time.Minute), now.Add(-time.Minute), 490 * time.Millisecond, 500 * time.Millisecond},
+		{"busy with 200 tasks: 5 s from the last write", 200, 1, now, now, now.Add(-time.Minute), 4990 * time.Millisecond, 5 * time.Second},
+		{"busy with 200 tasks, last write long ago: at once", 200, 1, now.Add(-10 * time.Second), now.Add(-10 * time.Second), now.Add(-20 * time.Second), -time.Hour, 0},
 	} {
 		hold(c.entries, c.unfinished, c.since)
-		if got := r.wait(c.last, 0); got < c.min || got > c.max {
+		if got := r.wait(c.last, c.result, 0); got < c.min || got > c.max {
 			t.Errorf("%s: wait %s, want within [%s, %s]", c.name, got, c.min, c.max)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
+	"github.com/prepull/prepull/pkg/daemon"
 	"github.com/prepull/prepull/pkg/diskbudget"
 	"github.com/prepull/prepull/pkg/generated/clientset/versioned"
 	"github.com/prepull/prepull/pkg/puller"
@@ -107,7 +108,7 @@ func RunWaves(ctx context.Context, cfg WavesConfig) (*WavesResult, error) {
 	defer swarm.Stop()
 	fleetCtx, stopFleet := context.WithCancel(ctx)
 	fleet, err := hollow.Start(fleetCtx, cp.Config, hollow.Options{
-		Nodes: names, DaemonNamespace: daemonNamespace, MaxConcurrent: hollowSlots, StatusInterval: time.Second, QPS: 10, Burst: 20,
+		Nodes: names, DaemonNamespace: daemonNamespace, MaxConcurrent: hollowSlots, StatusInterval: daemon.DefaultStatusInterval, QPS: 10, Burst: 20,
 		ImagesFor: func(node string) puller.ImageService { return swarm.Images(node) },
 	})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/prepull/prepull/pkg/daemon"
 	"github.com/prepull/prepull/test/bench/hollow"
 )
 
@@ -29,7 +30,7 @@ func main() {
 	fs.DurationVar(&o.PullDelay, "pull-delay", 0, "How long each pull takes.")
 	fs.StringVar(&o.DaemonNamespace, "daemon-namespace", "prepull-system", "Namespace whose secrets the daemons read.")
 	fs.IntVar(&o.MaxConcurrent, "max-concurrent-pulls", 3, "Pulls at once per node.")
-	fs.DurationVar(&o.StatusInterval, "status-interval", time.Second, "Least time between two status writes per node (the daemon's default).")
+	fs.DurationVar(&o.StatusInterval, "status-interval", daemon.DefaultStatusInterval, "Least time between two status writes per node (the daemon's default).")
 	fs.IntVar(&o.NodesPerConnection, "nodes-per-connection", 100, "Daemons sharing one connection to the API server.")
 	qps := fs.Float64("kube-api-qps", 10, "Each daemon's queries per second (the daemon's default).")
 	fs.IntVar(&o.Burst, "kube-api-burst", 20, "Each daemon's burst (the daemon's default).")
