@@ -95,7 +95,13 @@ func New(client versioned.Interface, nodes cache.SharedIndexInformer, nodeImages
 	if _, err := nodeImages.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: byName,
 		UpdateFunc: func(old, cur any) {
-			if NeedsHousekeeping(old.(*appsv1beta1.NodeImage), cur.(*appsv1beta1.NodeImage)) {
+			o, n := old.(*appsv1beta1.NodeImage), cur.(*appsv1beta1.NodeImage)
+			switch {
+			case TagsOnlyAdded(o, n):
+				// Nothing to do before the new tasks' unanswered
+				// timeout; a sync then schedules any later deadline.
+				c.queue.AddAfter(n.Name, c.opts.UnansweredTimeout)
+			case NeedsHousekeeping(o, n):
 				byName(cur)
 			}
 		},

@@ -3,9 +3,11 @@ package nodeimage
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
@@ -139,6 +141,44 @@ func setStatus(statuses map[string]appsv1beta1.ImageStatus, name string, st apps
 	}
 	img.Tags = append(img.Tags, st)
 	statuses[name] = img
+}
+
+// TagsOnlyAdded says whether an update only added tags to the spec (or
+// owners or new versions to its tags): the job controller's everyday
+// write. Housekeep has nothing to do for such tags before their unanswered
+// timeout, so the update needs a sync then, not now; a sync per tag write
+// cost as many syncs as the jobs' writes, each over all the node's
+// entries. Anything else (a tag or owner gone, a pull policy changed,
+// labels, annotations, deletion, a status a finish or removal brought)
+// is left to NeedsHousekeeping.
+func TagsOnlyAdded(old, cur *appsv1beta1.NodeImage) bool {
+	if old.Generation == cur.Generation || !cur.DeletionTimestamp.Equal(old.DeletionTimestamp) ||
+		!maps.Equal(old.Labels, cur.Labels) || !maps.Equal(old.Annotations, cur.Annotations) {
+		return false
+	}
+	for name, img := range old.Spec.Images {
+		for _, was := range img.Tags {
+			i := nodetags.FindTag(cur.Spec.Images, name, was.Tag)
+			if i < 0 {
+				return false
+			}
+			now := cur.Spec.Images[name].Tags[i]
+			if !equality.Semantic.DeepEqual(was.PullPolicy, now.PullPolicy) || !ownersKept(was.OwnerReferences, now.OwnerReferences) {
+				return false
+			}
+		}
+	}
+	return !NeedsHousekeeping(&appsv1beta1.NodeImage{ObjectMeta: cur.ObjectMeta, Spec: cur.Spec, Status: old.Status}, cur)
+}
+
+// ownersKept says whether every owner in was is still in now.
+func ownersKept(was, now []corev1.ObjectReference) bool {
+	for _, o := range was {
+		if !slices.ContainsFunc(now, func(n corev1.ObjectReference) bool { return n.UID == o.UID }) {
+			return false
+		}
+	}
+	return true
 }
 
 // NodeReady says whether a Node is Ready and since when.

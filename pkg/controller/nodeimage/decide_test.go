@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	appsv1beta1 "github.com/prepull/prepull/pkg/apis/apps/v1beta1"
@@ -84,6 +85,78 @@ func TestHousekeep(t *testing.T) {
 	}
 	if r.Counts != (nodetags.Counts{Desired: 5, Waiting: 2, Failed: 3}) {
 		t.Errorf("counts = %+v", r.Counts)
+	}
+}
+
+// The job controller's tag writes wait for the tasks' unanswered timeout;
+// every other spec change is housekept at once.
+func TestTagsOnlyAdded(t *testing.T) {
+	ttl, longer := int32(60), int32(120)
+	owner := func(uid string) corev1.ObjectReference {
+		return corev1.ObjectReference{Kind: "ImagePullJob", Namespace: "ns", Name: uid, UID: types.UID(uid)}
+	}
+	base := func() *appsv1beta1.NodeImage {
+		return &appsv1beta1.NodeImage{
+			ObjectMeta: metav1.ObjectMeta{Name: "n", Generation: 3, Labels: map[string]string{"zone": "a"}},
+			Spec: appsv1beta1.NodeImageSpec{Images: map[string]appsv1beta1.ImageSpec{
+				"a": {Tags: []appsv1beta1.ImageTagSpec{{Tag: "v1", Version: 1, OwnerReferences: []corev1.ObjectReference{owner("j1")},
+					PullPolicy: &appsv1beta1.ImageTagPullPolicy{TTLSecondsAfterFinished: &ttl}}}},
+			}},
+			Status: appsv1beta1.NodeImageStatus{ImageStatuses: map[string]appsv1beta1.ImageStatus{
+				"a": {Tags: []appsv1beta1.ImageTagStatus{{Tag: "v1", Version: 1, Phase: appsv1beta1.ImagePhasePulling}}},
+			}},
+		}
+	}
+	tag := func(ni *appsv1beta1.NodeImage) *appsv1beta1.ImageTagSpec { return &ni.Spec.Images["a"].Tags[0] }
+	for _, c := range []struct {
+		name   string
+		change func(*appsv1beta1.NodeImage)
+		want   bool
+	}{
+		{"nothing changed", func(*appsv1beta1.NodeImage) {}, false},
+		{"a new image", func(ni *appsv1beta1.NodeImage) {
+			ni.Generation++
+			ni.Spec.Images["b"] = appsv1beta1.ImageSpec{Tags: []appsv1beta1.ImageTagSpec{{Tag: "v1", Version: 1, OwnerReferences: []corev1.ObjectReference{owner("j2")}}}}
+		}, true},
+		{"a new tag of an image", func(ni *appsv1beta1.NodeImage) {
+			ni.Generation++
+			img := ni.Spec.Images["a"]
+			img.Tags = append(img.Tags, appsv1beta1.ImageTagSpec{Tag: "v2", Version: 1, OwnerReferences: []corev1.ObjectReference{owner("j2")}})
+			ni.Spec.Images["a"] = img
+		}, true},
+		{"another owner and a new version", func(ni *appsv1beta1.NodeImage) {
+			ni.Generation++
+			tag(ni).OwnerReferences = append(tag(ni).OwnerReferences, owner("j2"))
+			tag(ni).Version++
+		}, true},
+		{"an owner gone", func(ni *appsv1beta1.NodeImage) {
+			ni.Generation++
+			tag(ni).OwnerReferences = []corev1.ObjectReference{owner("j2")}
+		}, false},
+		{"a tag gone", func(ni *appsv1beta1.NodeImage) { ni.Generation++; delete(ni.Spec.Images, "a") }, false},
+		{"a pull policy changed", func(ni *appsv1beta1.NodeImage) {
+			ni.Generation++
+			tag(ni).PullPolicy = &appsv1beta1.ImageTagPullPolicy{TTLSecondsAfterFinished: &longer}
+		}, false},
+		{"a tag added with the labels changed", func(ni *appsv1beta1.NodeImage) {
+			ni.Generation++
+			ni.Spec.Images["b"] = appsv1beta1.ImageSpec{Tags: []appsv1beta1.ImageTagSpec{{Tag: "v1", Version: 1}}}
+			ni.Labels["zone"] = "b"
+		}, false},
+		{"a tag added while deletion started", func(ni *appsv1beta1.NodeImage) {
+			ni.Generation++
+			ni.Spec.Images["b"] = appsv1beta1.ImageSpec{Tags: []appsv1beta1.ImageTagSpec{{Tag: "v1", Version: 1}}}
+			now := metav1.Now()
+			ni.DeletionTimestamp = &now
+		}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			old, cur := base(), base()
+			c.change(cur)
+			if got := TagsOnlyAdded(old, cur); got != c.want {
+				t.Errorf("TagsOnlyAdded = %v, want %v", got, c.want)
+			}
+		})
 	}
 }
 

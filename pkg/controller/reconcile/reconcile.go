@@ -89,6 +89,10 @@ func New(name string, sync SyncFunc) *Queue {
 // Add queues key for a sync now.
 func (q *Queue) Add(key string) { q.queue.Add(key) }
 
+// AddAfter queues key for a sync after d (or sooner, if it is queued
+// sooner for another reason).
+func (q *Queue) AddAfter(key string, d time.Duration) { q.queue.AddAfter(key, d) }
+
 // AddRateLimited queues key for a sync after its backoff, as a failed
 // sync is.
 func (q *Queue) AddRateLimited(key string) { q.queue.AddRateLimited(key) }
