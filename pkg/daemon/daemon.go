@@ -348,8 +348,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	reporterCtx, stopReporter := context.WithCancel(klog.NewContext(context.Background(), logger))
 	reporterDone := make(chan struct{})
 	go func() { d.reporter.run(reporterCtx); close(reporterDone) }()
+	// The pool stops only once d.stopping is closed: a task its stop cuts
+	// short must know it was the shutdown (interrupted), which it cannot
+	// if the shutdown's cancel reaches it first.
+	poolCtx, stopPool := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPool()
 	poolDone := make(chan struct{})
-	go func() { d.pool.run(ctx); close(poolDone) }()
+	go func() { d.pool.run(poolCtx); close(poolDone) }()
 	keeperDone := make(chan struct{})
 	go func() { d.keep(ctx); close(keeperDone) }()
 
@@ -358,6 +363,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			close(d.stopping)
+			stopPool()
 			<-poolDone
 			<-keeperDone
 			stopReporter()
