@@ -152,8 +152,7 @@ func setStatus(statuses map[string]appsv1beta1.ImageStatus, name string, st apps
 // labels, annotations, deletion, a status a finish or removal brought)
 // is left to NeedsHousekeeping.
 func TagsOnlyAdded(old, cur *appsv1beta1.NodeImage) bool {
-	if old.Generation == cur.Generation || !cur.DeletionTimestamp.Equal(old.DeletionTimestamp) ||
-		!maps.Equal(old.Labels, cur.Labels) || !maps.Equal(old.Annotations, cur.Annotations) {
+	if old.Generation == cur.Generation || metaChanged(old, cur) {
 		return false
 	}
 	for name, img := range old.Spec.Images {
@@ -168,7 +167,7 @@ func TagsOnlyAdded(old, cur *appsv1beta1.NodeImage) bool {
 			}
 		}
 	}
-	return !NeedsHousekeeping(&appsv1beta1.NodeImage{ObjectMeta: cur.ObjectMeta, Spec: cur.Spec, Status: old.Status}, cur)
+	return !statusNeedsHousekeeping(old, cur)
 }
 
 // ownersKept says whether every owner in was is still in now.
@@ -199,10 +198,20 @@ func NodeReady(node *corev1.Node) (bool, time.Time) {
 // writes (most of a busy node's writes: progress, pulls finishing) wake
 // nothing: a timeout already pending is requeued by time.
 func NeedsHousekeeping(old, cur *appsv1beta1.NodeImage) bool {
-	if old.Generation != cur.Generation || !cur.DeletionTimestamp.Equal(old.DeletionTimestamp) ||
-		!maps.Equal(old.Labels, cur.Labels) || !maps.Equal(old.Annotations, cur.Annotations) {
-		return true
-	}
+	return old.Generation != cur.Generation || metaChanged(old, cur) || statusNeedsHousekeeping(old, cur)
+}
+
+// metaChanged says whether the update changed what Housekeep reads of the
+// metadata: labels, annotations, deletion.
+func metaChanged(old, cur *appsv1beta1.NodeImage) bool {
+	return !cur.DeletionTimestamp.Equal(old.DeletionTimestamp) ||
+		!maps.Equal(old.Labels, cur.Labels) || !maps.Equal(old.Annotations, cur.Annotations)
+}
+
+// statusNeedsHousekeeping says whether cur's status brought Housekeep
+// something to do: a status of a tag the spec lacks, or a task with a TTL
+// that has just finished.
+func statusNeedsHousekeeping(old, cur *appsv1beta1.NodeImage) bool {
 	for name, img := range cur.Status.ImageStatuses {
 		for _, st := range img.Tags {
 			i := nodetags.FindTag(cur.Spec.Images, name, st.Tag)
