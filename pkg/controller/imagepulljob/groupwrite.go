@@ -192,25 +192,33 @@ func fold(changes []imagesChange) imagesChange {
 }
 
 // project returns the NodeImages as they will be once the changes queued
-// or in flight for them are written: the given object where none are, a
-// copy with them applied (to its spec images) where some are.
+// or in flight for them are written, on top of what our own writes
+// returned where the cache has not caught up with them yet: the given
+// object where neither applies, a copy with the changes applied (to its
+// spec images) where some are pending. A write leaves the queue only after
+// the writer remembers what it returned, so under mu every decided tag
+// shows, either pending or written: a sync that ran between a write's end
+// and the informer's event would otherwise not see the tag, and hand out
+// a second pull where the registry cap or the parallelism allowed one
+// (e2e: two layer downloads at once under a cap of one).
 func (w *groupWriter) project(nis []*appsv1beta1.NodeImage, freshest func(*appsv1beta1.NodeImage) *appsv1beta1.NodeImage) []*appsv1beta1.NodeImage {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.queues) == 0 {
-		return nis
-	}
 	out := nis
 	copied := false
 	for i, ni := range nis {
+		base := freshest(ni)
 		q := w.queues[ni.Name]
-		if q == nil {
+		if q == nil && base == ni {
 			continue
 		}
 		if !copied {
 			out, copied = append([]*appsv1beta1.NodeImage(nil), nis...), true
 		}
-		base := freshest(ni)
+		if q == nil {
+			out[i] = base
+			continue
+		}
 		e := &nodeEdit{Images: nodetags.CopyImages(base.Spec.Images), Annotations: maps.Clone(base.Annotations)}
 		for _, g := range []*changeGroup{q.inFlight, q.next} {
 			if g != nil {

@@ -129,9 +129,9 @@ func TestGroupWriterFoldsConcurrentChanges(t *testing.T) {
 	})
 }
 
-// A change not yet written shows in project, on a copy; NodeImages
-// without pending changes pass through as they are; a writer stopping
-// fails what it did not write.
+// A change not yet written shows in project, on a copy; so does one
+// written that the cache has not caught up with; NodeImages without either
+// pass through as they are; a writer stopping fails what it did not write.
 func TestGroupWriterProjectsPendingChanges(t *testing.T) {
 	w := newGroupWriter(func(context.Context, string, imagesChange) error { return nil }, func(string, error) {})
 	cached := []*appsv1beta1.NodeImage{
@@ -152,6 +152,26 @@ func TestGroupWriterProjectsPendingChanges(t *testing.T) {
 	}
 	if got[1] != cached[1] {
 		t.Error("b has nothing pending but was copied")
+	}
+	// b's write is done, and the writer's copy is newer than the cache's:
+	// the tag shows though nothing for b is pending any more.
+	written := cached[1].DeepCopy()
+	written.Spec.Images = map[string]appsv1beta1.ImageSpec{"written": {}}
+	ours := func(ni *appsv1beta1.NodeImage) *appsv1beta1.NodeImage {
+		if ni.Name == "b" {
+			return written
+		}
+		return ni
+	}
+	got = w.project(cached, ours)
+	if got[1] != written {
+		t.Errorf("projected b: %v, want the writer's own copy (the cache has not caught up with its write)", got[1].Spec.Images)
+	}
+	if _, ok := got[0].Spec.Images["new"]; !ok {
+		t.Errorf("projected a: %v, want its pending change still", got[0].Spec.Images)
+	}
+	if cached[1] == written || len(cached[1].Spec.Images) != 0 {
+		t.Error("project changed the cached list")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
