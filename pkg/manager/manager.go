@@ -231,7 +231,7 @@ func newInformers(kube kubernetes.Interface, meta metadata.Interface, client ver
 	if err := inf.pods.SetTransform(indexes.StripPod); err != nil {
 		return nil, fmt.Errorf("setting Pod transform: %w", err)
 	}
-	inf.nodeImages = inf.factory.Apps().V1beta1().NodeImages()
+	inf.nodeImages = nodeImageInformer(inf.factory)
 	inf.jobs = inf.factory.Apps().V1beta1().ImagePullJobs()
 	if err := indexes.Add(inf.nodeImages.Informer()); err != nil {
 		return nil, err
