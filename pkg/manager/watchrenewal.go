@@ -40,6 +40,10 @@ import (
 // list.
 const watchRenewalDivisor = 10
 
+// minWatchTimeout keeps a renewal from coming sooner than this, whatever
+// the reflector asks.
+const minWatchTimeout = 30 * time.Second
+
 // renewSooner returns the NodeImage informer's list option tweak: it
 // shortens watch timeouts (lists carry none). The first watch streams the
 // initial list (SendInitialEvents) and then goes on as the informer's
@@ -56,7 +60,7 @@ func renewSooner() func(*metav1.ListOptions) {
 		if o.SendInitialEvents != nil && *o.SendInitialEvents && streamed.Swap(true) {
 			return
 		}
-		t := max(*o.TimeoutSeconds/watchRenewalDivisor, int64(30*time.Second/time.Second))
+		t := max(*o.TimeoutSeconds/watchRenewalDivisor, int64(minWatchTimeout.Seconds()))
 		o.TimeoutSeconds = &t
 	}
 }
