@@ -188,7 +188,7 @@ func (r *reporter) run(ctx context.Context) {
 		// Wait as long as the pending changes allow; a change that arrives
 		// meanwhile (a finish) may shorten the wait.
 		for {
-			wait := r.wait(last, lastResult, retry)
+			wait := r.wait(time.Now(), last, lastResult, retry)
 			if wait <= 0 {
 				break
 			}
@@ -238,9 +238,10 @@ func (r *reporter) run(ctx context.Context) {
 	}
 }
 
-// wait is how long the pending changes may wait before their write (see
-// reporter).
-func (r *reporter) wait(last, lastResult time.Time, retry time.Duration) time.Duration {
+// wait is how long, from now, the pending changes may wait before their
+// write (see reporter). It takes the time rather than reading the clock so
+// its decisions can be checked exactly.
+func (r *reporter) wait(now, last, lastResult time.Time, retry time.Duration) time.Duration {
 	r.mu.Lock()
 	urgent, since := r.urgent, r.dirtySince
 	entries, busy := 0, false
@@ -262,7 +263,7 @@ func (r *reporter) wait(last, lastResult time.Time, retry time.Duration) time.Du
 		// the last write of results allows, without waiting minInterval.
 		// A progress write just before (a long pull's Pulling) does not
 		// hold the result back.
-		return max(retry, urgentGap-time.Since(last), interval-time.Since(lastResult))
+		return max(retry, urgentGap-now.Sub(last), interval-now.Sub(lastResult))
 	}
-	return max(retry, r.minInterval-time.Since(since), interval-time.Since(last))
+	return max(retry, r.minInterval-now.Sub(since), interval-now.Sub(last))
 }

@@ -160,18 +160,18 @@ func TestReporterSpacesWritesByEntries(t *testing.T) {
 		min, max            time.Duration
 	}{
 		{"never written, all finished: at once", 10, 0, time.Time{}, time.Time{}, now, -time.Hour, 0},
-		{"all finished, a write of results just went: the least interval from it", 10, 0, now, now, now, 990 * time.Millisecond, time.Second},
+		{"all finished, a write of results just went: the least interval from it", 10, 0, now, now, now, time.Second, time.Second},
 		{"all finished, last write 2 s ago: at once", 10, 0, now.Add(-2 * time.Second), now.Add(-2 * time.Second), now, -time.Hour, 0},
 		{"all finished, only a progress write just went: at once, past the urgent gap", 10, 0, now.Add(-time.Second), now.Add(-time.Minute), now, -time.Hour, 0},
-		{"all finished, a progress write 5 ms ago: the urgent gap", 10, 0, now.Add(-5 * time.Millisecond), now.Add(-time.Minute), now, 10 * time.Millisecond, urgentGap},
-		{"all finished, 200 tasks, last write 2 s ago: 5 s from it", 200, 0, now.Add(-2 * time.Second), now.Add(-2 * time.Second), now, 2990 * time.Millisecond, 3 * time.Second},
-		{"busy, last write long ago: the least interval from the first change", 10, 3, now.Add(-time.Minute), now.Add(-time.Minute), now, 990 * time.Millisecond, time.Second},
-		{"busy, changes waiting long: the least interval from the last write", 10, 3, now.Add(-500 * time.Millisecond), now.Add(-time.Minute), now.Add(-time.Minute), 490 * time.Millisecond, 500 * time.Millisecond},
-		{"busy with 200 tasks: 5 s from the last write", 200, 1, now, now, now.Add(-time.Minute), 4990 * time.Millisecond, 5 * time.Second},
+		{"all finished, a progress write 5 ms ago: the urgent gap", 10, 0, now.Add(-5 * time.Millisecond), now.Add(-time.Minute), now, urgentGap - 5*time.Millisecond, urgentGap - 5*time.Millisecond},
+		{"all finished, 200 tasks, last write 2 s ago: 5 s from it", 200, 0, now.Add(-2 * time.Second), now.Add(-2 * time.Second), now, 3 * time.Second, 3 * time.Second},
+		{"busy, last write long ago: the least interval from the first change", 10, 3, now.Add(-time.Minute), now.Add(-time.Minute), now, time.Second, time.Second},
+		{"busy, changes waiting long: the least interval from the last write", 10, 3, now.Add(-500 * time.Millisecond), now.Add(-time.Minute), now.Add(-time.Minute), 500 * time.Millisecond, 500 * time.Millisecond},
+		{"busy with 200 tasks: 5 s from the last write", 200, 1, now, now, now.Add(-time.Minute), 5 * time.Second, 5 * time.Second},
 		{"busy with 200 tasks, last write long ago: at once", 200, 1, now.Add(-10 * time.Second), now.Add(-10 * time.Second), now.Add(-20 * time.Second), -time.Hour, 0},
 	} {
 		hold(c.entries, c.unfinished, c.since)
-		if got := r.wait(c.last, c.result, 0); got < c.min || got > c.max {
+		if got := r.wait(now, c.last, c.result, 0); got < c.min || got > c.max {
 			t.Errorf("%s: wait %s, want within [%s, %s]", c.name, got, c.min, c.max)
 		}
 	}
