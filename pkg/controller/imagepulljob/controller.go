@@ -130,7 +130,14 @@ func (c *Controller) initWriters() {
 	c.nodeWriter = &nodeimagewrite.Writer{Client: nodeimagewrite.Clientset(c.client), Observe: func(err error) {
 		metrics.NodeImageWrites.WithLabelValues("imagepulljob", metrics.WriteResult(err)).Inc()
 	}}
-	c.writer = newGroupWriter(c.editNodeImage, c.writeFailed)
+	c.writer = newGroupWriter(c.editNodeImage, c.writeFailed, c.nodeImageSettled)
+}
+
+// nodeImageSettled says whether the informer holds our last write of the
+// NodeImage name (or there is none, or the NodeImage is gone).
+func (c *Controller) nodeImageSettled(name string) bool {
+	ni, err := c.nodeImages.Get(name)
+	return err != nil || c.freshestOf(ni) == ni
 }
 
 // writeFailed syncs a job again, after a backoff, when a NodeImage write
@@ -189,11 +196,16 @@ func New(client versioned.Interface, jobs appsinformers.ImagePullJobInformer, no
 		return nil, fmt.Errorf("watching ImagePullJobs: %w", err)
 	}
 	if _, err := nodeImages.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { c.nodeImageChanged(nil, obj.(*appsv1beta1.NodeImage)) },
-		UpdateFunc: func(old, cur any) { c.nodeImageChanged(old.(*appsv1beta1.NodeImage), cur.(*appsv1beta1.NodeImage)) },
+		AddFunc: func(obj any) { c.nodeImageChanged(nil, obj.(*appsv1beta1.NodeImage)) },
+		UpdateFunc: func(old, cur any) {
+			n := cur.(*appsv1beta1.NodeImage)
+			c.groupWriter().settle(n.Name)
+			c.nodeImageChanged(old.(*appsv1beta1.NodeImage), n)
+		},
 		DeleteFunc: func(obj any) {
 			if ni, ok := reconcile.Unwrap(obj).(*appsv1beta1.NodeImage); ok {
 				c.nodeImageWriter().Forget(ni.Name)
+				c.groupWriter().settle(ni.Name)
 				c.nodeImageChanged(ni, nil)
 			}
 		},

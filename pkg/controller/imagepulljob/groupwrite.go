@@ -6,6 +6,7 @@ import (
 	"maps"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/util/workqueue"
@@ -40,6 +41,15 @@ type imagesChange func(e *nodeEdit) bool
 // re-applying patches to a large object again and again. The more the
 // apiserver lags, the more each write carries.
 //
+// A NodeImage's next write also waits (at most settleHold) until the
+// informer has brought back our last write of it. The apiserver applies a
+// patch to its watch cache's copy first; one sent before that copy holds
+// our previous write fails in etcd and is applied again to the stored
+// object, which costs it as much as a second write. Jobs that meet on a
+// node hand it their tags a few milliseconds apart, so without the wait
+// the second of two such writes nearly always paid twice; with it, the
+// changes that came meanwhile go out in the same write.
+//
 // Until a change is written, project shows it to the syncs, so a job does
 // not hand out a node twice or count past its parallelism while its tag
 // waits for the writer.
@@ -48,15 +58,27 @@ type groupWriter struct {
 	// failed hears of each owner whose change a failed write dropped, so
 	// its job syncs again (with backoff) and decides anew.
 	failed func(owner string, err error)
+	// settled says whether the informer holds our last write of a
+	// NodeImage (nil: always); settle wakes a write that waits for it.
+	settled func(name string) bool
 
-	queue  workqueue.TypedInterface[string]
+	queue  workqueue.TypedDelayingInterface[string]
 	mu     sync.Mutex
 	queues map[string]*nodeQueue
 }
 
+// settleHold bounds how long a write waits for the informer to bring back
+// the one before it: past it, a lost or late event costs one re-applied
+// patch, never a stuck NodeImage.
+const settleHold = time.Second
+
 type nodeQueue struct {
 	// inFlight is the group being written, next the one gathering.
 	inFlight, next *changeGroup
+	// holdUntil is when next goes even if our last write has not come
+	// back; held says it waits for settle.
+	holdUntil time.Time
+	held      bool
 }
 
 type changeGroup struct {
@@ -66,9 +88,47 @@ type changeGroup struct {
 	err     error
 }
 
-func newGroupWriter(write func(ctx context.Context, name string, change imagesChange) error, failed func(owner string, err error)) *groupWriter {
-	return &groupWriter{write: write, failed: failed, queues: map[string]*nodeQueue{},
-		queue: workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: "imagepulljob-nodeimage-writes"})}
+func newGroupWriter(write func(ctx context.Context, name string, change imagesChange) error, failed func(owner string, err error),
+	settled func(name string) bool) *groupWriter {
+	return &groupWriter{write: write, failed: failed, settled: settled, queues: map[string]*nodeQueue{},
+		queue: workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "imagepulljob-nodeimage-writes"})}
+}
+
+// settle is told that the informer brought a new copy of the NodeImage
+// name; a write waiting for our last one to come back goes now.
+func (w *groupWriter) settle(name string) {
+	w.mu.Lock()
+	q := w.queues[name]
+	wake := q != nil && q.held
+	if wake {
+		q.held = false
+	}
+	w.mu.Unlock()
+	if wake {
+		w.queue.Add(name)
+	}
+}
+
+// holds says, under mu, whether q's next write waits for our last write
+// of name to come back, and if so makes sure it is tried again by the
+// deadline. settled is asked under mu, so a settle that comes after the
+// answer finds held set, and one that came before made settled true.
+func (w *groupWriter) holds(name string, q *nodeQueue, now time.Time) bool {
+	if w.settled == nil || w.settled(name) {
+		q.holdUntil, q.held = time.Time{}, false
+		return false
+	}
+	if q.holdUntil.IsZero() {
+		q.holdUntil = now.Add(settleHold)
+	}
+	left := q.holdUntil.Sub(now)
+	if left <= 0 {
+		q.holdUntil, q.held = time.Time{}, false
+		return false
+	}
+	q.held = true
+	w.queue.AddAfter(name, left)
+	return true
 }
 
 // submit queues change for the NodeImage name on behalf of owner (a job
@@ -140,7 +200,7 @@ func (w *groupWriter) writeNext(ctx context.Context) bool {
 	defer w.queue.Done(name)
 	w.mu.Lock()
 	q := w.queues[name]
-	if q == nil || q.next == nil {
+	if q == nil || q.next == nil || w.holds(name, q, time.Now()) {
 		w.mu.Unlock()
 		return true
 	}

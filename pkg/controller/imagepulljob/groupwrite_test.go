@@ -71,7 +71,7 @@ func TestGroupWriterFoldsConcurrentChanges(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		failedOwners = append(failedOwners, owner)
-	})
+	}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go w.run(ctx, 4)
@@ -133,7 +133,7 @@ func TestGroupWriterFoldsConcurrentChanges(t *testing.T) {
 // written that the cache has not caught up with; NodeImages without either
 // pass through as they are; a writer stopping fails what it did not write.
 func TestGroupWriterProjectsPendingChanges(t *testing.T) {
-	w := newGroupWriter(func(context.Context, string, imagesChange) error { return nil }, func(string, error) {})
+	w := newGroupWriter(func(context.Context, string, imagesChange) error { return nil }, func(string, error) {}, nil)
 	cached := []*appsv1beta1.NodeImage{
 		{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: appsv1beta1.NodeImageSpec{Images: map[string]appsv1beta1.ImageSpec{"old": {}}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "b"}},
@@ -200,7 +200,7 @@ func TestGroupWriterSurvivesAPanickingChange(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		failedOwners = append(failedOwners, owner+": "+err.Error())
-	})
+	}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); w.run(ctx, 2) }()
@@ -228,5 +228,80 @@ func TestGroupWriterSurvivesAPanickingChange(t *testing.T) {
 	}
 	if len(failedOwners) != 1 || !strings.HasPrefix(failedOwners[0], "ns/bad: ") {
 		t.Errorf("owners told of failures: %v, want only ns/bad", failedOwners)
+	}
+}
+
+// A NodeImage's next write waits until the informer brought back the one
+// before it, and carries every change that came meanwhile; settle sends it
+// at once; without a settle it still goes, once settleHold has passed.
+// Other NodeImages are not held up by it.
+func TestGroupWriterWaitsForItsLastWriteToComeBack(t *testing.T) {
+	var mu sync.Mutex
+	stored := map[string]map[string]appsv1beta1.ImageSpec{"n1": {}, "n2": {}}
+	writes := map[string][]int{} // per NodeImage, the images each write added
+	unsettled := map[string]bool{}
+	w := newGroupWriter(func(_ context.Context, name string, change imagesChange) error {
+		mu.Lock()
+		defer mu.Unlock()
+		before := len(stored[name])
+		change(&nodeEdit{Images: stored[name]})
+		writes[name] = append(writes[name], len(stored[name])-before)
+		unsettled[name] = true // the informer has not brought it back yet
+		return nil
+	}, func(string, error) {}, func(name string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return !unsettled[name]
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(ctx, 1) }()
+	defer func() { cancel(); <-done }()
+	writesOf := func(name string) []int {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]int(nil), writes[name]...)
+	}
+
+	if err := w.edit(ctx, "n1", "ns/a", addImage("a")); err != nil {
+		t.Fatal(err)
+	}
+	b, c := w.submit("n1", "ns/b", addImage("b")), w.submit("n1", "ns/c", addImage("c"))
+	// One worker takes n1 (queued first) before n2: once n2 is written,
+	// n1's second write was due, and must have been held.
+	if err := w.edit(ctx, "n2", "ns/a", addImage("a")); err != nil {
+		t.Fatal(err)
+	}
+	if got := writesOf("n1"); len(got) != 1 {
+		t.Fatalf("n1's writes before its first came back: %v, want only the first", got)
+	}
+	if got := w.project([]*appsv1beta1.NodeImage{{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}}, func(ni *appsv1beta1.NodeImage) *appsv1beta1.NodeImage { return ni }); len(got[0].Spec.Images) != 2 {
+		t.Errorf("held changes must show to the syncs: projected images %v, want b and c", got[0].Spec.Images)
+	}
+	mu.Lock()
+	unsettled["n1"] = false
+	mu.Unlock()
+	w.settle("n1")
+	if err := b.wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := writesOf("n1"); len(got) != 2 || got[1] != 2 {
+		t.Fatalf("n1's writes: %v (images added by each), want [1 2]: b and c in one write after the settle", got)
+	}
+
+	// Nothing brings the second write back: the third goes anyway, after
+	// settleHold.
+	start := time.Now()
+	if err := w.edit(ctx, "n1", "ns/d", addImage("d")); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < settleHold {
+		t.Errorf("an unsettled NodeImage's write went after %s, want it held for %s", took, settleHold)
+	}
+	if got := writesOf("n1"); len(got) != 3 {
+		t.Errorf("n1's writes: %v, want 3", got)
 	}
 }
