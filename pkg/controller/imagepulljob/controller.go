@@ -431,20 +431,25 @@ func (c *Controller) input(key string, job *appsv1beta1.ImagePullJob, ref imager
 	if err != nil {
 		return in, 0, "", err
 	}
-	// Tags this controller decided but has not written yet count as
-	// written, so parallelism holds while the writer catches up.
-	all = c.groupWriter().project(all, c.freshestOf)
 	targets, err := SelectTargets(job, all, podNodes)
 	if err != nil {
 		return in, 0, err.Error(), nil
 	}
+	// Tags this controller decided but has not written yet count as
+	// written, so parallelism holds while the writer catches up. Only the
+	// targets need that (and, under a registry cap, every node): the
+	// selection reads labels, which our writes leave alone, and projecting
+	// every node of a large cluster on every sync was a third of the
+	// controller's CPU when 40 jobs over 200 of 3,000 nodes ran together.
+	w := c.groupWriter()
+	targets = w.project(targets, c.freshestOf)
 	if c.opts.HeldRegistry != nil {
 		if hold, ok := c.opts.HeldRegistry(reg.Host); ok {
 			reg.HeldUntil, reg.HeldBy = hold.Until, hold.Node
 		}
 	}
 	if reg.Limit > 0 {
-		inFlight = registrycap.InFlight(all, reg.Host)
+		inFlight = registrycap.InFlight(w.project(all, c.freshestOf), reg.Host)
 		reg.Slots = registrycap.Slots(reg.Limit, inFlight, c.registries.Ahead(reg.Host, key, job.CreationTimestamp.Time))
 	}
 	owned, err := c.ownedNodeImages(job.UID)

@@ -79,6 +79,24 @@ type nodeQueue struct {
 	// back; held says it waits for settle.
 	holdUntil time.Time
 	held      bool
+	// projected is project's last answer for this NodeImage, reused by
+	// the syncs that follow until the base copy or the changes move on:
+	// every job that meets the node projects it, and copying its images
+	// each time was most of project's cost.
+	projected projection
+}
+
+// projection is a projected NodeImage and what it was made from.
+type projection struct {
+	base             *appsv1beta1.NodeImage
+	inFlight, next   *changeGroup
+	inFlightN, nextN int
+	out              *appsv1beta1.NodeImage
+}
+
+func (p projection) from(base *appsv1beta1.NodeImage, q *nodeQueue) bool {
+	return p.out != nil && p.base == base && p.inFlight == q.inFlight && p.next == q.next &&
+		p.inFlightN == q.inFlight.size() && p.nextN == q.next.size()
 }
 
 type changeGroup struct {
@@ -86,6 +104,14 @@ type changeGroup struct {
 	owners  []string
 	done    chan struct{}
 	err     error
+}
+
+// size is the number of changes in g (0 for none).
+func (g *changeGroup) size() int {
+	if g == nil {
+		return 0
+	}
+	return len(g.changes)
 }
 
 func newGroupWriter(write func(ctx context.Context, name string, change imagesChange) error, failed func(owner string, err error),
@@ -279,6 +305,10 @@ func (w *groupWriter) project(nis []*appsv1beta1.NodeImage, freshest func(*appsv
 			out[i] = base
 			continue
 		}
+		if q.projected.from(base, q) {
+			out[i] = q.projected.out
+			continue
+		}
 		e := &nodeEdit{Images: nodetags.CopyImages(base.Spec.Images), Annotations: maps.Clone(base.Annotations)}
 		for _, g := range []*changeGroup{q.inFlight, q.next} {
 			if g != nil {
@@ -289,6 +319,7 @@ func (w *groupWriter) project(nis []*appsv1beta1.NodeImage, freshest func(*appsv
 		p := *base
 		p.Spec.Images = e.Images
 		out[i] = &p
+		q.projected = projection{base: base, inFlight: q.inFlight, next: q.next, inFlightN: q.inFlight.size(), nextN: q.next.size(), out: &p}
 	}
 	return out
 }

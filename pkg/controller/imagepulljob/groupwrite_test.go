@@ -153,6 +153,20 @@ func TestGroupWriterProjectsPendingChanges(t *testing.T) {
 	if got[1] != cached[1] {
 		t.Error("b has nothing pending but was copied")
 	}
+	// Nothing moved: the next sync gets the same projection; a change
+	// that came since, or a newer base, makes a new one.
+	if again := w.project(cached, same); again[0] != got[0] {
+		t.Error("a projected again with nothing changed: made a new copy instead of reusing the last")
+	}
+	w.submit("a", "ns/k", addImage("newer"))
+	if again := w.project(cached, same); len(again[0].Spec.Images) != 3 {
+		t.Errorf("projected a after another change: %v, want old, new and newer", again[0].Spec.Images)
+	}
+	newerBase := cached[0].DeepCopy()
+	newerBase.Spec.Images["fromServer"] = appsv1beta1.ImageSpec{}
+	if again := w.project([]*appsv1beta1.NodeImage{newerBase, cached[1]}, same); len(again[0].Spec.Images) != 4 {
+		t.Errorf("projected a from a newer copy: %v, want its images and the three pending", again[0].Spec.Images)
+	}
 	// b's write is done, and the writer's copy is newer than the cache's:
 	// the tag shows though nothing for b is pending any more.
 	written := cached[1].DeepCopy()
