@@ -239,6 +239,22 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 
 func (c *Controller) enqueueJob(obj any) { c.queue.AddObject(obj) }
 
+// nodeSyncBatch gathers the wakeups NodeImage changes give a job into one
+// sync: one status write reports tags of many jobs, nodes finish close
+// together, and every sync reads all the job's targets. Kubernetes' Job
+// controller batches its pod events the same way, for a second; a tenth
+// of that keeps handing a freed slot to the next node prompt, next to a
+// pull of seconds.
+const nodeSyncBatch = 100 * time.Millisecond
+
+// enqueueBatched syncs job within nodeSyncBatch, with the other wakeups
+// that come meanwhile.
+func (c *Controller) enqueueBatched(job *appsv1beta1.ImagePullJob) {
+	if key, err := cache.MetaNamespaceKeyFunc(job); err == nil {
+		c.queue.AddAfter(key, nodeSyncBatch)
+	}
+}
+
 // nodeImageChanged wakes only the jobs a NodeImage change concerns: owners
 // of tags whose spec or status changed, and, when the NodeImage appears,
 // goes, or changes labels, the unfinished jobs whose node selector matches
@@ -265,7 +281,7 @@ func (c *Controller) nodeImageChanged(old, cur *appsv1beta1.NodeImage) {
 	collect(cur, old)
 	for uid := range owners {
 		for _, job := range c.jobsByUID(uid) {
-			c.enqueueJob(job)
+			c.enqueueBatched(job)
 		}
 	}
 	if old == nil || cur == nil || !labels.Equals(old.Labels, cur.Labels) {
@@ -276,7 +292,7 @@ func (c *Controller) nodeImageChanged(old, cur *appsv1beta1.NodeImage) {
 		for _, job := range all {
 			if job.Status.CompletionTime == nil && job.Spec.PodSelector == nil &&
 				(selectsNode(job, old) || selectsNode(job, cur)) {
-				c.enqueueJob(job)
+				c.enqueueBatched(job)
 			}
 		}
 	}
