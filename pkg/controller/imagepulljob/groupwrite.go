@@ -79,6 +79,9 @@ type nodeQueue struct {
 	// back; held says it waits for settle.
 	holdUntil time.Time
 	held      bool
+	// version counts the moves of the pending changes (one joins, a write
+	// ends), so a projection can tell it is still current.
+	version uint64
 	// projected is project's last answer for this NodeImage, reused by
 	// the syncs that follow until the base copy or the changes move on:
 	// every job that meets the node projects it, and copying its images
@@ -88,15 +91,13 @@ type nodeQueue struct {
 
 // projection is a projected NodeImage and what it was made from.
 type projection struct {
-	base             *appsv1beta1.NodeImage
-	inFlight, next   *changeGroup
-	inFlightN, nextN int
-	out              *appsv1beta1.NodeImage
+	base    *appsv1beta1.NodeImage
+	version uint64
+	out     *appsv1beta1.NodeImage
 }
 
 func (p projection) from(base *appsv1beta1.NodeImage, q *nodeQueue) bool {
-	return p.out != nil && p.base == base && p.inFlight == q.inFlight && p.next == q.next &&
-		p.inFlightN == q.inFlight.size() && p.nextN == q.next.size()
+	return p.out != nil && p.base == base && p.version == q.version
 }
 
 type changeGroup struct {
@@ -104,14 +105,6 @@ type changeGroup struct {
 	owners  []string
 	done    chan struct{}
 	err     error
-}
-
-// size is the number of changes in g (0 for none).
-func (g *changeGroup) size() int {
-	if g == nil {
-		return 0
-	}
-	return len(g.changes)
 }
 
 func newGroupWriter(write func(ctx context.Context, name string, change imagesChange) error, failed func(owner string, err error),
@@ -172,6 +165,7 @@ func (w *groupWriter) submit(name, owner string, change imagesChange) *changeGro
 	g := q.next
 	g.changes = append(g.changes, change)
 	g.owners = append(g.owners, owner)
+	q.version++
 	w.mu.Unlock()
 	w.queue.Add(name)
 	return g
@@ -240,6 +234,7 @@ func (w *groupWriter) writeNext(ctx context.Context) bool {
 
 	w.mu.Lock()
 	q.inFlight = nil
+	q.version++
 	if q.next == nil {
 		delete(w.queues, name)
 	}
@@ -319,7 +314,7 @@ func (w *groupWriter) project(nis []*appsv1beta1.NodeImage, freshest func(*appsv
 		p := *base
 		p.Spec.Images = e.Images
 		out[i] = &p
-		q.projected = projection{base: base, inFlight: q.inFlight, next: q.next, inFlightN: q.inFlight.size(), nextN: q.next.size(), out: &p}
+		q.projected = projection{base: base, version: q.version, out: &p}
 	}
 	return out
 }

@@ -196,6 +196,45 @@ func TestGroupWriterProjectsPendingChanges(t *testing.T) {
 	}
 }
 
+// A write that fails leaves the NodeImage as it was: its changes leave the
+// projection though the base copy did not move, while a change queued
+// behind it stays.
+func TestGroupWriterProjectionDropsAFailedWrite(t *testing.T) {
+	first, release := make(chan struct{}), make(chan struct{})
+	calls := 0
+	w := newGroupWriter(func(ctx context.Context, _ string, _ imagesChange) error {
+		calls++
+		if calls == 1 {
+			close(first)
+			<-release
+			return errors.New("conflict")
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	}, func(string, error) {}, nil)
+	cached := []*appsv1beta1.NodeImage{{ObjectMeta: metav1.ObjectMeta{Name: "a"}}}
+	same := func(ni *appsv1beta1.NodeImage) *appsv1beta1.NodeImage { return ni }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.run(ctx, 1); close(done) }()
+	defer func() { cancel(); <-done }()
+	failing := w.submit("a", "ns/x", addImage("x"))
+	<-first
+	w.submit("a", "ns/y", addImage("y"))
+	if got := w.project(cached, same); len(got[0].Spec.Images) != 2 {
+		t.Fatalf("projected a with x in flight and y queued: %v, want x and y", got[0].Spec.Images)
+	}
+	close(release)
+	<-failing.done
+	got := w.project(cached, same)
+	if _, ok := got[0].Spec.Images["x"]; ok {
+		t.Errorf("projected a after x's write failed: %v, want y only", got[0].Spec.Images)
+	}
+	if _, ok := got[0].Spec.Images["y"]; !ok {
+		t.Errorf("projected a after x's write failed: %v, want y still pending", got[0].Spec.Images)
+	}
+}
+
 // A change function that panics (data it did not expect) fails only the
 // write that carried it: its caller gets the panic as an error, its owner
 // is told, and the writer's workers keep writing, the same NodeImage
