@@ -40,10 +40,34 @@ type reporter struct {
 	mu       sync.Mutex
 	statuses map[string]map[string]appsv1beta1.ImageTagStatus
 	changed  chan struct{}
-	// dirtySince is when the first unwritten change happened; urgent says
-	// one of the unwritten changes finished a task.
-	dirtySince time.Time
-	urgent     bool
+	pending
+}
+
+// pending describes the changes not yet written.
+type pending struct {
+	// since is when the first unwritten change happened; urgent says one
+	// of them is news (a result, or a state going back to waiting);
+	// result says one is a result (a task finished, or a tag's entry
+	// left), so the write that carries them is a write of results.
+	since  time.Time
+	urgent bool
+	result bool
+}
+
+// writeTimes are the reporter's last write and its last write of results.
+// A write that carried only other news (a new version's Waiting) is not
+// one of results: counting it held a long pull's result back by up to the
+// whole interval after that write (the big-image benchmark's prepull
+// finished a whole second after the daemon's pull).
+type writeTimes struct {
+	last, lastResult time.Time
+}
+
+func (w *writeTimes) wrote(at time.Time, p pending) {
+	w.last = at
+	if p.result {
+		w.lastResult = at
+	}
 }
 
 // urgentGap batches finished tasks that end together into one write.
@@ -94,14 +118,17 @@ func (r *reporter) update(image, tag string, change func(*appsv1beta1.ImageTagSt
 	st.Tag = tag
 	change(&st)
 	r.statuses[image][tag] = st
-	if r.dirtySince.IsZero() {
-		r.dirtySince = time.Now()
+	if r.since.IsZero() {
+		r.since = time.Now()
 	}
 	// A finish is news; so is a reported state going back to waiting (a
 	// retry's backoff, a lost image, a newer version). A tag just queued
 	// is not: its first word can wait for its result, so a node handed ten
 	// tags at once reports them in one write rather than two.
-	if st.Phase != before && (nodetags.Finished(st.Phase) || (st.Phase == appsv1beta1.ImagePhaseWaiting && before != "")) {
+	if st.Phase != before && nodetags.Finished(st.Phase) {
+		r.urgent, r.result = true, true
+	}
+	if st.Phase != before && st.Phase == appsv1beta1.ImagePhaseWaiting && before != "" {
 		r.urgent = true
 	}
 	r.mu.Unlock()
@@ -117,9 +144,9 @@ func (r *reporter) drop(image, tag string) {
 	}
 	if ok {
 		// A tag that left the spec: its entry leaves the status promptly.
-		r.urgent = true
-		if r.dirtySince.IsZero() {
-			r.dirtySince = time.Now()
+		r.urgent, r.result = true, true
+		if r.since.IsZero() {
+			r.since = time.Now()
 		}
 	}
 	r.mu.Unlock()
@@ -170,9 +197,7 @@ var writeRetry = puller.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Cap
 // deadline of its own so the final state is recorded.
 func (r *reporter) run(ctx context.Context) {
 	logger := klog.FromContext(ctx)
-	// last is the time of the last write, lastResult of the last one that
-	// carried a finish (or another urgent change).
-	var last, lastResult time.Time
+	var times writeTimes
 	retry, failures := time.Duration(0), 0
 	for {
 		select {
@@ -188,7 +213,7 @@ func (r *reporter) run(ctx context.Context) {
 		// Wait as long as the pending changes allow; a change that arrives
 		// meanwhile (a finish) may shorten the wait.
 		for {
-			wait := r.wait(time.Now(), last, lastResult, retry)
+			wait := r.wait(time.Now(), times, retry)
 			if wait <= 0 {
 				break
 			}
@@ -207,28 +232,17 @@ func (r *reporter) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			continue
 		}
-		r.mu.Lock()
-		urgent, since := r.urgent, r.dirtySince
-		r.urgent, r.dirtySince = false, time.Time{}
-		r.mu.Unlock()
-		if since.IsZero() && retry == 0 {
+		p := r.take()
+		if p.since.IsZero() && retry == 0 {
 			// Woken for changes an earlier write already carried.
 			continue
 		}
-		last = time.Now()
-		if urgent {
-			lastResult = last
-		}
+		times.wrote(time.Now(), p)
 		if err := r.write(ctx, r.snapshot()); err != nil {
 			if ctx.Err() == nil {
 				logger.Error(err, "Writing NodeImage status failed, will retry")
 			}
-			r.mu.Lock()
-			r.urgent = r.urgent || urgent
-			if r.dirtySince.IsZero() {
-				r.dirtySince = since
-			}
-			r.mu.Unlock()
+			r.putBack(p)
 			failures++
 			retry = writeRetry.Delay(failures)
 			r.notify()
@@ -241,9 +255,9 @@ func (r *reporter) run(ctx context.Context) {
 // wait is how long, from now, the pending changes may wait before their
 // write (see reporter). It takes the time rather than reading the clock so
 // its decisions can be checked exactly.
-func (r *reporter) wait(now, last, lastResult time.Time, retry time.Duration) time.Duration {
+func (r *reporter) wait(now time.Time, times writeTimes, retry time.Duration) time.Duration {
 	r.mu.Lock()
-	urgent, since := r.urgent, r.dirtySince
+	urgent, since := r.urgent, r.since
 	entries, busy := 0, false
 	for _, tags := range r.statuses {
 		entries += len(tags)
@@ -263,7 +277,28 @@ func (r *reporter) wait(now, last, lastResult time.Time, retry time.Duration) ti
 		// the last write of results allows, without waiting minInterval.
 		// A progress write just before (a long pull's Pulling) does not
 		// hold the result back.
-		return max(retry, urgentGap-now.Sub(last), interval-now.Sub(lastResult))
+		return max(retry, urgentGap-now.Sub(times.last), interval-now.Sub(times.lastResult))
 	}
-	return max(retry, r.minInterval-now.Sub(since), interval-now.Sub(last))
+	return max(retry, r.minInterval-now.Sub(since), interval-now.Sub(times.last))
+}
+
+// take hands the pending changes to a write and starts a new batch.
+func (r *reporter) take() pending {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.pending
+	r.pending = pending{}
+	return p
+}
+
+// putBack returns a failed write's changes to the batch, so its news and
+// results keep their urgency for the retry.
+func (r *reporter) putBack(p pending) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.urgent = r.urgent || p.urgent
+	r.result = r.result || p.result
+	if r.since.IsZero() {
+		r.since = p.since
+	}
 }

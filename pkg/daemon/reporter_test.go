@@ -149,7 +149,7 @@ func TestReporterSpacesWritesByEntries(t *testing.T) {
 			}
 			r.statuses[fmt.Sprintf("img-%d", i)] = map[string]appsv1beta1.ImageTagStatus{"v1": {Tag: "v1", Phase: phase}}
 		}
-		r.urgent, r.dirtySince = true, dirtySince
+		r.pending = pending{since: dirtySince, urgent: true, result: true}
 	}
 	now := time.Now()
 	for _, c := range []struct {
@@ -171,34 +171,68 @@ func TestReporterSpacesWritesByEntries(t *testing.T) {
 		{"busy with 200 tasks, last write long ago: at once", 200, 1, now.Add(-10 * time.Second), now.Add(-10 * time.Second), now.Add(-20 * time.Second), -time.Hour, 0},
 	} {
 		hold(c.entries, c.unfinished, c.since)
-		if got := r.wait(now, c.last, c.result, 0); got < c.min || got > c.max {
+		if got := r.wait(now, writeTimes{last: c.last, lastResult: c.result}, 0); got < c.min || got > c.max {
 			t.Errorf("%s: wait %s, want within [%s, %s]", c.name, got, c.min, c.max)
 		}
 	}
 }
 
 // A tag just queued is not news; a reported state going back to waiting
-// (a retry's backoff, a lost image) and a finish are.
+// (a retry's backoff, a lost image) and a finish are; only a finish is a
+// result.
 func TestReporterUrgency(t *testing.T) {
 	for _, c := range []struct {
-		name          string
-		before, after appsv1beta1.ImagePullPhase
-		urgent        bool
+		name           string
+		before, after  appsv1beta1.ImagePullPhase
+		urgent, result bool
 	}{
-		{"queued", "", appsv1beta1.ImagePhaseWaiting, false},
-		{"started", appsv1beta1.ImagePhaseWaiting, appsv1beta1.ImagePhasePulling, false},
-		{"backing off", appsv1beta1.ImagePhasePulling, appsv1beta1.ImagePhaseWaiting, true},
-		{"lost after success", appsv1beta1.ImagePhaseSucceeded, appsv1beta1.ImagePhaseWaiting, true},
-		{"succeeded", appsv1beta1.ImagePhasePulling, appsv1beta1.ImagePhaseSucceeded, true},
-		{"failed", appsv1beta1.ImagePhasePulling, appsv1beta1.ImagePhaseFailed, true},
+		{"queued", "", appsv1beta1.ImagePhaseWaiting, false, false},
+		{"started", appsv1beta1.ImagePhaseWaiting, appsv1beta1.ImagePhasePulling, false, false},
+		{"backing off", appsv1beta1.ImagePhasePulling, appsv1beta1.ImagePhaseWaiting, true, false},
+		{"lost after success", appsv1beta1.ImagePhaseSucceeded, appsv1beta1.ImagePhaseWaiting, true, false},
+		{"succeeded", appsv1beta1.ImagePhasePulling, appsv1beta1.ImagePhaseSucceeded, true, true},
+		{"failed", appsv1beta1.ImagePhasePulling, appsv1beta1.ImagePhaseFailed, true, true},
 	} {
 		r := newReporter(time.Second, nil)
 		if c.before != "" {
 			r.statuses["img"] = map[string]appsv1beta1.ImageTagStatus{"v1": {Tag: "v1", Phase: c.before}}
 		}
 		r.update("img", "v1", func(st *appsv1beta1.ImageTagStatus) { st.Phase = c.after })
-		if r.urgent != c.urgent || r.dirtySince.IsZero() {
-			t.Errorf("%s: urgent %v (dirty since %v), want %v", c.name, r.urgent, r.dirtySince, c.urgent)
+		if r.urgent != c.urgent || r.result != c.result || r.since.IsZero() {
+			t.Errorf("%s: urgent %v, result %v (dirty since %v), want %v, %v", c.name, r.urgent, r.result, r.since, c.urgent, c.result)
 		}
+	}
+}
+
+// A new version of a pulled tag: the write that says it waits again is
+// not one of results, so when its long pull finishes the result goes at
+// once, not an interval after that write; a drop is a result. The run
+// loop's bookkeeping (take, wrote) is played here with a fixed clock.
+func TestReporterResultNotHeldByANewVersionsWrite(t *testing.T) {
+	r := newReporter(3*time.Second, nil)
+	var times writeTimes
+	t0 := time.Now()
+	set := func(phase appsv1beta1.ImagePullPhase) {
+		r.update("img", "v1", func(st *appsv1beta1.ImageTagStatus) { st.Phase = phase })
+	}
+	set(appsv1beta1.ImagePhaseSucceeded)
+	times.wrote(t0, r.take())
+	// The new version: waiting again, then pulling, written mid-pull.
+	set(appsv1beta1.ImagePhaseWaiting)
+	set(appsv1beta1.ImagePhasePulling)
+	mid := t0.Add(10 * time.Second)
+	times.wrote(mid, r.take())
+	if !times.lastResult.Equal(t0) {
+		t.Fatalf("a write of a new version's Waiting counted as one of results (last result %s after the first)", times.lastResult.Sub(t0))
+	}
+	set(appsv1beta1.ImagePhaseSucceeded)
+	done := mid.Add(time.Second)
+	if got := r.wait(done, times, 0); got > 0 {
+		t.Errorf("the new version's result waits %s after its pull, want at once (the last result went 11 s ago)", got)
+	}
+	times.wrote(done, r.take())
+	r.drop("img", "v1")
+	if p := r.take(); !p.result || !p.urgent {
+		t.Errorf("a dropped tag: %+v, want an urgent result (its entry leaves promptly, spaced like results)", p)
 	}
 }
