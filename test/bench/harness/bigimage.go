@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	contentapi "github.com/containerd/containerd/api/services/content/v1"
@@ -119,6 +120,15 @@ func RunBigImage(ctx context.Context, cfg BigImageConfig) (*BigImageResult, erro
 	res := &BigImageResult{Config: cfg, Runtime: ctd.Name}
 	image := reg.Host + "/bench/model:v1"
 	auth := &runtimeapi.AuthConfig{Username: reg.Username, Password: reg.Password}
+	// A warm-up pull, not counted: the first pull on a new containerd ran
+	// 5-10% slower than the rest, and round 1 pulls directly first, which
+	// flattered prepull's ratio.
+	if _, err := directPull(ctx, rt, image, auth); err != nil {
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
+	if err := removeAndSettle(ctx, rt, content, image); err != nil {
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
 	for i := range cfg.Rounds {
 		r := BigImageRound{PrepullFirst: i%2 == 1}
 		steps := []func() error{
@@ -133,12 +143,7 @@ func RunBigImage(ctx context.Context, cfg BigImageConfig) (*BigImageResult, erro
 				log, _ := os.ReadFile(daemon.Log)
 				return nil, fmt.Errorf("round %d: %w\nprepull-daemon log (end):\n%s", i+1, err, log[max(0, len(log)-3000):])
 			}
-			// The next pull starts cold: the image removed and its layers
-			// collected from the content store.
-			if _, err := rt.Images.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
-				return nil, fmt.Errorf("round %d: removing the image: %w", i+1, err)
-			}
-			if err := layersGone(ctx, content); err != nil {
+			if err := removeAndSettle(ctx, rt, content, image); err != nil {
 				return nil, fmt.Errorf("round %d: %w", i+1, err)
 			}
 		}
@@ -146,6 +151,21 @@ func RunBigImage(ctx context.Context, cfg BigImageConfig) (*BigImageResult, erro
 		res.Rounds = append(res.Rounds, r)
 	}
 	return res, nil
+}
+
+// removeAndSettle makes the next pull start cold: the image removed, its
+// layers collected from the content store, and the disk quiet (the last
+// pull's dirty pages and the deletions flushed, not written back in the
+// middle of the next pull).
+func removeAndSettle(ctx context.Context, rt *cri.Runtime, content contentapi.ContentClient, image string) error {
+	if _, err := rt.Images.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+		return fmt.Errorf("removing the image: %w", err)
+	}
+	if err := layersGone(ctx, content); err != nil {
+		return err
+	}
+	syscall.Sync()
+	return nil
 }
 
 func bigImageObjects(ctx context.Context, kube kubernetes.Interface, client versioned.Interface, reg *framework.Registry) error {
@@ -200,7 +220,9 @@ func directPull(ctx context.Context, rt *cri.Runtime, image string, auth *runtim
 
 // prepullPull writes version of the image's tag into the NodeImage, as the
 // controller would, and waits for the daemon to report it Succeeded,
-// sampling the daemon's memory meanwhile.
+// sampling the daemon's memory meanwhile. It watches the NodeImage rather
+// than polling it: a GET every 50 ms cost the apiserver CPU on this small
+// machine during prepull's pull and none during the direct one.
 func prepullPull(ctx context.Context, client versioned.Interface, pid int, name string, version int64, r *BigImageRound) error {
 	cpu0, err := cpuSeconds(pid)
 	if err != nil {
@@ -211,37 +233,29 @@ func prepullPull(ctx context.Context, client versioned.Interface, pid int, name 
 		"tags":        []map[string]any{{"tag": "v1", "version": version, "createdAt": time.Now().UTC().Format(time.RFC3339)}},
 	}}}})
 	start := time.Now()
-	if _, err := client.AppsV1beta1().NodeImages().Patch(ctx, bigNode, types.MergePatchType, spec, metav1.PatchOptions{}); err != nil {
+	ni, err := client.AppsV1beta1().NodeImages().Patch(ctx, bigNode, types.MergePatchType, spec, metav1.PatchOptions{})
+	if err != nil {
 		return fmt.Errorf("writing the tag: %w", err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
 	var peak int64
-	err = poll(ctx, 30*time.Minute, "the daemon's pull", func() (bool, error) {
+	sample := func() {
 		if rss, err := procField(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:"); err == nil {
 			peak = max(peak, rss)
 		}
-		ni, err := client.AppsV1beta1().NodeImages().Get(ctx, bigNode, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	sample()
+	for done := false; !done; {
+		if done, err = tagDone(ni, name, version, start, r); err != nil || done {
+			break
 		}
-		for _, st := range ni.Status.ImageStatuses[name].Tags {
-			if st.Tag != "v1" || st.Version != version {
-				continue
-			}
-			switch st.Phase {
-			case appsv1beta1.ImagePhaseSucceeded:
-				r.Prepull = time.Since(start)
-				// The status's times are whole seconds; the daemon's
-				// message has its own measure ("pulled in 1.234s").
-				if f := strings.Fields(strings.TrimPrefix(st.Message, "pulled in ")); len(f) > 0 {
-					r.DaemonPull, _ = time.ParseDuration(f[0])
-				}
-				return true, nil
-			case appsv1beta1.ImagePhaseFailed:
-				return false, fmt.Errorf("the daemon's pull failed: %s", st.Message)
-			}
+		if ni, err = nextNodeImage(ctx, client, ni.ResourceVersion, tick.C, sample); err != nil {
+			return fmt.Errorf("waiting for the daemon's pull: %w", err)
 		}
-		return false, nil
-	})
+	}
 	if err != nil {
 		return err
 	}
@@ -253,6 +267,55 @@ func prepullPull(ctx context.Context, client versioned.Interface, pid int, name 
 	return nil
 }
 
+// nextNodeImage watches the big node's NodeImage from resourceVersion and
+// returns its next version, calling sample on each tick meanwhile.
+func nextNodeImage(ctx context.Context, client versioned.Interface, resourceVersion string, tick <-chan time.Time, sample func()) (*appsv1beta1.NodeImage, error) {
+	w, err := client.AppsV1beta1().NodeImages().Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + bigNode, ResourceVersion: resourceVersion})
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick:
+			sample()
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				// The watch ended (a timeout): read it afresh.
+				return client.AppsV1beta1().NodeImages().Get(ctx, bigNode, metav1.GetOptions{})
+			}
+			if ni, ok := ev.Object.(*appsv1beta1.NodeImage); ok {
+				return ni, nil
+			}
+		}
+	}
+}
+
+// tagDone reads the tag's status in ni: done once Succeeded (recording the
+// times in r), an error once Failed.
+func tagDone(ni *appsv1beta1.NodeImage, name string, version int64, start time.Time, r *BigImageRound) (bool, error) {
+	for _, st := range ni.Status.ImageStatuses[name].Tags {
+		if st.Tag != "v1" || st.Version != version {
+			continue
+		}
+		switch st.Phase {
+		case appsv1beta1.ImagePhaseSucceeded:
+			r.Prepull = time.Since(start)
+			// The status's times are whole seconds; the daemon's message
+			// has its own measure ("pulled in 1.234s").
+			if f := strings.Fields(strings.TrimPrefix(st.Message, "pulled in ")); len(f) > 0 {
+				r.DaemonPull, _ = time.ParseDuration(f[0])
+			}
+			return true, nil
+		case appsv1beta1.ImagePhaseFailed:
+			return false, fmt.Errorf("the daemon's pull failed: %s", st.Message)
+		}
+	}
+	return false, nil
+}
+
 // Markdown is the scenario's table and verdict.
 func (r *BigImageResult) Markdown() string {
 	var b strings.Builder
@@ -260,7 +323,7 @@ func (r *BigImageResult) Markdown() string {
 	fmt.Fprintf(&b, "One image of %s in %d random (incompressible) gzip layers, pulled %d times on one %s from a registry on 127.0.0.1: directly over CRI (`PullImage`, as `crictl pull` does) and by prepull (the tag written into the NodeImage, until the daemon reports it Succeeded), alternating which goes first; the image is removed (and its content collected) between pulls. The daemon's CPU and peak RSS are sampled during its pull.\n\n",
 		diskbudget.Bytes(r.Config.Bytes), r.Config.Layers, r.Config.Rounds, r.Runtime)
 	b.WriteString("| round | first | direct CRI | prepull (tag to Succeeded) | daemon's own pull | prepull / direct | daemon CPU | daemon peak RSS |\n|---|---|---|---|---|---|---|---|\n")
-	worst := 0.0
+	worst, own := 0.0, time.Duration(0)
 	for i, x := range r.Rounds {
 		first := "direct"
 		if x.PrepullFirst {
@@ -268,11 +331,13 @@ func (r *BigImageResult) Markdown() string {
 		}
 		fmt.Fprintf(&b, "| %d | %s | %.2fs | %.2fs | %.2fs | %.3f | %.2fs | %s |\n", i+1, first, x.Direct.Seconds(), x.Prepull.Seconds(), x.DaemonPull.Seconds(), x.Ratio(), x.DaemonCPU, diskbudget.Bytes(x.DaemonRSS))
 		worst = max(worst, x.Ratio())
+		own = max(own, x.Prepull-x.DaemonPull)
 	}
 	verdict := "meets"
 	if worst > 1.05 {
 		verdict = "misses"
 	}
 	fmt.Fprintf(&b, "\nWorst ratio %.3f: %s the target (prepull within 5%% of the direct pull, worst run).\n", worst, verdict)
+	fmt.Fprintf(&b, "Prepull's own share (tag to Succeeded, less the daemon's pull over CRI): at most %d ms; the rest of a round's difference is the pull itself, which varies by some percent from pull to pull on this machine.\n", own.Milliseconds())
 	return b.String()
 }
