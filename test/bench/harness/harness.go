@@ -215,6 +215,10 @@ func (e *env) start(ctx context.Context) error {
 		// Completed jobs' tags would otherwise expire (10 m) inside S3's
 		// idle window, which is then not idle.
 		"--completed-tag-ttl=2h",
+		// Each tag-adding write schedules the NodeImage's unanswered
+		// check 10 m later; those of S1 came due inside S2's runs (2,000
+		// syncs in one) and counted as that run's work.
+		"--unanswered-timeout=2h",
 		"--metrics-bind-address", addr, "--health-probe-bind-address", "", "-v", "1")
 	if err != nil {
 		return err

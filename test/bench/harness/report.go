@@ -93,7 +93,8 @@ func (r *Report) Markdown() string {
 	}
 	w("")
 	w("Every process is real and on this machine: etcd, kube-apiserver, prepull-controller (its own process, default flags except")
-	w("`--completed-tag-ttl=2h`, so that no completed job's tags expire inside S3's idle window),")
+	w("`--completed-tag-ttl=2h`, so that no completed job's tags expire inside S3's idle window, and `--unanswered-timeout=2h`,")
+	w("so that the checks one scenario's tag writes schedule 10 minutes later do not come due inside a later scenario's runs),")
 	w("and hollow nodes: one process per batch of nodes running the real daemon code of pkg/daemon for each node against an")
 	w("in-memory image service (test/bench/hollow). The floor is a plain client-go program doing only the minimum writes,")
 	w("one spec patch and one status patch per node, %d spec writes in flight under the controller's client limits (test/bench/floor).", r.WriteConcurrency)
