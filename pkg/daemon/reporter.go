@@ -54,6 +54,16 @@ type pending struct {
 	result bool
 }
 
+// merge folds o into p: p's first change keeps its time, and o's news
+// and results add to p's.
+func (p *pending) merge(o pending) {
+	if p.since.IsZero() {
+		p.since = o.since
+	}
+	p.urgent = p.urgent || o.urgent
+	p.result = p.result || o.result
+}
+
 // writeTimes are the reporter's last write and its last write of results.
 // A write that carried only other news (a new version's Waiting) is not
 // one of results: counting it held a long pull's result back by up to the
@@ -118,19 +128,13 @@ func (r *reporter) update(image, tag string, change func(*appsv1beta1.ImageTagSt
 	st.Tag = tag
 	change(&st)
 	r.statuses[image][tag] = st
-	if r.since.IsZero() {
-		r.since = time.Now()
-	}
 	// A finish is news; so is a reported state going back to waiting (a
 	// retry's backoff, a lost image, a newer version). A tag just queued
 	// is not: its first word can wait for its result, so a node handed ten
 	// tags at once reports them in one write rather than two.
-	if st.Phase != before && nodetags.Finished(st.Phase) {
-		r.urgent, r.result = true, true
-	}
-	if st.Phase != before && st.Phase == appsv1beta1.ImagePhaseWaiting && before != "" {
-		r.urgent = true
-	}
+	finished := st.Phase != before && nodetags.Finished(st.Phase)
+	back := st.Phase != before && st.Phase == appsv1beta1.ImagePhaseWaiting && before != ""
+	r.merge(pending{since: time.Now(), urgent: finished || back, result: finished})
 	r.mu.Unlock()
 	r.notify()
 }
@@ -144,10 +148,7 @@ func (r *reporter) drop(image, tag string) {
 	}
 	if ok {
 		// A tag that left the spec: its entry leaves the status promptly.
-		r.urgent, r.result = true, true
-		if r.since.IsZero() {
-			r.since = time.Now()
-		}
+		r.merge(pending{since: time.Now(), urgent: true, result: true})
 	}
 	r.mu.Unlock()
 	if ok {
@@ -296,9 +297,5 @@ func (r *reporter) take() pending {
 func (r *reporter) putBack(p pending) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.urgent = r.urgent || p.urgent
-	r.result = r.result || p.result
-	if r.since.IsZero() {
-		r.since = p.since
-	}
+	r.merge(p)
 }

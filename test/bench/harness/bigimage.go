@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -248,16 +249,9 @@ func prepullPull(ctx context.Context, client versioned.Interface, pid int, name 
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	sample()
-	for done := false; !done; {
-		if done, err = tagDone(ni, name, version, start, r); err != nil || done {
-			break
-		}
-		if ni, err = nextNodeImage(ctx, client, ni.ResourceVersion, tick.C, sample); err != nil {
-			return fmt.Errorf("waiting for the daemon's pull: %w", err)
-		}
-	}
-	if err != nil {
-		return err
+	done := func(ni *appsv1beta1.NodeImage) (bool, error) { return tagDone(ni, name, version, start, r) }
+	if err := waitForTag(ctx, client, ni, done, tick.C, sample); err != nil {
+		return fmt.Errorf("waiting for the daemon's pull: %w", err)
 	}
 	cpu1, err := cpuSeconds(pid)
 	if err != nil {
@@ -267,27 +261,47 @@ func prepullPull(ctx context.Context, client versioned.Interface, pid int, name 
 	return nil
 }
 
-// nextNodeImage watches the big node's NodeImage from resourceVersion and
-// returns its next version, calling sample on each tick meanwhile.
-func nextNodeImage(ctx context.Context, client versioned.Interface, resourceVersion string, tick <-chan time.Time, sample func()) (*appsv1beta1.NodeImage, error) {
-	w, err := client.AppsV1beta1().NodeImages().Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + bigNode, ResourceVersion: resourceVersion})
-	if err != nil {
-		return nil, err
+// waitForTag follows the big node's NodeImage from ni until done says so,
+// calling sample on each tick meanwhile. One watch serves the wait; one
+// the server ends is reopened after a fresh read.
+func waitForTag(ctx context.Context, client versioned.Interface, ni *appsv1beta1.NodeImage, done func(*appsv1beta1.NodeImage) (bool, error),
+	tick <-chan time.Time, sample func()) error {
+	for {
+		if ok, err := done(ni); err != nil || ok {
+			return err
+		}
+		w, err := client.AppsV1beta1().NodeImages().Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + bigNode, ResourceVersion: ni.ResourceVersion})
+		if err != nil {
+			return err
+		}
+		ok, err := watchForTag(ctx, w, done, tick, sample)
+		w.Stop()
+		if err != nil || ok {
+			return err
+		}
+		if ni, err = client.AppsV1beta1().NodeImages().Get(ctx, bigNode, metav1.GetOptions{}); err != nil {
+			return err
+		}
 	}
-	defer w.Stop()
+}
+
+// watchForTag reads w's events until done says so (true) or the watch
+// ends (false).
+func watchForTag(ctx context.Context, w watch.Interface, done func(*appsv1beta1.NodeImage) (bool, error), tick <-chan time.Time, sample func()) (bool, error) {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return false, ctx.Err()
 		case <-tick:
 			sample()
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				// The watch ended (a timeout): read it afresh.
-				return client.AppsV1beta1().NodeImages().Get(ctx, bigNode, metav1.GetOptions{})
+		case ev, open := <-w.ResultChan():
+			if !open {
+				return false, nil
 			}
-			if ni, ok := ev.Object.(*appsv1beta1.NodeImage); ok {
-				return ni, nil
+			if ni, isNI := ev.Object.(*appsv1beta1.NodeImage); isNI {
+				if ok, err := done(ni); err != nil || ok {
+					return ok, err
+				}
 			}
 		}
 	}
