@@ -92,12 +92,7 @@ generate: ## Regenerate v1alpha1, deepcopy, clients and CRDs from pkg/apis/apps/
 FUZZTIME ?= 10s
 FUZZ_TARGETS := FuzzParse:./pkg/imageref FuzzKeyring:./pkg/credentials FuzzCount:./pkg/nodetags FuzzDiff:./pkg/mergepatch
 fuzz: ## Each fuzz target for FUZZTIME (default 10s), from its committed seeds; a crash fails and is saved under testdata/fuzz.
-	@for t in $(FUZZ_TARGETS); do \
-	  name=$${t%%:*}; pkg=$${t#*:}; \
-	  echo "fuzzing $$name in $$pkg for $(FUZZTIME)"; \
-	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/prepull-fuzz.$$$$.log 2>&1 || { cat /tmp/prepull-fuzz.$$$$.log; rm -f /tmp/prepull-fuzz.$$$$.log; exit 1; }; \
-	  rm -f /tmp/prepull-fuzz.$$$$.log; \
-	done
+	GO="$(GO)" FUZZTIME=$(FUZZTIME) hack/fuzz.sh $(FUZZ_TARGETS)
 
 BENCH_FLAGS ?=
 bench: controlplane containerd bench-micro ## The benchmarks (S1-S5 against their floors with hollow nodes on a real control plane, NodeImage write cost, big image; about 55 minutes): prints the tables and the change against BENCHMARKS.md, and writes it. BENCH_FLAGS=-help lists its knobs.
