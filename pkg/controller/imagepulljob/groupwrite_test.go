@@ -117,6 +117,12 @@ func TestGroupWriterFoldsConcurrentChanges(t *testing.T) {
 		t.Error("a failed write's error did not reach its waiting caller")
 	}
 	<-g1.done
+	// Owners are told after the group's waiters wake: wait for the four.
+	waitUntil(t, "four owners told of failed writes", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(failedOwners) >= 4
+	})
 	mu.Lock()
 	if got := fmt.Sprint(failedOwners); got != "[ns/a ns/b ns/c ns/d]" {
 		t.Errorf("owners told of failed writes: %s, want each once: [ns/a ns/b ns/c ns/d]", got)
