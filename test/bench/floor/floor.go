@@ -27,8 +27,8 @@ type Options struct {
 	Names []string
 	// Image is the image whose tag is written.
 	Image string
-	// Concurrency is how many spec writes are in flight (the
-	// controller's --nodeimage-write-concurrency).
+	// Concurrency is how many spec writes are in flight (the bench runs
+	// the floors at 16, whatever the controller keeps).
 	Concurrency int
 	// QPS and Burst limit the spec writes as the controller's client is.
 	QPS   float32

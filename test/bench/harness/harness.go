@@ -51,9 +51,9 @@ type Config struct {
 	Idle time.Duration
 	// S4: NodeImages holding Images images each.
 	S4NodeImages, S4Images int
-	// WriteConcurrency is the controller's --nodeimage-write-concurrency
-	// and the floor's.
-	WriteConcurrency int
+	// WriteConcurrency is the controller's --nodeimage-write-concurrency;
+	// FloorConcurrency the spec writes the floors keep in flight.
+	WriteConcurrency, FloorConcurrency int
 	// Flags are the benchmark's flags that differ from their defaults,
 	// for the report.
 	Flags []string
@@ -70,16 +70,22 @@ func Full() Config {
 		S5Jobs: 200, S5Nodes: 1000, S5Parallelism: 50, S5Timeout: 30 * time.Minute,
 		Idle:         5 * time.Minute,
 		S4NodeImages: 5000, S4Images: 20,
-		WriteConcurrency: manager.Defaults().NodeImageWriteConcurrency,
+		WriteConcurrency: manager.Defaults().NodeImageWriteConcurrency, FloorConcurrency: DefaultFloorConcurrency,
 	}
 }
+
+// DefaultFloorConcurrency is the floors' spec writes in flight: 16, the
+// controller's default before it went to 4. A floor is the least any
+// client could do, so it keeps the concurrency that makes it fastest:
+// here, with nothing to fold, more writes in flight never slowed it.
+const DefaultFloorConcurrency = 16
 
 // Quick is S1 up to 1,000 nodes and a small S2 (10 jobs over 200 nodes),
 // the smoke test in `make test`.
 func Quick() Config {
 	return Config{Quick: true, S1Nodes: []int{3, 200, 1000}, S1Runs: 1,
 		S2Jobs: 10, S2Nodes: 200, S2Parallelism: 50, S2PullDelay: 200 * time.Millisecond, S2Runs: 1,
-		WriteConcurrency: manager.Defaults().NodeImageWriteConcurrency}
+		WriteConcurrency: manager.Defaults().NodeImageWriteConcurrency, FloorConcurrency: DefaultFloorConcurrency}
 }
 
 // hollowSlots is the hollow nodes' pulls at once per node (their
@@ -125,7 +131,7 @@ func Run(ctx context.Context, cfg Config) (_ *Report, err error) {
 		return nil, fmt.Errorf("S5 runs after S2, over the first %d nodes, which must be one of the S1 sizes %v", cfg.S5Nodes, cfg.S1Nodes)
 	}
 	r := &Report{Started: time.Now(), Quick: cfg.Quick, Machine: machine(), LoadBefore: loadAverage(), Commit: commit(),
-		WriteConcurrency: cfg.WriteConcurrency, Flags: cfg.Flags}
+		WriteConcurrency: cfg.WriteConcurrency, FloorConcurrency: cfg.FloorConcurrency, Flags: cfg.Flags}
 	dir, err := os.MkdirTemp("", "prepull-bench-")
 	if err != nil {
 		return nil, err

@@ -20,6 +20,7 @@ type Report struct {
 	Machine, Commit       string
 	LoadBefore, LoadAfter string
 	WriteConcurrency      int
+	FloorConcurrency      int
 	Flags                 []string
 	S1                    []S1Result
 	S2                    []S2Result
@@ -97,7 +98,7 @@ func (r *Report) Markdown() string {
 	w("so that the checks one scenario's tag writes schedule 10 minutes later do not come due inside a later scenario's runs),")
 	w("and hollow nodes: one process per batch of nodes running the real daemon code of pkg/daemon for each node against an")
 	w("in-memory image service (test/bench/hollow). The floor is a plain client-go program doing only the minimum writes,")
-	w("one spec patch and one status patch per node, %d spec writes in flight under the controller's client limits (test/bench/floor).", r.WriteConcurrency)
+	w("one spec patch and one status patch per node, %d spec writes in flight (the controller keeps %d) under the controller's client limits (test/bench/floor).", r.FloorConcurrency, r.WriteConcurrency)
 	w("Writes are counted by the API server (`apiserver_request_total`), from the job's creation until no write was seen for a second.")
 	w("")
 	if len(r.S1) > 0 {
@@ -344,7 +345,7 @@ func (r *Report) s2Markdown(w func(format string, args ...any)) {
 	w("Each run starts after the previous run's jobs are deleted and their tags left every node, so each meets NodeImages of the same sizes.")
 	w("The floor, measured right after each run on NodeImages of its own, is the least any controller and daemons could do (test/bench/floor RunMany):")
 	w("the jobs' parallelism allows %d phases in which every node is busy; in each, every node gets its share of the jobs' tags in one spec write,", max(1, (s0.Nodes+s0.Parallelism-1)/s0.Parallelism))
-	w("pulls them %d at a time, and reports them in one status write, as JSON patches like prepull's, %d spec writes in flight.", hollowSlots, r.WriteConcurrency)
+	w("pulls them %d at a time, and reports them in one status write, as JSON patches like prepull's, %d spec writes in flight.", hollowSlots, r.FloorConcurrency)
 	w("Before it starts, each of the floor's NodeImages gets as many finished tags as the run's NodeImages held on average when the run started")
 	w("(earlier scenarios' completed tags; column \"entries before\"), so its writes cost what the run's do.")
 	w("")
@@ -369,26 +370,16 @@ func (r *Report) s2Markdown(w func(format string, args ...any)) {
 	for _, s := range r.S2 {
 		u, g := s.Store.PerPatch()
 		fu, fg := s.FloorStore.PerPatch()
-		w("Run %d, the API server's storage work per NodeImage patch (a patch applied to a stale watch-cache copy is applied again): etcd updates %.2f (floor %.2f), fresh reads %.2f (floor %.2f); NodeImage watchers it dropped as unresponsive: %.0f (floor %.0f).",
-			s.Run, u, fu, g, fg, s.Store.DroppedWatchers, s.FloorStore.DroppedWatchers)
+		l1, l2 := s.Store.LateShares()
+		fl1, fl2 := s.FloorStore.LateShares()
+		w("Run %d, the API server's storage work per NodeImage patch (a patch applied to a stale watch-cache copy is applied again): etcd updates %.2f (floor %.2f), fresh reads %.2f (floor %.2f); NodeImage watchers it dropped as unresponsive: %.0f (floor %.0f); events its watch cache took in over 0.1 s / over 1 s after etcd sent them: %.0f%% / %.0f%% (floor %.0f%% / %.0f%%).",
+			s.Run, u, fu, g, fg, s.Store.DroppedWatchers, s.FloorStore.DroppedWatchers, 100*l1, 100*l2, 100*fl1, 100*fl2)
 	}
 	w("")
-	last := r.S2[len(r.S2)-1]
-	var parts []string
-	for _, k := range sortedKeys(last.Syncs) {
-		parts = append(parts, fmt.Sprintf("%s %.0f", k, last.Syncs[k]))
+	for _, s := range r.S2 {
+		w("Run %d, syncs by controller: %s; the controller's NodeImage writes by writer/result: %s; writes: %s.", s.Run,
+			joinCounts(s.Syncs, sortedKeys(s.Syncs)), joinCounts(s.ControllerWrites, sortedKeys(s.ControllerWrites)), joinCounts(s.Writes, s.Writes.Keys()))
 	}
-	w("Run %d, syncs by controller: %s.", last.Run, strings.Join(parts, ", "))
-	parts = nil
-	for _, k := range sortedKeys(last.ControllerWrites) {
-		parts = append(parts, fmt.Sprintf("%s %.0f", k, last.ControllerWrites[k]))
-	}
-	w("Run %d, the controller's NodeImage writes by writer/result: %s.", last.Run, strings.Join(parts, ", "))
-	parts = nil
-	for _, k := range last.Writes.Keys() {
-		parts = append(parts, fmt.Sprintf("%s %.0f", k, last.Writes[k]))
-	}
-	w("Run %d, writes: %s.", last.Run, strings.Join(parts, ", "))
 	w("")
 }
 
@@ -411,4 +402,13 @@ func (r *Report) s5Markdown(w func(format string, args ...any), s *S2Result) {
 	w("")
 	w("Targets: under 30 minutes: %s; syncs per status write ≤ 2: %s.", mark(!s.TimedOut && s.Elapsed <= 30*time.Minute), mark(syncs <= 2))
 	w("")
+}
+
+// joinCounts renders counts as "key n, key n" in the order of keys.
+func joinCounts(m map[string]float64, keys []string) string {
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %.0f", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -63,17 +63,23 @@ func TestStoreCountsFromMetrics(t *testing.T) {
 		{`apiserver_terminated_watchers_total{group="apps.kruise.io",resource="nodeimages"} 2`, "dropped watchers nodeimages", 2, true},
 		{`apiserver_request_total{code="200",resource="nodeimages",subresource="",verb="PATCH"} 7`, "", 0, false},
 		{`etcd_requests_total{operation="update",resource="nodeimages"} x`, "", 0, false},
+		{`apiserver_watch_events_dispatch_duration_seconds_bucket{group="apps.kruise.io",resource="nodeimages",stage="storage_to_cache",le="0.1"} 40`, "watch lag nodeimages le=0.1", 40, true},
+		{`apiserver_watch_events_dispatch_duration_seconds_bucket{group="apps.kruise.io",resource="nodeimages",stage="total",le="0.1"} 40`, "", 0, false},
 	} {
 		key, v, ok := storeCount(c.line)
 		if key != c.key || v != c.v || ok != c.ok {
 			t.Errorf("storeCount(%s) = %q, %v, %v; want %q, %v, %v", c.line, key, v, ok, c.key, c.v, c.ok)
 		}
 	}
-	d := Requests{"PATCH nodeimages": 1000, "PATCH nodeimages/status": 1000, "etcd update nodeimages": 3000, "etcd get nodeimages": 500}
+	d := Requests{"PATCH nodeimages": 1000, "PATCH nodeimages/status": 1000, "etcd update nodeimages": 3000, "etcd get nodeimages": 500,
+		"watch lag nodeimages le=0.1": 60, "watch lag nodeimages le=1": 90, "watch lag nodeimages le=+Inf": 100}
 	if len(d.Writes()) != 2 {
 		t.Errorf("writes of %v: %v, want the two PATCH counts only", d, d.Writes())
 	}
 	if u, g := storeWork(d).PerPatch(); u != 1.5 || g != 0.25 {
 		t.Errorf("per patch: updates %v, reads %v; want 1.5 and 0.25", u, g)
+	}
+	if a, b := storeWork(d).LateShares(); a != 0.4 || b != 0.1 {
+		t.Errorf("late shares %v, %v; want 0.4 and 0.1", a, b)
 	}
 }

@@ -37,7 +37,7 @@ func (e *env) floor(ctx context.Context, n, run int) (time.Duration, error) {
 	}
 	d := manager.Defaults()
 	return floor.Run(ctx, e.cp.Config, floor.Options{Names: names, Image: fmt.Sprintf("bench.local/floor-r%d-n%d", run, n),
-		Concurrency: e.cfg.WriteConcurrency, QPS: d.QPS, Burst: d.Burst})
+		Concurrency: e.cfg.FloorConcurrency, QPS: d.QPS, Burst: d.Burst})
 }
 
 // S1Result is one fan-out run.

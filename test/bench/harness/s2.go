@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -69,11 +71,33 @@ type StoreWork struct {
 	// unresponsive; it stalls its event dispatch, and so its watch
 	// cache, meanwhile.
 	DroppedWatchers float64
+	// lagOver and lagEvents count the NodeImage events the watch cache
+	// took in later than lagThresholds after etcd sent them, and all of
+	// them: while an event waits, patches of its object meet the copy
+	// before it.
+	lagOver   [len(lagThresholds)]float64
+	lagEvents float64
 }
 
+// lagThresholds are buckets of the API server's dispatch histogram.
+var lagThresholds = [...]string{"0.1", "1"}
+
 func storeWork(d Requests) StoreWork {
-	return StoreWork{Patches: d["PATCH nodeimages"] + d["PATCH nodeimages/status"], Updates: d["etcd update nodeimages"],
-		Reads: d["etcd get nodeimages"], DroppedWatchers: d["dropped watchers nodeimages"]}
+	w := StoreWork{Patches: d["PATCH nodeimages"] + d["PATCH nodeimages/status"], Updates: d["etcd update nodeimages"],
+		Reads: d["etcd get nodeimages"], DroppedWatchers: d["dropped watchers nodeimages"], lagEvents: d["watch lag nodeimages le=+Inf"]}
+	for i, le := range lagThresholds {
+		w.lagOver[i] = w.lagEvents - d["watch lag nodeimages le="+le]
+	}
+	return w
+}
+
+// LateShares is the share of NodeImage events the watch cache took in
+// more than 0.1 s and more than 1 s after etcd sent them.
+func (w StoreWork) LateShares() (over100ms, over1s float64) {
+	if w.lagEvents == 0 {
+		return 0, 0
+	}
+	return w.lagOver[0] / w.lagEvents, w.lagOver[1] / w.lagEvents
 }
 
 // PerPatch is the etcd updates and reads per patch.
@@ -194,7 +218,9 @@ func (e *env) many(ctx context.Context, m manyShape, run int) (*S2Result, error)
 	if err != nil {
 		return nil, err
 	}
+	stopProfile := e.profileAPIServer(ctx, fmt.Sprintf("%s-run%d", m.name, run+1))
 	done, err := e.runJobs(ctx, jobs, m.timeout)
+	stopProfile()
 	if err != nil {
 		return nil, err
 	}
@@ -336,8 +362,10 @@ func (e *env) s2Floor(ctx context.Context, run, preexisting int) (floorMeasure, 
 		return floorMeasure{}, err
 	}
 	d := manager.Defaults()
+	stopProfile := e.profileAPIServer(ctx, fmt.Sprintf("s2-floor%d", run+1))
 	elapsed, err := floor.RunMany(ctx, e.cp.Config, floor.ManyOptions{Names: names, Jobs: c.S2Jobs, Parallelism: c.S2Parallelism,
-		Slots: hollowSlots, Pull: c.S2PullDelay, Concurrency: c.WriteConcurrency, QPS: d.QPS, Burst: d.Burst})
+		Slots: hollowSlots, Pull: c.S2PullDelay, Concurrency: c.FloorConcurrency, QPS: d.QPS, Burst: d.Burst})
+	stopProfile()
 	if err != nil {
 		return floorMeasure{}, err
 	}
@@ -411,3 +439,29 @@ func (e *env) controllerSyncs() (map[string]float64, error) {
 // nodeImageWritesKey prefixes the NodeImage write counts in what
 // controllerSyncs returns.
 const nodeImageWritesKey = "nodeimage writes: "
+
+// profileAPIServer takes a CPU profile of the API server over the first
+// profileSeconds of what follows, into $PREPULL_BENCH_PROFILES/name.pprof
+// when that is set (for finding where a slow run's CPU went; off in
+// `make bench`). The returned function waits for the profile.
+func (e *env) profileAPIServer(ctx context.Context, name string) func() {
+	dir := os.Getenv("PREPULL_BENCH_PROFILES")
+	if dir == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		body, err := e.kube.Discovery().RESTClient().Get().AbsPath("/debug/pprof/profile").
+			Param("seconds", strconv.Itoa(profileSeconds)).Timeout(2 * profileSeconds * time.Second).DoRaw(ctx)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, name+".pprof"), body, 0o644)
+		}
+		if err != nil {
+			e.logf("profiling the API server for %s: %v", name, err)
+		}
+	}()
+	return func() { <-done }
+}
+
+const profileSeconds = 20

@@ -49,7 +49,8 @@ func main() {
 	fs.Int64Var(&waves.ImageBytes, "waves-image-bytes", waves.ImageBytes, "Size of the waves benchmark's image.")
 	fs.IntVar(&waves.Runs, "waves-runs", waves.Runs, "Runs of the waves benchmark (each with and without waves).")
 	wavesOnly := fs.Bool("waves-only", false, "Run only the waves benchmark and replace its section of -out, keeping the rest.")
-	fs.IntVar(&full.WriteConcurrency, "write-concurrency", full.WriteConcurrency, "The controller's --nodeimage-write-concurrency, and the floor's.")
+	fs.IntVar(&full.WriteConcurrency, "write-concurrency", full.WriteConcurrency, "The controller's --nodeimage-write-concurrency.")
+	fs.IntVar(&full.FloorConcurrency, "floor-write-concurrency", full.FloorConcurrency, "Spec writes the floors keep in flight.")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: bench [flags]\n\nRuns prepull's benchmark scenarios (issue 11) on a real control plane with the controller\nand hollow nodes, each next to the floor, prints the table and writes it to -out. Flags:\n\n")
 		fs.PrintDefaults()
