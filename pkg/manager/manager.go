@@ -99,7 +99,12 @@ type Options struct {
 	// CompletedTagTTL is how long a completed Always job keeps its tags.
 	CompletedTagTTL time.Duration
 	// NodeImageWriteConcurrency bounds the ImagePullJob controller's
-	// NodeImage writes in flight (all jobs' together).
+	// NodeImage writes in flight (all jobs' together). 4 keeps a loaded
+	// apiserver busy without a queue: a write waiting for a worker
+	// gathers the changes of every job that meets on its node, where 16
+	// in flight sent twice the writes and made each wait longer (S2 in
+	// BENCHMARKS.md); at the client's 200 QPS a write of 20 ms or less
+	// still reaches the rate limit first.
 	NodeImageWriteConcurrency int
 	// RegistryLimits cap the node pulls in flight per registry host across
 	// all jobs (0: no cap).
@@ -119,7 +124,7 @@ func Defaults() Options {
 		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
 		ImagePullJobWorkers: 4, ImageListPullJobWorkers: 2, PullSecretWorkers: 2, NodeImageWorkers: 4, LabelSyncWorkers: 2,
 		UnansweredTimeout: 10 * time.Minute, RepullInterval: 24 * time.Hour, FailedRepullInterval: 5 * time.Minute, WorkloadWarming: true, WorkloadWorkers: 2, WorkloadDefaultParallelism: "100%", GateReleaseGrace: time.Minute,
-		StartupTaint: workload.DefaultStartupTaint, StartupTaintTimeout: 15 * time.Minute, CompletedTagTTL: 10 * time.Minute, NodeImageWriteConcurrency: 16,
+		StartupTaint: workload.DefaultStartupTaint, StartupTaintTimeout: 15 * time.Minute, CompletedTagTTL: 10 * time.Minute, NodeImageWriteConcurrency: 4,
 		MetricsAddr: ":8080", HealthAddr: ":8081",
 	}
 }

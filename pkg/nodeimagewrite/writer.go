@@ -80,6 +80,10 @@ func (w *Writer) Freshest(ni *appsv1beta1.NodeImage) *appsv1beta1.NodeImage {
 	return w.own.Freshest(ni.Name, ni)
 }
 
+// Wrote reports whether ni is what this writer's own last write of it
+// returned (while the writer still remembers that write).
+func (w *Writer) Wrote(ni *appsv1beta1.NodeImage) bool { return w.own.Is(ni.Name, ni) }
+
 // Forget drops what the writer remembers of a NodeImage that is gone.
 func (w *Writer) Forget(name string) { w.own.Forget(name) }
 

@@ -33,6 +33,18 @@ func (c *Cache[T]) Remember(key string, obj T) { c.m.Store(key, obj) }
 // Forget drops the key, e.g. when its object is deleted.
 func (c *Cache[T]) Forget(key string) { c.m.Delete(key) }
 
+// Is reports whether obj is the copy our last write under key returned
+// (same object, same version): the informer brings back our own write.
+// Once Freshest has dropped that copy it answers false.
+func (c *Cache[T]) Is(key string, obj T) bool {
+	v, ok := c.m.Load(key)
+	if !ok {
+		return false
+	}
+	own := v.(T)
+	return own.GetUID() == obj.GetUID() && own.GetResourceVersion() == obj.GetResourceVersion()
+}
+
 // Freshest returns our own copy when it is newer than cached, else cached
 // (and drops our copy, which is no longer needed).
 func (c *Cache[T]) Freshest(key string, cached T) T {

@@ -49,3 +49,19 @@ func TestCacheFreshest(t *testing.T) {
 		t.Errorf("after catching up our copy should be gone, got version %s", got.ResourceVersion)
 	}
 }
+
+func TestCacheIs(t *testing.T) {
+	var c Cache[*metav1.ObjectMeta]
+	if c.Is("k", obj("u", "10")) {
+		t.Error("nothing written yet, but Is says ours")
+	}
+	c.Remember("k", obj("u", "10"))
+	for _, tc := range []struct {
+		got  *metav1.ObjectMeta
+		want bool
+	}{{obj("u", "10"), true}, {obj("u", "11"), false}, {obj("u2", "10"), false}} {
+		if got := c.Is("k", tc.got); got != tc.want {
+			t.Errorf("Is(uid %s, version %s) = %v, want %v", tc.got.UID, tc.got.ResourceVersion, got, tc.want)
+		}
+	}
+}

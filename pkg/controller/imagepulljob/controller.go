@@ -130,14 +130,24 @@ func (c *Controller) initWriters() {
 	c.nodeWriter = &nodeimagewrite.Writer{Client: nodeimagewrite.Clientset(c.client), Observe: func(err error) {
 		metrics.NodeImageWrites.WithLabelValues("imagepulljob", metrics.WriteResult(err)).Inc()
 	}}
-	c.writer = newGroupWriter(c.editNodeImage, c.writeFailed, c.nodeImageSettled)
+	c.writer = newGroupWriter(c.editNodeImage, c.writeFailed, informerView{c})
 }
 
-// nodeImageSettled says whether the informer holds our last write of the
-// NodeImage name (or there is none, or the NodeImage is gone).
-func (c *Controller) nodeImageSettled(name string) bool {
-	ni, err := c.nodeImages.Get(name)
-	return err != nil || c.freshestOf(ni) == ni
+// informerView answers the group writer from the NodeImage informer.
+type informerView struct{ c *Controller }
+
+func (v informerView) settled(name string) bool {
+	ni, err := v.c.nodeImages.Get(name)
+	return err != nil || v.c.freshestOf(ni) == ni
+}
+
+func (v informerView) busy(name string) bool {
+	ni, err := v.c.nodeImages.Get(name)
+	if err != nil {
+		return false
+	}
+	n := nodetags.Count(ni.Spec.Images, ni.Status.ImageStatuses)
+	return n.Waiting+n.Pulling > 0
 }
 
 // writeFailed syncs a job again, after a backoff, when a NodeImage write
@@ -196,17 +206,25 @@ func New(client versioned.Interface, jobs appsinformers.ImagePullJobInformer, no
 		return nil, fmt.Errorf("watching ImagePullJobs: %w", err)
 	}
 	if _, err := nodeImages.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) { c.nodeImageChanged(nil, obj.(*appsv1beta1.NodeImage)) },
+		AddFunc: func(obj any) { c.nodeImageChanged(nil, obj.(*appsv1beta1.NodeImage), false) },
 		UpdateFunc: func(old, cur any) {
-			n := cur.(*appsv1beta1.NodeImage)
-			c.groupWriter().settle(n.Name)
-			c.nodeImageChanged(old.(*appsv1beta1.NodeImage), n)
+			o, n := old.(*appsv1beta1.NodeImage), cur.(*appsv1beta1.NodeImage)
+			// Asked first: the writer forgets its copy once the informer
+			// has caught up with it.
+			own := c.nodeImageWriter().Wrote(n)
+			if o.ResourceVersion != n.ResourceVersion && o.Generation == n.Generation {
+				// Not a spec write: the daemon's status.
+				c.groupWriter().statusMoved(n.Name)
+			} else {
+				c.groupWriter().settle(n.Name)
+			}
+			c.nodeImageChanged(o, n, own)
 		},
 		DeleteFunc: func(obj any) {
 			if ni, ok := reconcile.Unwrap(obj).(*appsv1beta1.NodeImage); ok {
 				c.nodeImageWriter().Forget(ni.Name)
-				c.groupWriter().settle(ni.Name)
-				c.nodeImageChanged(ni, nil)
+				c.groupWriter().forget(ni.Name)
+				c.nodeImageChanged(ni, nil, false)
 			}
 		},
 	}); err != nil {
@@ -255,30 +273,12 @@ func (c *Controller) enqueueBatched(job *appsv1beta1.ImagePullJob) {
 	}
 }
 
-// nodeImageChanged wakes only the jobs a NodeImage change concerns: owners
-// of tags whose spec or status changed, and, when the NodeImage appears,
-// goes, or changes labels, the unfinished jobs whose node selector matches
-// it. A status change of one tag never wakes the jobs of other tags.
-func (c *Controller) nodeImageChanged(old, cur *appsv1beta1.NodeImage) {
-	owners := sets.New[types.UID]()
-	collect := func(ni, other *appsv1beta1.NodeImage) {
-		if ni == nil {
-			return
-		}
-		for name, img := range ni.Spec.Images {
-			for i := range img.Tags {
-				t := &img.Tags[i]
-				if other != nil && !tagChanged(ni, other, name, t) {
-					continue
-				}
-				for _, o := range t.OwnerReferences {
-					owners.Insert(o.UID)
-				}
-			}
-		}
-	}
-	collect(old, cur)
-	collect(cur, old)
+// nodeImageChanged wakes only the jobs a NodeImage change concerns (see
+// ownersToWake), and, when the NodeImage appears, goes, or changes labels,
+// the unfinished jobs whose node selector matches it. own says cur is our
+// own tag write coming back.
+func (c *Controller) nodeImageChanged(old, cur *appsv1beta1.NodeImage, own bool) {
+	owners := ownersToWake(old, cur, own)
 	for uid := range owners {
 		for _, job := range c.jobsByUID(uid) {
 			c.enqueueBatched(job)
@@ -313,6 +313,40 @@ func (c *Controller) jobsByUID(uid types.UID) []*appsv1beta1.ImagePullJob {
 
 // tagChanged reports whether name:tag differs between two versions of a
 // NodeImage, in spec or in status.
+// ownersToWake are the owners of the tags whose spec or status changed
+// between old and cur (either may be nil): a status change of one tag
+// never wakes the jobs of other tags. When cur is our own write coming
+// back (own), a tag it added for a single owner wakes nobody: that job's
+// sync decided the tag and already counted it (through the writer's
+// projection), and no one else's change touched it; waking it would only
+// repeat the sync, once per tag write, which was half of all syncs when
+// many jobs meet on the nodes.
+func ownersToWake(old, cur *appsv1beta1.NodeImage, own bool) sets.Set[types.UID] {
+	owners := sets.New[types.UID]()
+	collect := func(ni, other *appsv1beta1.NodeImage, added bool) {
+		if ni == nil {
+			return
+		}
+		for name, img := range ni.Spec.Images {
+			for i := range img.Tags {
+				t := &img.Tags[i]
+				if other != nil && !tagChanged(ni, other, name, t) {
+					continue
+				}
+				if added && len(t.OwnerReferences) == 1 && nodetags.FindTag(other.Spec.Images, name, t.Tag) < 0 {
+					continue
+				}
+				for _, o := range t.OwnerReferences {
+					owners.Insert(o.UID)
+				}
+			}
+		}
+	}
+	collect(old, cur, false)
+	collect(cur, old, own && old != nil)
+	return owners
+}
+
 func tagChanged(ni, other *appsv1beta1.NodeImage, name string, t *appsv1beta1.ImageTagSpec) bool {
 	i := nodetags.FindTag(other.Spec.Images, name, t.Tag)
 	if i < 0 {

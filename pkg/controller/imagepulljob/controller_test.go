@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/sets"
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -253,6 +255,51 @@ func TestFanOutHandsTagsToTheWriter(t *testing.T) {
 		}
 		if tags := ni.Spec.Images["nginx"].Tags; len(tags) != 1 || tags[0].Tag != "1.25" || len(tags[0].OwnerReferences) != 1 {
 			t.Errorf("%s: tags %+v, want nginx:1.25 owned by the job", ni.Name, tags)
+		}
+	}
+}
+
+func TestOwnersToWake(t *testing.T) {
+	ref := func(uid string) corev1.ObjectReference { return corev1.ObjectReference{UID: types.UID(uid)} }
+	ni := func(tags map[string][]corev1.ObjectReference, phases map[string]appsv1beta1.ImagePullPhase) *appsv1beta1.NodeImage {
+		n := &appsv1beta1.NodeImage{Spec: appsv1beta1.NodeImageSpec{Images: map[string]appsv1beta1.ImageSpec{}}}
+		for image, owners := range tags {
+			n.Spec.Images[image] = appsv1beta1.ImageSpec{Tags: []appsv1beta1.ImageTagSpec{{Tag: "v1", Version: 1, OwnerReferences: owners}}}
+		}
+		for image, phase := range phases {
+			if n.Status.ImageStatuses == nil {
+				n.Status.ImageStatuses = map[string]appsv1beta1.ImageStatus{}
+			}
+			n.Status.ImageStatuses[image] = appsv1beta1.ImageStatus{Tags: []appsv1beta1.ImageTagStatus{{Tag: "v1", Version: 1, Phase: phase}}}
+		}
+		return n
+	}
+	a, b := []corev1.ObjectReference{ref("a")}, []corev1.ObjectReference{ref("b")}
+	both := []corev1.ObjectReference{ref("a"), ref("b")}
+	cases := []struct {
+		name     string
+		old, cur *appsv1beta1.NodeImage
+		own      bool
+		want     []string
+	}{
+		{"someone else added a tag", ni(nil, nil), ni(map[string][]corev1.ObjectReference{"x": a}, nil), false, []string{"a"}},
+		{"our write added a tag for its one owner", ni(nil, nil), ni(map[string][]corev1.ObjectReference{"x": a}, nil), true, nil},
+		{"our write added a tag two jobs share", ni(nil, nil), ni(map[string][]corev1.ObjectReference{"x": both}, nil), true, []string{"a", "b"}},
+		{"our write added an owner to a tag", ni(map[string][]corev1.ObjectReference{"x": a}, nil), ni(map[string][]corev1.ObjectReference{"x": both}, nil), true, []string{"a", "b"}},
+		{"our write removed a tag", ni(map[string][]corev1.ObjectReference{"x": a, "y": b}, nil), ni(map[string][]corev1.ObjectReference{"y": b}, nil), true, []string{"a"}},
+		{"one tag's status moved", ni(map[string][]corev1.ObjectReference{"x": a, "y": b}, nil),
+			ni(map[string][]corev1.ObjectReference{"x": a, "y": b}, map[string]appsv1beta1.ImagePullPhase{"x": appsv1beta1.ImagePhaseSucceeded}), false, []string{"a"}},
+		{"a NodeImage appears", nil, ni(map[string][]corev1.ObjectReference{"x": a}, nil), false, []string{"a"}},
+		{"a NodeImage goes", ni(map[string][]corev1.ObjectReference{"x": a}, nil), nil, false, []string{"a"}},
+	}
+	for _, tc := range cases {
+		got := sets.List(ownersToWake(tc.old, tc.cur, tc.own))
+		var want []types.UID
+		for _, u := range tc.want {
+			want = append(want, types.UID(u))
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: woke %v, want %v", tc.name, got, want)
 		}
 	}
 }

@@ -50,6 +50,18 @@ type imagesChange func(e *nodeEdit) bool
 // the second of two such writes nearly always paid twice; with it, the
 // changes that came meanwhile go out in the same write.
 //
+// For the same reason a write to a node whose daemon has pulls in hand
+// (it writes its status again within its status interval) waits, at most
+// statusHold, for the daemon's next status write, unless one came in the
+// last statusQuiet: a daemon writes at most once per interval (3 s by
+// default), so right after one of its writes ours meets no write of its.
+// Sent at any other time, the two writers' patches of one object cross in
+// the apiserver whenever it is slow, and each crossing is a patch applied
+// twice: on 2 cores under S2's load a third of all NodeImage patches were,
+// and the lost CPU slowed the writes further. A busy node loses nothing by
+// the wait: it has work in hand, and the daemon reports the moment it runs
+// out of it.
+//
 // Until a change is written, project shows it to the syncs, so a job does
 // not hand out a node twice or count past its parallelism while its tag
 // waits for the writer.
@@ -58,26 +70,46 @@ type groupWriter struct {
 	// failed hears of each owner whose change a failed write dropped, so
 	// its job syncs again (with backoff) and decides anew.
 	failed func(owner string, err error)
-	// settled says whether the informer holds our last write of a
-	// NodeImage (nil: always); settle wakes a write that waits for it.
-	settled func(name string) bool
+	// view answers for the informer (nil: always settled, never busy);
+	// settle and statusMoved wake a write that waits.
+	view nodeView
+	// statusAt is when the informer last brought a status write of each
+	// NodeImage (until it is deleted).
+	statusAt map[string]time.Time
 
 	queue  workqueue.TypedDelayingInterface[string]
 	mu     sync.Mutex
 	queues map[string]*nodeQueue
 }
 
+// nodeView is what the writer asks of the informer about a NodeImage.
+type nodeView interface {
+	// settled says the informer holds our last write of name (or there
+	// is none, or the NodeImage is gone).
+	settled(name string) bool
+	// busy says name's daemon has pulls in hand: it writes status again
+	// within its status interval.
+	busy(name string) bool
+}
+
 // settleHold bounds how long a write waits for the informer to bring back
-// the one before it: past it, a lost or late event costs one re-applied
-// patch, never a stuck NodeImage.
-const settleHold = time.Second
+// the one before it, and statusHold how long a write to a busy node waits
+// for its daemon's next status write (its default --status-interval, the
+// longest a busy daemon keeps a change to itself): past them, a lost or
+// late event costs one re-applied patch, never a stuck NodeImage.
+// statusQuiet is how recent a daemon's write lets ours go at once.
+const (
+	settleHold  = time.Second
+	statusHold  = 3 * time.Second
+	statusQuiet = time.Second
+)
 
 type nodeQueue struct {
 	// inFlight is the group being written, next the one gathering.
 	inFlight, next *changeGroup
-	// holdUntil is when next goes even if our last write has not come
-	// back; held says it waits for settle.
-	holdUntil time.Time
+	// heldSince is when next was first held; held says it waits for
+	// settle or statusMoved.
+	heldSince time.Time
 	held      bool
 	// version counts the moves of the pending changes (one joins, a write
 	// ends), so a projection can tell it is still current.
@@ -108,16 +140,33 @@ type changeGroup struct {
 }
 
 func newGroupWriter(write func(ctx context.Context, name string, change imagesChange) error, failed func(owner string, err error),
-	settled func(name string) bool) *groupWriter {
-	return &groupWriter{write: write, failed: failed, settled: settled, queues: map[string]*nodeQueue{},
+	view nodeView) *groupWriter {
+	return &groupWriter{write: write, failed: failed, view: view, queues: map[string]*nodeQueue{}, statusAt: map[string]time.Time{},
 		queue: workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "imagepulljob-nodeimage-writes"})}
 }
 
 // settle is told that the informer brought a new copy of the NodeImage
 // name; a write waiting for our last one to come back goes now.
-func (w *groupWriter) settle(name string) {
+func (w *groupWriter) settle(name string) { w.wake(name, false) }
+
+// statusMoved is told that the informer brought a status write of the
+// NodeImage name (the daemon's); a write waiting for it goes now.
+func (w *groupWriter) statusMoved(name string) { w.wake(name, true) }
+
+// forget drops what the writer knows of a deleted NodeImage.
+func (w *groupWriter) forget(name string) {
+	w.mu.Lock()
+	delete(w.statusAt, name)
+	w.mu.Unlock()
+	w.settle(name)
+}
+
+func (w *groupWriter) wake(name string, status bool) {
 	w.mu.Lock()
 	q := w.queues[name]
+	if status {
+		w.statusAt[name] = time.Now()
+	}
 	wake := q != nil && q.held
 	if wake {
 		q.held = false
@@ -128,25 +177,29 @@ func (w *groupWriter) settle(name string) {
 	}
 }
 
-// holds says, under mu, whether q's next write waits for our last write
-// of name to come back, and if so makes sure it is tried again by the
-// deadline. settled is asked under mu, so a settle that comes after the
-// answer finds held set, and one that came before made settled true.
+// holds says, under mu, whether q's next write waits (for our last write
+// of name to come back, or for a busy daemon's next status write), and if
+// so makes sure it is tried again by the deadline. The view is asked
+// under mu, so a wake that comes after the answer finds held set, and one
+// that came before changed the answer.
 func (w *groupWriter) holds(name string, q *nodeQueue, now time.Time) bool {
-	if w.settled == nil || w.settled(name) {
-		q.holdUntil, q.held = time.Time{}, false
-		return false
+	if q.heldSince.IsZero() {
+		q.heldSince = now
 	}
-	if q.holdUntil.IsZero() {
-		q.holdUntil = now.Add(settleHold)
+	var until time.Time
+	switch {
+	case w.view == nil:
+	case !w.view.settled(name):
+		until = q.heldSince.Add(settleHold)
+	case now.Sub(w.statusAt[name]) > statusQuiet && !w.statusAt[name].After(q.heldSince) && w.view.busy(name):
+		until = q.heldSince.Add(statusHold)
 	}
-	left := q.holdUntil.Sub(now)
-	if left <= 0 {
-		q.holdUntil, q.held = time.Time{}, false
+	if !now.Before(until) {
+		q.heldSince, q.held = time.Time{}, false
 		return false
 	}
 	q.held = true
-	w.queue.AddAfter(name, left)
+	w.queue.AddAfter(name, until.Sub(now))
 	return true
 }
 

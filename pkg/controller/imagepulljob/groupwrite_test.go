@@ -24,6 +24,13 @@ func addImage(image string) imagesChange {
 	}
 }
 
+// funcView answers the writer's questions with functions; nil ones say
+// settled and not busy.
+type funcView struct{ settledFn, busyFn func(name string) bool }
+
+func (v funcView) settled(name string) bool { return v.settledFn == nil || v.settledFn(name) }
+func (v funcView) busy(name string) bool    { return v.busyFn != nil && v.busyFn(name) }
+
 // waitUntil polls cond until it holds or the deadline passes.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -307,11 +314,11 @@ func TestGroupWriterWaitsForItsLastWriteToComeBack(t *testing.T) {
 		writes[name] = append(writes[name], len(stored[name])-before)
 		unsettled[name] = true // the informer has not brought it back yet
 		return nil
-	}, func(string, error) {}, func(name string) bool {
+	}, func(string, error) {}, funcView{settledFn: func(name string) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return !unsettled[name]
-	})
+	}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); w.run(ctx, 1) }()
@@ -362,5 +369,80 @@ func TestGroupWriterWaitsForItsLastWriteToComeBack(t *testing.T) {
 	}
 	if got := writesOf("n1"); len(got) != 3 {
 		t.Errorf("n1's writes: %v, want 3", got)
+	}
+}
+
+// A write to a node whose daemon has pulls in hand waits for the daemon's
+// next status write (and carries what came meanwhile), goes at once after
+// a recent one, and without one still goes once statusHold has passed.
+// An idle node's write never waits.
+func TestGroupWriterWaitsForABusyDaemonsStatus(t *testing.T) {
+	var mu sync.Mutex
+	stored := map[string]map[string]appsv1beta1.ImageSpec{"busy": {}, "idle": {}}
+	writes := map[string][]int{} // per NodeImage, the images each write added
+	w := newGroupWriter(func(_ context.Context, name string, change imagesChange) error {
+		mu.Lock()
+		defer mu.Unlock()
+		before := len(stored[name])
+		change(&nodeEdit{Images: stored[name]})
+		writes[name] = append(writes[name], len(stored[name])-before)
+		return nil
+	}, func(string, error) {}, funcView{busyFn: func(name string) bool { return name == "busy" }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(ctx, 2) }()
+	defer func() { cancel(); <-done }()
+	writesOf := func(name string) []int {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]int(nil), writes[name]...)
+	}
+
+	a := w.submit("busy", "ns/a", addImage("a"))
+	if err := w.edit(ctx, "idle", "ns/a", addImage("a")); err != nil {
+		t.Fatal(err)
+	}
+	b := w.submit("busy", "ns/b", addImage("b"))
+	if got := writesOf("busy"); len(got) != 0 {
+		t.Fatalf("the busy node was written before its daemon wrote: %v", got)
+	}
+	w.statusMoved("busy")
+	if err := a.wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := writesOf("busy"); len(got) != 1 || got[0] != 2 {
+		t.Fatalf("busy node's writes: %v (images added by each), want [2]: a and b in one write after the status", got)
+	}
+
+	// The daemon wrote just now: the next write need not wait.
+	w.statusMoved("busy")
+	if err := w.edit(ctx, "busy", "ns/c", addImage("c")); err != nil {
+		t.Fatal(err)
+	}
+	// No status write comes: the next goes anyway, after statusHold.
+	waitUntil(t, "the last status write to be older than statusQuiet", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return time.Since(w.statusAt["busy"]) > statusQuiet
+	})
+	start := time.Now()
+	if err := w.edit(ctx, "busy", "ns/d", addImage("d")); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < statusHold {
+		t.Errorf("a busy node's write went after %s without a status write, want it held for %s", took, statusHold)
+	}
+	if got := writesOf("busy"); len(got) != 3 {
+		t.Errorf("busy node's writes: %v, want 3", got)
+	}
+	w.forget("busy")
+	w.mu.Lock()
+	_, kept := w.statusAt["busy"]
+	w.mu.Unlock()
+	if kept {
+		t.Error("forget kept the deleted NodeImage's last status time")
 	}
 }
