@@ -311,16 +311,14 @@ func (c *Controller) jobsByUID(uid types.UID) []*appsv1beta1.ImagePullJob {
 	return out
 }
 
-// tagChanged reports whether name:tag differs between two versions of a
-// NodeImage, in spec or in status.
 // ownersToWake are the owners of the tags whose spec or status changed
 // between old and cur (either may be nil): a status change of one tag
 // never wakes the jobs of other tags. When cur is our own write coming
 // back (own), a tag it added for a single owner wakes nobody: that job's
 // sync decided the tag and already counted it (through the writer's
 // projection), and no one else's change touched it; waking it would only
-// repeat the sync, once per tag write, which was half of all syncs when
-// many jobs meet on the nodes.
+// repeat the sync, once per tag write (a fifth to a third of all syncs
+// where 40 jobs meet on 200 nodes).
 func ownersToWake(old, cur *appsv1beta1.NodeImage, own bool) sets.Set[types.UID] {
 	owners := sets.New[types.UID]()
 	collect := func(ni, other *appsv1beta1.NodeImage, added bool) {
@@ -347,6 +345,8 @@ func ownersToWake(old, cur *appsv1beta1.NodeImage, own bool) sets.Set[types.UID]
 	return owners
 }
 
+// tagChanged reports whether name:tag differs between two versions of a
+// NodeImage, in spec or in status.
 func tagChanged(ni, other *appsv1beta1.NodeImage, name string, t *appsv1beta1.ImageTagSpec) bool {
 	i := nodetags.FindTag(other.Spec.Images, name, t.Tag)
 	if i < 0 {

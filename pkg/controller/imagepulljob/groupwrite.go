@@ -57,7 +57,7 @@ type imagesChange func(e *nodeEdit) bool
 // default), so right after one of its writes ours meets no write of its.
 // Sent at any other time, the two writers' patches of one object cross in
 // the apiserver whenever it is slow, and each crossing is a patch applied
-// twice: on 2 cores under S2's load a third of all NodeImage patches were,
+// twice: on 2 cores under S2's load 36-43% of all NodeImage patches were,
 // and the lost CPU slowed the writes further. A busy node loses nothing by
 // the wait: it has work in hand, and the daemon reports the moment it runs
 // out of it.

@@ -31,6 +31,50 @@ type funcView struct{ settledFn, busyFn func(name string) bool }
 func (v funcView) settled(name string) bool { return v.settledFn == nil || v.settledFn(name) }
 func (v funcView) busy(name string) bool    { return v.busyFn != nil && v.busyFn(name) }
 
+// recordedWrites is a write function over in-memory NodeImages that
+// records, per NodeImage, how many images each write added; written, when
+// set, hears of each write under mu.
+type recordedWrites struct {
+	mu      sync.Mutex
+	stored  map[string]map[string]appsv1beta1.ImageSpec
+	writes  map[string][]int
+	written func(name string)
+}
+
+func (r *recordedWrites) write(_ context.Context, name string, change imagesChange) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stored == nil {
+		r.stored, r.writes = map[string]map[string]appsv1beta1.ImageSpec{}, map[string][]int{}
+	}
+	if r.stored[name] == nil {
+		r.stored[name] = map[string]appsv1beta1.ImageSpec{}
+	}
+	before := len(r.stored[name])
+	change(&nodeEdit{Images: r.stored[name]})
+	r.writes[name] = append(r.writes[name], len(r.stored[name])-before)
+	if r.written != nil {
+		r.written(name)
+	}
+	return nil
+}
+
+// of is the images each write of name added, in order.
+func (r *recordedWrites) of(name string) []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int(nil), r.writes[name]...)
+}
+
+// runWriter runs w with workers until the test ends.
+func runWriter(t *testing.T, w *groupWriter, workers int) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(ctx, workers) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ctx
+}
+
 // waitUntil polls cond until it holds or the deadline passes.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -302,32 +346,17 @@ func TestGroupWriterSurvivesAPanickingChange(t *testing.T) {
 // at once; without a settle it still goes, once settleHold has passed.
 // Other NodeImages are not held up by it.
 func TestGroupWriterWaitsForItsLastWriteToComeBack(t *testing.T) {
-	var mu sync.Mutex
-	stored := map[string]map[string]appsv1beta1.ImageSpec{"n1": {}, "n2": {}}
-	writes := map[string][]int{} // per NodeImage, the images each write added
 	unsettled := map[string]bool{}
-	w := newGroupWriter(func(_ context.Context, name string, change imagesChange) error {
-		mu.Lock()
-		defer mu.Unlock()
-		before := len(stored[name])
-		change(&nodeEdit{Images: stored[name]})
-		writes[name] = append(writes[name], len(stored[name])-before)
+	rec := &recordedWrites{written: func(name string) {
 		unsettled[name] = true // the informer has not brought it back yet
-		return nil
-	}, func(string, error) {}, funcView{settledFn: func(name string) bool {
-		mu.Lock()
-		defer mu.Unlock()
+	}}
+	w := newGroupWriter(rec.write, func(string, error) {}, funcView{settledFn: func(name string) bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
 		return !unsettled[name]
 	}})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); w.run(ctx, 1) }()
-	defer func() { cancel(); <-done }()
-	writesOf := func(name string) []int {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]int(nil), writes[name]...)
-	}
+	ctx := runWriter(t, w, 1)
+	writesOf := rec.of
 
 	if err := w.edit(ctx, "n1", "ns/a", addImage("a")); err != nil {
 		t.Fatal(err)
@@ -344,9 +373,9 @@ func TestGroupWriterWaitsForItsLastWriteToComeBack(t *testing.T) {
 	if got := w.project([]*appsv1beta1.NodeImage{{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}}, func(ni *appsv1beta1.NodeImage) *appsv1beta1.NodeImage { return ni }); len(got[0].Spec.Images) != 2 {
 		t.Errorf("held changes must show to the syncs: projected images %v, want b and c", got[0].Spec.Images)
 	}
-	mu.Lock()
+	rec.mu.Lock()
 	unsettled["n1"] = false
-	mu.Unlock()
+	rec.mu.Unlock()
 	w.settle("n1")
 	if err := b.wait(ctx); err != nil {
 		t.Fatal(err)
@@ -377,26 +406,10 @@ func TestGroupWriterWaitsForItsLastWriteToComeBack(t *testing.T) {
 // a recent one, and without one still goes once statusHold has passed.
 // An idle node's write never waits.
 func TestGroupWriterWaitsForABusyDaemonsStatus(t *testing.T) {
-	var mu sync.Mutex
-	stored := map[string]map[string]appsv1beta1.ImageSpec{"busy": {}, "idle": {}}
-	writes := map[string][]int{} // per NodeImage, the images each write added
-	w := newGroupWriter(func(_ context.Context, name string, change imagesChange) error {
-		mu.Lock()
-		defer mu.Unlock()
-		before := len(stored[name])
-		change(&nodeEdit{Images: stored[name]})
-		writes[name] = append(writes[name], len(stored[name])-before)
-		return nil
-	}, func(string, error) {}, funcView{busyFn: func(name string) bool { return name == "busy" }})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); w.run(ctx, 2) }()
-	defer func() { cancel(); <-done }()
-	writesOf := func(name string) []int {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]int(nil), writes[name]...)
-	}
+	rec := &recordedWrites{}
+	w := newGroupWriter(rec.write, func(string, error) {}, funcView{busyFn: func(name string) bool { return name == "busy" }})
+	ctx := runWriter(t, w, 2)
+	writesOf := rec.of
 
 	a := w.submit("busy", "ns/a", addImage("a"))
 	if err := w.edit(ctx, "idle", "ns/a", addImage("a")); err != nil {
