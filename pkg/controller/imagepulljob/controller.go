@@ -457,6 +457,7 @@ func (c *Controller) liveJob(ctx context.Context, key string) (*appsv1beta1.Imag
 	if apierrors.IsNotFound(err) {
 		c.writtenJobs.Forget(key)
 		c.registries.Forget(key)
+		c.groupWriter().forgetOwner(key)
 		return nil, true, nil
 	}
 	if err != nil {
@@ -502,7 +503,7 @@ func (c *Controller) input(key string, job *appsv1beta1.ImagePullJob, ref imager
 		inFlight = registrycap.InFlight(w.project(all, c.freshestOf), reg.Host)
 		reg.Slots = registrycap.Slots(reg.Limit, inFlight, c.registries.Ahead(reg.Host, key, job.CreationTimestamp.Time))
 	}
-	owned, err := c.ownedNodeImages(job.UID)
+	owned, err := c.ownedNodeImages(key, job.UID)
 	if err != nil {
 		return in, 0, "", err
 	}
@@ -565,10 +566,11 @@ func (c *Controller) submitWrites(key string, job *appsv1beta1.ImagePullJob, in 
 	}
 	// A pin or completion policy changed after the tags were written: the
 	// retention keys on the job's other nodes follow (the write derives
-	// them; the change itself is empty).
+	// them; the change itself is empty). A node with a write already on
+	// its way gets them from that write.
 	policy := retention.JobPolicy(job).String()
 	for _, ni := range in.Owned {
-		if ni.Annotations[retention.RetainPrefix+string(job.UID)] != policy && !submitted.Has(ni.Name) {
+		if ni.Annotations[retention.RetainPrefix+string(job.UID)] != policy && !submitted.Has(ni.Name) && !w.pending(ni.Name) {
 			w.submit(ni.Name, key, func(*nodeEdit) bool { return false })
 		}
 	}
@@ -602,16 +604,73 @@ func (c *Controller) podNodes(ns string, sel labels.Selector) sets.Set[string] {
 	return out
 }
 
-func (c *Controller) ownedNodeImages(uid types.UID) ([]*appsv1beta1.NodeImage, error) {
+// ownedNodeImages are the NodeImages whose tags list the job (key, uid)
+// as an owner, as the writer will leave them: those the informer's owner
+// index lists, and those the job's changes went to that the informer does
+// not show yet, after the changes queued for them.
+func (c *Controller) ownedNodeImages(key string, uid types.UID) ([]*appsv1beta1.NodeImage, error) {
+	cached, err := c.mayOwn(key, uid)
+	if err != nil {
+		return nil, err
+	}
+	indexed := len(cached)
+	maybe := c.appendTouched(key, cached)
+	projected := c.groupWriter().project(maybe, c.freshestOf)
+	out := make([]*appsv1beta1.NodeImage, 0, len(projected))
+	for i, ni := range projected {
+		// Unchanged copies from the owner index need no second look.
+		if (i < indexed && ni == maybe[i]) || ownsTag(ni, uid) {
+			out = append(out, ni)
+		}
+	}
+	return out, nil
+}
+
+// mayOwn are the NodeImages the informer's owner index lists for uid.
+func (c *Controller) mayOwn(key string, uid types.UID) ([]*appsv1beta1.NodeImage, error) {
 	objs, err := c.niIndexer.ByIndex(indexes.NodeImageByOwner, string(uid))
 	if err != nil {
-		return nil, fmt.Errorf("looking up NodeImages owned by %s: %w", uid, err)
+		return nil, fmt.Errorf("looking up NodeImages owned by %s (job %s): %w", uid, key, err)
 	}
 	out := make([]*appsv1beta1.NodeImage, 0, len(objs))
 	for _, o := range objs {
 		out = append(out, o.(*appsv1beta1.NodeImage))
 	}
 	return out, nil
+}
+
+// appendTouched adds to nis the cached NodeImages the job's changes went
+// to that the informer may not show as written yet (groupWriter.nodesOf).
+func (c *Controller) appendTouched(key string, nis []*appsv1beta1.NodeImage) []*appsv1beta1.NodeImage {
+	touched := c.groupWriter().nodesOf(key)
+	if len(touched) == 0 {
+		return nis
+	}
+	have := sets.New[string]()
+	for _, ni := range nis {
+		have.Insert(ni.Name)
+	}
+	for _, name := range touched {
+		if have.Has(name) {
+			continue
+		}
+		if ni, err := c.nodeImages.Get(name); err == nil {
+			nis = append(nis, ni)
+		}
+	}
+	return nis
+}
+
+// ownsTag says whether any tag of ni lists uid as an owner.
+func ownsTag(ni *appsv1beta1.NodeImage, uid types.UID) bool {
+	for _, img := range ni.Spec.Images {
+		for i := range img.Tags {
+			if nodetags.OwnedBy(&img.Tags[i], uid) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // releaseJob drops the job from every tag it owns on one NodeImage, and
@@ -784,10 +843,15 @@ func (c *Controller) cleanup(ctx context.Context, key string, job *appsv1beta1.I
 	if !slices.Contains(job.Finalizers, Finalizer) {
 		return nil
 	}
-	owned, err := c.ownedNodeImages(job.UID)
+	// Every node the job may hold a tag on gets a release, also where its
+	// own tag is still on the way (a release of nothing writes nothing):
+	// the finalizer must not go before that tag lands, or nothing would
+	// ever take it down.
+	owned, err := c.mayOwn(key, job.UID)
 	if err != nil {
 		return err
 	}
+	owned = c.appendTouched(key, owned)
 	// All releases go to the writer at once (they fold with other jobs'
 	// writes to the same nodes); the finalizer goes once all are written.
 	var groups []*changeGroup

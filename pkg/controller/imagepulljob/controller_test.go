@@ -188,12 +188,23 @@ func TestReleasingAJobDropsTheSecretsOnlyItNeeded(t *testing.T) {
 // started on all its nodes; the writer then writes each tag (the bound on
 // writes in flight is measured against the real apiserver in
 // test/integration/controller: the fake clientset serialises calls).
-func TestFanOutHandsTagsToTheWriter(t *testing.T) {
-	const nodes, limit = 40, 8
+// fanOut is a controller over n in-memory NodeImages and one job that
+// targets them all, with a fake clientset behind it. Its caches never
+// move: whatever the controller writes, the informer has not brought
+// back yet. patches counts the NodeImage patches.
+type fanOut struct {
+	c          *Controller
+	client     *fake.Clientset
+	jobIndexer cache.Indexer
+	patches    *atomic.Int32
+}
+
+func newFanOut(t *testing.T, nodes, writers int) fanOut {
+	t.Helper()
 	job := &appsv1beta1.ImagePullJob{ObjectMeta: metav1.ObjectMeta{Name: "j", Namespace: "ns", UID: "uid-j", ResourceVersion: "1", Finalizers: []string{Finalizer}},
-		Spec: appsv1beta1.ImagePullJobSpec{Image: "nginx:1.25", ImagePullJobTemplate: appsv1beta1.ImagePullJobTemplate{Parallelism: ptr.To(intstr.FromInt32(nodes))}}}
+		Spec: appsv1beta1.ImagePullJobSpec{Image: "nginx:1.25", ImagePullJobTemplate: appsv1beta1.ImagePullJobTemplate{Parallelism: ptr.To(intstr.FromInt32(int32(nodes)))}}}
 	objects := []runtime.Object{job}
-	niIndexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	niIndexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{indexes.NodeImageByOwner: indexes.NodeImageOwners})
 	for i := 0; i < nodes; i++ {
 		ni := &appsv1beta1.NodeImage{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("n%02d", i), ResourceVersion: "1"}}
 		objects = append(objects, ni)
@@ -207,18 +218,33 @@ func TestFanOutHandsTagsToTheWriter(t *testing.T) {
 	if err := jobIndexer.Add(job); err != nil {
 		t.Fatal(err)
 	}
-	if err := niIndexer.AddIndexers(cache.Indexers{indexes.NodeImageByOwner: func(any) ([]string, error) { return nil, nil }}); err != nil {
-		t.Fatal(err)
-	}
 	client := fake.NewSimpleClientset(objects...)
-	var patches atomic.Int32
-	client.PrependReactor("patch", "nodeimages", func(clienttesting.Action) (bool, runtime.Object, error) {
+	// Each patch moves the NodeImage's resourceVersion on, as the
+	// apiserver does (the fake's store leaves it as it was), so the
+	// writer can tell its own copies from the cache's.
+	var patches, version atomic.Int32
+	version.Store(1)
+	apply := clienttesting.ObjectReaction(client.Tracker())
+	client.PrependReactor("patch", "nodeimages", func(a clienttesting.Action) (bool, runtime.Object, error) {
 		patches.Add(1)
-		return false, nil, nil
+		_, obj, err := apply(a)
+		if err != nil {
+			return true, nil, err
+		}
+		ni := obj.(*appsv1beta1.NodeImage)
+		ni.ResourceVersion = fmt.Sprint(version.Add(1))
+		return true, ni, client.Tracker().Update(appsv1beta1.SchemeGroupVersion.WithResource("nodeimages"), ni, "")
 	})
 	c := &Controller{client: client, jobs: appslisters.NewImagePullJobLister(jobIndexer), jobIndexer: jobIndexer,
 		nodeImages: appslisters.NewNodeImageLister(niIndexer), niIndexer: niIndexer, recorder: record.NewFakeRecorder(100),
-		opts: Options{Now: time.Now, WriteConcurrency: limit, DaemonNamespace: "prepull-system"}}
+		opts: Options{Now: time.Now, WriteConcurrency: writers, DaemonNamespace: "prepull-system"}}
+	return fanOut{c: c, client: client, jobIndexer: jobIndexer, patches: &patches}
+}
+
+func TestFanOutHandsTagsToTheWriter(t *testing.T) {
+	const nodes, limit = 40, 8
+	f := newFanOut(t, nodes, limit)
+	c, client, patches := f.c, f.client, f.patches
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if _, err := c.sync(ctx, "ns/j"); err != nil {
@@ -256,6 +282,79 @@ func TestFanOutHandsTagsToTheWriter(t *testing.T) {
 		if tags := ni.Spec.Images["nginx"].Tags; len(tags) != 1 || tags[0].Tag != "1.25" || len(tags[0].OwnerReferences) != 1 {
 			t.Errorf("%s: tags %+v, want nginx:1.25 owned by the job", ni.Name, tags)
 		}
+	}
+}
+
+// A job deleted while its tags are still on the way to the nodes (queued
+// in the writer, or written and not yet back from the informer, whose
+// owner index therefore misses them) keeps its finalizer until they are
+// taken down again: no tag outlives its job. The chaos suite's burst of
+// jobs created and deleted at once leaked such tags when the finalizer
+// went after the cached owner index alone.
+func TestDeletedJobReleasesTagsStillOnTheirWay(t *testing.T) {
+	for _, written := range []bool{false, true} {
+		t.Run(fmt.Sprintf("written=%v", written), func(t *testing.T) {
+			const nodes = 6
+			f := newFanOut(t, nodes, 2)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if _, err := f.c.sync(ctx, "ns/j"); err != nil {
+				t.Fatalf("sync: %v", err)
+			}
+			w := f.c.groupWriter()
+			go w.run(ctx, 2)
+			if written {
+				waitUntilPatched(t, f, nodes)
+			}
+			job, err := f.client.AppsV1beta1().ImagePullJobs("ns").Get(ctx, "j", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := metav1.Now()
+			job.DeletionTimestamp, job.ResourceVersion = &now, "100"
+			if err := f.jobIndexer.Update(job); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.c.sync(ctx, "ns/j"); err != nil {
+				t.Fatalf("sync of the deleted job: %v", err)
+			}
+			got, err := f.client.AppsV1beta1().ImagePullJobs("ns").Get(ctx, "j", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slices.Contains(got.Finalizers, Finalizer) {
+				t.Fatalf("the deleted job kept its finalizer: %v", got.Finalizers)
+			}
+			// Whatever the writer still had for the job went out before
+			// the finalizer did.
+			w.mu.Lock()
+			pending := len(w.queues)
+			w.mu.Unlock()
+			if pending != 0 {
+				t.Fatalf("%d NodeImages still had writes queued once the finalizer went", pending)
+			}
+			for i := range nodes {
+				ni, err := f.client.AppsV1beta1().NodeImages().Get(ctx, fmt.Sprintf("n%02d", i), metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ownsTag(ni, "uid-j") {
+					t.Errorf("%s still holds a tag of the deleted job: %+v", ni.Name, ni.Spec.Images)
+				}
+			}
+		})
+	}
+}
+
+// waitUntilPatched polls until the fan-out's NodeImages took n patches.
+func waitUntilPatched(t *testing.T, f fanOut, n int32) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for f.patches.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d NodeImage patches, want %d", f.patches.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

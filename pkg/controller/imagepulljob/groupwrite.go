@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -76,6 +77,13 @@ type groupWriter struct {
 	// statusAt is when the informer last brought a status write of each
 	// NodeImage (until it is deleted).
 	statusAt map[string]time.Time
+	// touched names, per owner, the NodeImages its changes went to that
+	// the informer may not show yet: queued, in flight, or written but
+	// not yet back. The informer's owner index misses them, and a job
+	// deleted in that window would let its finalizer go while its tag
+	// was still on its way (a leaked tag no sync ever wakes for). Pruned
+	// as the owner asks (nodesOf), dropped with it (forgetOwner).
+	touched map[string]sets.Set[string]
 
 	queue  workqueue.TypedDelayingInterface[string]
 	mu     sync.Mutex
@@ -142,7 +150,8 @@ type changeGroup struct {
 func newGroupWriter(write func(ctx context.Context, name string, change imagesChange) error, failed func(owner string, err error),
 	view nodeView) *groupWriter {
 	return &groupWriter{write: write, failed: failed, view: view, queues: map[string]*nodeQueue{}, statusAt: map[string]time.Time{},
-		queue: workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "imagepulljob-nodeimage-writes"})}
+		touched: map[string]sets.Set[string]{},
+		queue:   workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "imagepulljob-nodeimage-writes"})}
 }
 
 // settle is told that the informer brought a new copy of the NodeImage
@@ -219,9 +228,50 @@ func (w *groupWriter) submit(name, owner string, change imagesChange) *changeGro
 	g.changes = append(g.changes, change)
 	g.owners = append(g.owners, owner)
 	q.version++
+	if w.touched[owner] == nil {
+		w.touched[owner] = sets.New[string]()
+	}
+	w.touched[owner].Insert(name)
 	w.mu.Unlock()
 	w.queue.Add(name)
 	return g
+}
+
+// nodesOf names the NodeImages owner's changes went to that the informer
+// may not show as written yet: a change is queued or in flight for them,
+// or the informer has not brought back our last write. The others it
+// forgets: their owner index is current.
+func (w *groupWriter) nodesOf(owner string) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	names := w.touched[owner]
+	var out []string
+	for name := range names {
+		if w.queues[name] == nil && (w.view == nil || w.view.settled(name)) {
+			names.Delete(name)
+			continue
+		}
+		out = append(out, name)
+	}
+	if names.Len() == 0 {
+		delete(w.touched, owner)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// pending says whether a write of name is queued or in flight.
+func (w *groupWriter) pending(name string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.queues[name] != nil
+}
+
+// forgetOwner drops what the writer keeps for owner, a job that is gone.
+func (w *groupWriter) forgetOwner(owner string) {
+	w.mu.Lock()
+	delete(w.touched, owner)
+	w.mu.Unlock()
 }
 
 // edit submits change and waits for the write that carries it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -457,5 +458,59 @@ func TestGroupWriterWaitsForABusyDaemonsStatus(t *testing.T) {
 	w.mu.Unlock()
 	if kept {
 		t.Error("forget kept the deleted NodeImage's last status time")
+	}
+}
+
+// nodesOf names the NodeImages an owner's changes went to until the
+// informer shows them written: queued, written but not back, then gone
+// once settled; forgetOwner drops the rest.
+func TestGroupWriterNamesAnOwnersNodesUntilTheyAreBack(t *testing.T) {
+	var mu sync.Mutex
+	out := map[string]bool{} // written, not back from the informer
+	rec := &recordedWrites{written: func(name string) {
+		mu.Lock()
+		defer mu.Unlock()
+		out[name] = true
+	}}
+	w := newGroupWriter(rec.write, func(string, error) {}, funcView{settledFn: func(name string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return !out[name]
+	}})
+	a1, a2 := w.submit("n1", "ns/a", addImage("a")), w.submit("n2", "ns/a", addImage("a"))
+	b2 := w.submit("n2", "ns/b", addImage("b"))
+	w.submit("n3", "ns/c", addImage("c"))
+	if got := w.nodesOf("ns/a"); !slices.Equal(got, []string{"n1", "n2"}) {
+		t.Fatalf("queued: nodesOf(a) = %v, want [n1 n2]", got)
+	}
+	ctx := runWriter(t, w, 2)
+	for _, g := range []*changeGroup{a1, a2, b2} {
+		if err := g.wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := w.nodesOf("ns/a"); !slices.Equal(got, []string{"n1", "n2"}) {
+		t.Fatalf("written, not back: nodesOf(a) = %v, want [n1 n2]", got)
+	}
+	mu.Lock()
+	out["n1"] = false
+	mu.Unlock()
+	if got := w.nodesOf("ns/a"); !slices.Equal(got, []string{"n2"}) {
+		t.Fatalf("n1 back: nodesOf(a) = %v, want [n2]", got)
+	}
+	mu.Lock()
+	out["n2"] = false
+	mu.Unlock()
+	if got := w.nodesOf("ns/a"); len(got) != 0 {
+		t.Fatalf("all back: nodesOf(a) = %v, want none", got)
+	}
+	if got := w.nodesOf("ns/b"); len(got) != 0 {
+		t.Fatalf("all back: nodesOf(b) = %v, want none", got)
+	}
+	w.forgetOwner("ns/c")
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.touched) != 0 {
+		t.Errorf("the writer still keeps nodes for %v", w.touched)
 	}
 }

@@ -6,6 +6,7 @@ package nodeimage
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -97,9 +98,11 @@ func New(client versioned.Interface, nodes cache.SharedIndexInformer, nodeImages
 		UpdateFunc: func(old, cur any) {
 			o, n := old.(*appsv1beta1.NodeImage), cur.(*appsv1beta1.NodeImage)
 			switch {
-			case TagsOnlyAdded(o, n):
+			case TagsOnlyAdded(o, n) && !slices.ContainsFunc(AddedOwners(o, n), func(r corev1.ObjectReference) bool { return !c.ownerExists(r) }):
 				// Nothing to do before the new tasks' unanswered
 				// timeout; a sync then schedules any later deadline.
+				// An owner that is gone already (a job deleted while
+				// its tag was on the way) is dropped now instead.
 				c.queue.AddAfter(n.Name, c.opts.UnansweredTimeout)
 			case NeedsHousekeeping(o, n):
 				byName(cur)

@@ -170,6 +170,26 @@ func TagsOnlyAdded(old, cur *appsv1beta1.NodeImage) bool {
 	return !statusNeedsHousekeeping(old, cur)
 }
 
+// AddedOwners are the owners cur's tags list that old's same tags did not
+// (all of a new tag's).
+func AddedOwners(old, cur *appsv1beta1.NodeImage) []corev1.ObjectReference {
+	var out []corev1.ObjectReference
+	for name, img := range cur.Spec.Images {
+		for _, now := range img.Tags {
+			var was []corev1.ObjectReference
+			if i := nodetags.FindTag(old.Spec.Images, name, now.Tag); i >= 0 {
+				was = old.Spec.Images[name].Tags[i].OwnerReferences
+			}
+			for _, o := range now.OwnerReferences {
+				if !slices.ContainsFunc(was, func(w corev1.ObjectReference) bool { return w.UID == o.UID }) {
+					out = append(out, o)
+				}
+			}
+		}
+	}
+	return out
+}
+
 // ownersKept says whether every owner in was is still in now.
 func ownersKept(was, now []corev1.ObjectReference) bool {
 	for _, o := range was {

@@ -1,6 +1,7 @@
 package nodeimage
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -112,49 +113,57 @@ func TestTagsOnlyAdded(t *testing.T) {
 		name   string
 		change func(*appsv1beta1.NodeImage)
 		want   bool
+		added  []string // the owners AddedOwners finds
 	}{
-		{"nothing changed", func(*appsv1beta1.NodeImage) {}, false},
+		{"nothing changed", func(*appsv1beta1.NodeImage) {}, false, nil},
 		{"a new image", func(ni *appsv1beta1.NodeImage) {
 			ni.Generation++
 			ni.Spec.Images["b"] = appsv1beta1.ImageSpec{Tags: []appsv1beta1.ImageTagSpec{{Tag: "v1", Version: 1, OwnerReferences: []corev1.ObjectReference{owner("j2")}}}}
-		}, true},
+		}, true, []string{"j2"}},
 		{"a new tag of an image", func(ni *appsv1beta1.NodeImage) {
 			ni.Generation++
 			img := ni.Spec.Images["a"]
 			img.Tags = append(img.Tags, appsv1beta1.ImageTagSpec{Tag: "v2", Version: 1, OwnerReferences: []corev1.ObjectReference{owner("j2")}})
 			ni.Spec.Images["a"] = img
-		}, true},
+		}, true, []string{"j2"}},
 		{"another owner and a new version", func(ni *appsv1beta1.NodeImage) {
 			ni.Generation++
 			tag(ni).OwnerReferences = append(tag(ni).OwnerReferences, owner("j2"))
 			tag(ni).Version++
-		}, true},
+		}, true, []string{"j2"}},
 		{"an owner gone", func(ni *appsv1beta1.NodeImage) {
 			ni.Generation++
 			tag(ni).OwnerReferences = []corev1.ObjectReference{owner("j2")}
-		}, false},
-		{"a tag gone", func(ni *appsv1beta1.NodeImage) { ni.Generation++; delete(ni.Spec.Images, "a") }, false},
+		}, false, []string{"j2"}},
+		{"a tag gone", func(ni *appsv1beta1.NodeImage) { ni.Generation++; delete(ni.Spec.Images, "a") }, false, nil},
 		{"a pull policy changed", func(ni *appsv1beta1.NodeImage) {
 			ni.Generation++
 			tag(ni).PullPolicy = &appsv1beta1.ImageTagPullPolicy{TTLSecondsAfterFinished: &longer}
-		}, false},
+		}, false, nil},
 		{"a tag added with the labels changed", func(ni *appsv1beta1.NodeImage) {
 			ni.Generation++
 			ni.Spec.Images["b"] = appsv1beta1.ImageSpec{Tags: []appsv1beta1.ImageTagSpec{{Tag: "v1", Version: 1}}}
 			ni.Labels["zone"] = "b"
-		}, false},
+		}, false, nil},
 		{"a tag added while deletion started", func(ni *appsv1beta1.NodeImage) {
 			ni.Generation++
 			ni.Spec.Images["b"] = appsv1beta1.ImageSpec{Tags: []appsv1beta1.ImageTagSpec{{Tag: "v1", Version: 1}}}
 			now := metav1.Now()
 			ni.DeletionTimestamp = &now
-		}, false},
+		}, false, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			old, cur := base(), base()
 			c.change(cur)
 			if got := TagsOnlyAdded(old, cur); got != c.want {
 				t.Errorf("TagsOnlyAdded = %v, want %v", got, c.want)
+			}
+			var added []string
+			for _, o := range AddedOwners(old, cur) {
+				added = append(added, string(o.UID))
+			}
+			if !slices.Equal(added, c.added) {
+				t.Errorf("AddedOwners = %v, want %v", added, c.added)
 			}
 		})
 	}
