@@ -304,7 +304,7 @@ func TestDeletedJobReleasesTagsStillOnTheirWay(t *testing.T) {
 			w := f.c.groupWriter()
 			go w.run(ctx, 2)
 			if written {
-				waitUntilPatched(t, f, nodes)
+				waitUntil(t, "the tags written", func() bool { return f.patches.Load() >= nodes })
 			}
 			job, err := f.client.AppsV1beta1().ImagePullJobs("ns").Get(ctx, "j", metav1.GetOptions{})
 			if err != nil {
@@ -343,18 +343,6 @@ func TestDeletedJobReleasesTagsStillOnTheirWay(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// waitUntilPatched polls until the fan-out's NodeImages took n patches.
-func waitUntilPatched(t *testing.T, f fanOut, n int32) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for f.patches.Load() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d NodeImage patches, want %d", f.patches.Load(), n)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
